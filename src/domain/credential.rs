@@ -1,0 +1,238 @@
+//! A credential as the ledger knows it, the values it is made of, and `apply`.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::event::{CredentialCreated, CredentialLocked, Event};
+use super::key::KeyHash;
+
+const MAX_NAME_CHARS: usize = 255;
+
+/// A credential's human-readable name: trimmed, 1 to 255 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CredentialName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidName {
+    #[error("name must not be empty")]
+    Empty,
+    #[error("name must be at most {MAX_NAME_CHARS} characters")]
+    TooLong,
+    #[error("name must not contain control characters")]
+    ControlCharacter,
+}
+
+impl CredentialName {
+    pub fn parse(raw: &str) -> Result<Self, InvalidName> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(InvalidName::Empty);
+        }
+        if trimmed.chars().count() > MAX_NAME_CHARS {
+            return Err(InvalidName::TooLong);
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(InvalidName::ControlCharacter);
+        }
+        Ok(CredentialName(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CredentialName {
+    type Error = InvalidName;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        CredentialName::parse(&raw)
+    }
+}
+
+impl From<CredentialName> for String {
+    fn from(name: CredentialName) -> String {
+        name.0
+    }
+}
+
+/// A server's (tenant's) name: the same rules as a credential name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerName(String);
+
+impl ServerName {
+    pub fn parse(raw: &str) -> Result<Self, InvalidName> {
+        CredentialName::parse(raw).map(|name| ServerName(name.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a credential is for. Only `Api` credentials authenticate against this service;
+/// `Smtp` credentials are issued here for a mail relay to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CredentialType {
+    #[default]
+    #[serde(rename = "SMTP")]
+    Smtp,
+    #[serde(rename = "API")]
+    Api,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("type must be \"SMTP\" or \"API\"")]
+pub struct InvalidType;
+
+impl CredentialType {
+    pub fn parse(raw: &str) -> Result<Self, InvalidType> {
+        match raw {
+            "SMTP" => Ok(CredentialType::Smtp),
+            "API" => Ok(CredentialType::Api),
+            _ => Err(InvalidType),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialType::Smtp => "SMTP",
+            CredentialType::Api => "API",
+        }
+    }
+}
+
+impl fmt::Display for CredentialType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state of one credential: the fold of its stream with [`apply`].
+/// This is also exactly one row of the credential view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub id: i64,
+    pub uuid: Uuid,
+    pub server_uuid: Uuid,
+    pub name: CredentialName,
+    pub credential_type: CredentialType,
+    pub hold: bool,
+    pub key_hash: KeyHash,
+    pub key_prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub locked_at: Option<DateTime<Utc>>,
+    /// The stream version of the last event applied.
+    pub version: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("credential {0} is created twice")]
+    AlreadyExists(Uuid),
+    #[error("credential {0} is locked before it was created")]
+    Missing(Uuid),
+    #[error("credential {stream_id} expects version {expected}, the event has {actual}")]
+    VersionGap {
+        stream_id: Uuid,
+        expected: i32,
+        actual: i32,
+    },
+}
+
+/// Folds one event of stream `stream_id` into the credential it describes.
+///
+/// The inline projection, `projections rebuild`, the writer's in-memory state and auditors'
+/// replays all go through this one function, so they cannot disagree.
+pub fn apply(
+    current: Option<&Credential>,
+    stream_id: Uuid,
+    stream_version: i32,
+    recorded_at: DateTime<Utc>,
+    event: &Event,
+) -> Result<Credential, ApplyError> {
+    let expected = current.map_or(1, |credential| credential.version + 1);
+    if stream_version != expected {
+        return Err(ApplyError::VersionGap {
+            stream_id,
+            expected,
+            actual: stream_version,
+        });
+    }
+    match (current, event) {
+        (Some(_), Event::CredentialCreated(_)) => Err(ApplyError::AlreadyExists(stream_id)),
+        (None, Event::CredentialLocked(_)) => Err(ApplyError::Missing(stream_id)),
+        (None, Event::CredentialCreated(created)) => {
+            Ok(created_credential(stream_id, recorded_at, created))
+        }
+        (Some(credential), Event::CredentialLocked(CredentialLocked { .. })) => Ok(Credential {
+            hold: true,
+            locked_at: Some(recorded_at),
+            version: stream_version,
+            ..credential.clone()
+        }),
+    }
+}
+
+fn created_credential(
+    uuid: Uuid,
+    recorded_at: DateTime<Utc>,
+    created: &CredentialCreated,
+) -> Credential {
+    Credential {
+        id: created.credential_id,
+        uuid,
+        server_uuid: created.server_uuid,
+        name: created.name.clone(),
+        credential_type: created.credential_type,
+        hold: created.hold,
+        key_hash: created.key_hash,
+        key_prefix: created.key_prefix.clone(),
+        created_at: recorded_at,
+        locked_at: None,
+        version: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(
+            CredentialName::parse("  Production API \n")
+                .unwrap()
+                .as_str(),
+            "Production API"
+        );
+        assert_eq!(CredentialName::parse("   "), Err(InvalidName::Empty));
+        assert_eq!(CredentialName::parse(""), Err(InvalidName::Empty));
+        assert!(CredentialName::parse(&"é".repeat(255)).is_ok());
+        assert_eq!(
+            CredentialName::parse(&"é".repeat(256)),
+            Err(InvalidName::TooLong)
+        );
+        assert_eq!(
+            CredentialName::parse("a\u{0}b"),
+            Err(InvalidName::ControlCharacter)
+        );
+        assert_eq!(
+            CredentialName::parse("a\u{1b}[31mb"),
+            Err(InvalidName::ControlCharacter)
+        );
+    }
+
+    #[test]
+    fn types_are_exactly_smtp_or_api() {
+        assert_eq!(CredentialType::parse("SMTP"), Ok(CredentialType::Smtp));
+        assert_eq!(CredentialType::parse("API"), Ok(CredentialType::Api));
+        for bad in ["api", "smtp", "", "API ", "WEBHOOK"] {
+            assert_eq!(CredentialType::parse(bad), Err(InvalidType));
+        }
+        assert_eq!(CredentialType::default(), CredentialType::Smtp);
+    }
+}

@@ -1,0 +1,24 @@
+//! The pure core of the ledger: credentials, keys, events, commands, `decide` and `apply`.
+//!
+//! Nothing in here performs I/O. Time and randomness come in as arguments, so every rule can be
+//! tested with plain values (given these events, when this command, then these events).
+
+mod chain;
+mod command;
+mod credential;
+mod event;
+mod key;
+mod ledger;
+
+pub use chain::{canonical_json, chain_hash, ChainLink, Hash, GENESIS_HASH};
+pub use command::{decide, Command, DomainError, KeyMaterial, Outcome};
+pub use credential::{
+    apply, ApplyError, Credential, CredentialName, CredentialType, InvalidName, InvalidType,
+    ServerName,
+};
+pub use event::{
+    Actor, CredentialCreated, CredentialLocked, Event, EventDecodeError, EventMetadata, LockReason,
+    PendingEvent, CREDENTIAL_CREATED, CREDENTIAL_LOCKED,
+};
+pub use key::{ApiKey, InvalidKey, KeyHash, KEY_PREFIX};
+pub use ledger::{Handled, Ledger};

@@ -1,0 +1,192 @@
+//! The one mapping from everything that can go wrong to an HTTP status and a stable code.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::{DomainError, KEY_PREFIX};
+use crate::store::StoreError;
+use crate::writer::WriteError;
+
+/// Every error the API answers with. `code` is part of the public contract; messages are for
+/// humans and may change.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    InvalidParameters(String),
+    #[error("{message}")]
+    InvalidValue { code: &'static str, message: String },
+    #[error("the X-Server-API-Key header is missing")]
+    MissingApiKey,
+    #[error("the API key is not valid")]
+    InvalidApiKey,
+    #[error("no credential with that uuid")]
+    CredentialNotFound,
+    #[error("the credential is held and cannot be regenerated")]
+    CredentialHeld,
+    #[error("a credential with that uuid already exists")]
+    CredentialExists,
+    #[error("no such endpoint")]
+    RouteNotFound,
+    #[error("this endpoint does not accept that method")]
+    MethodNotAllowed,
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body must be JSON, sent with Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("the service is temporarily unavailable, try again")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    status: &'static str,
+    data: ErrorData<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorData<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::InvalidParameters(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidValue { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MissingApiKey | ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            ApiError::CredentialNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::CredentialHeld | ApiError::CredentialExists => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::InvalidParameters(_) => "invalid_parameters",
+            ApiError::InvalidValue { code, .. } => code,
+            ApiError::MissingApiKey => "missing_api_key",
+            ApiError::InvalidApiKey => "invalid_api_key",
+            ApiError::CredentialNotFound => "credential_not_found",
+            ApiError::CredentialHeld => "credential_held",
+            ApiError::CredentialExists => "credential_exists",
+            ApiError::RouteNotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// What the client is told. Causes of 5xx stay in the logs.
+    fn public_message(&self) -> String {
+        redact_keys(&self.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(code = self.code(), cause = %redact_keys(cause), "unavailable")
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(code = self.code(), cause = %redact_keys(cause), "internal error")
+            }
+            _ => tracing::debug!(code = self.code(), "request refused"),
+        }
+        let body = ErrorBody {
+            status: "error",
+            data: ErrorData {
+                code: self.code(),
+                message: self.public_message(),
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::CredentialNotFound => ApiError::CredentialNotFound,
+            DomainError::CredentialHeld => ApiError::CredentialHeld,
+            DomainError::CredentialExists => ApiError::CredentialExists,
+            DomainError::Inconsistent(reason) => ApiError::Internal(reason),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Database(_) | StoreError::Migrate(_) => {
+                ApiError::Unavailable(error.to_string())
+            }
+            StoreError::Corrupt { .. } => ApiError::Internal(error.to_string()),
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Rejected(refused) => refused.into(),
+            WriteError::Unavailable(_) | WriteError::Stopped => {
+                ApiError::Unavailable(error.to_string())
+            }
+        }
+    }
+}
+
+/// Replaces anything shaped like a key with a placeholder, so that a key a client put in the
+/// wrong place is never echoed or logged.
+pub fn redact_keys(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(KEY_PREFIX) {
+        out.push_str(&rest[..start]);
+        out.push_str(KEY_PREFIX);
+        out.push_str("[redacted]");
+        let after = &rest[start + KEY_PREFIX.len()..];
+        let secret_len = after
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(after.len());
+        rest = &after[secret_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_redacted_wherever_they_appear() {
+        assert_eq!(
+            redact_keys("unknown field `vml_abcDEF123`, expected"),
+            "unknown field `vml_[redacted]`, expected"
+        );
+        assert_eq!(redact_keys("vml_x vml_y"), "vml_[redacted] vml_[redacted]");
+        assert_eq!(redact_keys("nothing here"), "nothing here");
+    }
+}

@@ -1,0 +1,69 @@
+//! Provisioning a server (tenant) and its first API credential, in one transaction.
+
+use rand::rngs::OsRng;
+use uuid::Uuid;
+
+use crate::domain::{
+    Actor, ApiKey, Command, Credential, CredentialName, CredentialType, DomainError, EventMetadata,
+    KeyMaterial, Outcome, ServerName,
+};
+use crate::store::{NewEvent, Store};
+use crate::writer::{now, WriteError};
+
+pub struct ProvisionedServer {
+    pub server_uuid: Uuid,
+    pub credential: Credential,
+    pub key: ApiKey,
+}
+
+pub async fn provision_server(
+    store: &Store,
+    name: &ServerName,
+    credential_name: CredentialName,
+) -> Result<ProvisionedServer, WriteError> {
+    let unavailable = |error| WriteError::Unavailable(std::sync::Arc::new(error));
+    let server_uuid = Uuid::new_v4();
+    let key = ApiKey::generate(&mut OsRng);
+    let command = Command::Create {
+        server_uuid,
+        credential_uuid: Uuid::new_v4(),
+        name: credential_name,
+        credential_type: CredentialType::Api,
+        hold: false,
+        key: KeyMaterial::from(&key),
+    };
+    let metadata = EventMetadata {
+        actor: Actor::Cli,
+        request_id: None,
+        source_ip: None,
+    };
+
+    let mut txn = store.begin_append().await.map_err(unavailable)?;
+    txn.insert_server(server_uuid, name)
+        .await
+        .map_err(unavailable)?;
+    let mut ledger = txn.load_ledger(&[]).await.map_err(unavailable)?;
+    let recorded_at = now();
+    let handled = ledger.handle(&command, recorded_at)?;
+    let events: Vec<_> = handled
+        .events
+        .into_iter()
+        .map(|pending| NewEvent {
+            pending,
+            metadata: &metadata,
+        })
+        .collect();
+    txn.commit(&ledger, &events, recorded_at)
+        .await
+        .map_err(unavailable)?;
+    let Outcome::Created(credential) = handled.outcome else {
+        return Err(
+            DomainError::Inconsistent("a create command had another outcome".into()).into(),
+        );
+    };
+    Ok(ProvisionedServer {
+        server_uuid,
+        credential,
+        key,
+    })
+}

@@ -1,0 +1,111 @@
+//! Wiring: the running service is the HTTP API, the writer and the usage flusher.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{router, AppState};
+use crate::store::{self, Store};
+use crate::usage::UsageRecorder;
+use crate::writer::Writer;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen_addr: SocketAddr,
+    pub usage_flush_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            usage_flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    writer_task: JoinHandle<()>,
+    flusher: JoinHandle<()>,
+    stop_flusher: CancellationToken,
+}
+
+impl Application {
+    /// Prepares the schema, starts the background tasks and binds the listener.
+    pub async fn build(pool: PgPool, settings: Settings) -> anyhow::Result<Application> {
+        store::prepare(&pool).await?;
+        let store = Store::new(pool);
+        let (writer, writer_task) = Writer::spawn(store.clone());
+        let usage = UsageRecorder::default();
+        let stop_flusher = CancellationToken::new();
+        let flusher = usage.spawn_flusher(
+            store.clone(),
+            settings.usage_flush_interval,
+            stop_flusher.clone(),
+        );
+        let listener = TcpListener::bind(settings.listen_addr).await?;
+        let state = AppState {
+            store,
+            writer,
+            usage,
+            health_timeout: Duration::from_secs(2),
+        };
+        Ok(Application {
+            listener,
+            state,
+            writer_task,
+            flusher,
+            stop_flusher,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests, drains the writer and
+    /// flushes `last_used_at`.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let service = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        // The last handle on the writer went with the router: the writer ends once it is drained.
+        self.writer_task.await?;
+        self.stop_flusher.cancel();
+        self.flusher.await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,71 @@
+//! PostgreSQL adapter: the event log, the credential view and the usage table.
+//! Every SQL statement of the service is in this module, `migrations/` or `projections/`.
+
+mod append;
+mod credentials;
+mod schema;
+
+use std::time::Duration;
+
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+pub use append::{AppendTxn, NewEvent};
+pub use credentials::{Caller, CredentialListing};
+pub use schema::{prepare, rebuild_projections, RebuildReport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the stored event at position {position} cannot be read: {reason}")]
+    Corrupt { position: i64, reason: String },
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+/// Connects to the database named in the settings, creating it first if it does not exist.
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> {
+    if !Postgres::database_exists(&settings.url).await? {
+        Postgres::create_database(&settings.url).await?;
+    }
+    let options: PgConnectOptions = settings.url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_with(options.application_name("credential-ledger"))
+        .await?;
+    Ok(pool)
+}
+
+/// The service's handle on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Store { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query!("SELECT 1 AS alive")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+use std::time::Duration;
+
+use credential_ledger::config::LogFormat;
+use credential_ledger::domain::{CredentialName, ServerName};
+use credential_ledger::provision::provision_server;
+use credential_ledger::startup::{Application, Settings};
+use credential_ledger::store::Store;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const LIST: &str = "/api/v1/credentials/list";
+pub const CREATE: &str = "/api/v1/credentials/create";
+pub const REGENERATE: &str = "/api/v1/credentials/regenerate";
+pub const REVOKE: &str = "/api/v1/credentials/revoke";
+
+/// A server (tenant) and the key of its first API credential.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub server_uuid: Uuid,
+    pub credential_uuid: Uuid,
+    pub key: String,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub tenant: Tenant,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn data(&self) -> &Value {
+        assert_eq!(
+            self.body["status"], "success",
+            "{} {}",
+            self.status, self.body
+        );
+        &self.body["data"]
+    }
+
+    pub fn error_code(&self) -> &str {
+        assert_eq!(
+            self.body["status"], "error",
+            "{} {}",
+            self.status, self.body
+        );
+        self.body["data"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+pub async fn spawn_app(pool: PgPool) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        credential_ledger::telemetry::init(LogFormat::Text);
+    }
+    let settings = Settings {
+        usage_flush_interval: Duration::from_millis(50),
+        ..Settings::default()
+    };
+    let application = Application::build(pool.clone(), settings)
+        .await
+        .expect("the application starts");
+    let address = format!("http://{}", application.local_addr().unwrap());
+    tokio::spawn(application.run_until(std::future::pending()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut app = TestApp {
+        address,
+        client,
+        pool,
+        tenant: Tenant {
+            server_uuid: Uuid::nil(),
+            credential_uuid: Uuid::nil(),
+            key: String::new(),
+        },
+    };
+    app.tenant = app.new_tenant("Acme Mail").await;
+    app
+}
+
+impl TestApp {
+    pub async fn new_tenant(&self, name: &str) -> Tenant {
+        let provisioned = provision_server(
+            &Store::new(self.pool.clone()),
+            &ServerName::parse(name).unwrap(),
+            CredentialName::parse("Initial API key").unwrap(),
+        )
+        .await
+        .unwrap();
+        Tenant {
+            server_uuid: provisioned.server_uuid,
+            credential_uuid: provisioned.credential.uuid,
+            key: provisioned.key.expose_secret().to_owned(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("X-Server-API-Key", key);
+        }
+        answer(request.send().await.expect("the service answers")).await
+    }
+
+    pub async fn list(&self, key: &str) -> Answer {
+        self.post(LIST, Some(key), &json!({})).await
+    }
+
+    pub async fn create(&self, key: &str, body: Value) -> Answer {
+        self.post(CREATE, Some(key), &body).await
+    }
+
+    pub async fn regenerate(&self, key: &str, uuid: &str) -> Answer {
+        self.post(REGENERATE, Some(key), &json!({ "uuid": uuid }))
+            .await
+    }
+
+    pub async fn revoke(&self, key: &str, uuid: &str) -> Answer {
+        self.post(REVOKE, Some(key), &json!({ "uuid": uuid })).await
+    }
+
+    /// Creates an API credential and returns its data (with the key).
+    pub async fn create_api_key(&self, key: &str, name: &str) -> Value {
+        let answer = self.create(key, json!({"name": name, "type": "API"})).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        answer.data().clone()
+    }
+
+    /// The number of events and the head hash: what must not move when a request is refused.
+    pub async fn log_head(&self) -> (i64, Vec<u8>) {
+        sqlx::query_as("SELECT position, hash FROM chain_head")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn event_types(&self) -> Vec<(String, Uuid)> {
+        sqlx::query_as("SELECT event_type, stream_id FROM events ORDER BY position")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The whole credential view, ordered, for comparisons.
+    pub async fn view(&self) -> Vec<Value> {
+        sqlx::query_scalar("SELECT to_jsonb(c) FROM credentials c ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+pub async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let text = response.text().await.expect("a body");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
+    Answer { status, body }
+}

@@ -1,0 +1,10 @@
+//! HTTP and storage integration tests, against the real PostgreSQL on this machine.
+//! Each `#[sqlx::test]` gets a fresh, migrated database. Set `TEST_LOG=1` to see the logs.
+
+mod bad_input;
+mod binary;
+mod concurrency;
+mod credentials;
+mod helpers;
+mod ledger;
+mod secrets;
