@@ -3,7 +3,10 @@
 use anyhow::Context;
 use serde_json::json;
 
-use crate::config::{CliCommand, ProjectionsCommand, ServeArgs, ServerCommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{self, Relay};
+use crate::config::{CliCommand, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand};
 use crate::domain::{CredentialName, ServerName};
 use crate::provision::provision_server;
 use crate::startup::{shutdown_signal, Application, Settings};
@@ -18,14 +21,9 @@ pub async fn run(command: CliCommand) -> anyhow::Result<()> {
             tracing::info!("database is up to date");
             Ok(())
         }
-        CliCommand::Server(ServerCommand::Create {
-            name,
-            credential_name,
-            database,
-        }) => {
+        CliCommand::Server(ServerCommand::Create { name, credential_name, database }) => {
             let name = ServerName::parse(&name).context("--name")?;
-            let credential_name =
-                CredentialName::parse(&credential_name).context("--credential-name")?;
+            let credential_name = CredentialName::parse(&credential_name).context("--credential-name")?;
             let pool = store::connect(&database.settings()).await?;
             store::prepare(&pool).await?;
             let provisioned = provision_server(&Store::new(pool), &name, credential_name).await?;
@@ -61,16 +59,31 @@ pub async fn run(command: CliCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        CliCommand::Relay(args) => relay(args).await,
+        CliCommand::Events(EventsCommand::Tail { bus, binding_key, limit }) => {
+            bus::tail(&bus.settings(), &binding_key, limit).await?;
+            Ok(())
+        }
     }
 }
 
+async fn relay(args: RelayArgs) -> anyhow::Result<()> {
+    let pool = store::connect(&args.database.settings()).await.context("connecting to PostgreSQL")?;
+    store::prepare(&pool).await?;
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(Relay::new(pool, args.settings()).run(stop.clone()));
+    shutdown_signal().await;
+    stop.cancel();
+    relay.await?;
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let pool = store::connect(&args.database.settings())
-        .await
-        .context("connecting to PostgreSQL")?;
+    let pool = store::connect(&args.relay.database.settings()).await.context("connecting to PostgreSQL")?;
     let settings = Settings {
         listen_addr: args.listen_addr,
         usage_flush_interval: std::time::Duration::from_millis(args.usage_flush_interval_ms),
+        relay: (!args.no_relay).then(|| args.relay.settings()),
     };
     let application = Application::build(pool, settings).await?;
     tracing::info!(address = %application.local_addr()?, "serving");

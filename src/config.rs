@@ -6,16 +6,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::bus::{BusSettings, RelaySettings, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE};
 use crate::store::DatabaseSettings;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/credential_ledger";
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "credential-ledger",
-    version,
-    about = "An event-sourced ledger of API and SMTP credentials"
-)]
+#[command(name = "credential-ledger", version, about = "An event-sourced ledger of API and SMTP credentials")]
 pub struct Cli {
     /// Log line format, on standard error.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -42,6 +39,70 @@ pub enum CliCommand {
     /// Manage read models built from the event log.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Publish the event log to RabbitMQ and nothing else (for deployments that split roles).
+    Relay(RelayArgs),
+    /// Watch the event bus.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Bind a temporary queue to the exchange and print each message as one JSON line.
+    Tail {
+        #[command(flatten)]
+        bus: BusArgs,
+        /// Binding key: `#` for everything, `credential.locked` for locks only.
+        #[arg(long, default_value = "#")]
+        binding_key: String,
+        /// Stop after this many messages.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BusArgs {
+    /// RabbitMQ URL (it may carry a password; it is never logged).
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    pub amqp_url: String,
+    /// The durable topic exchange every event is published to.
+    #[arg(long, env = "AMQP_EXCHANGE", default_value = DEFAULT_EXCHANGE)]
+    pub amqp_exchange: String,
+}
+
+impl BusArgs {
+    pub fn settings(&self) -> BusSettings {
+        BusSettings { url: self.amqp_url.clone(), exchange: self.amqp_exchange.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub bus: BusArgs,
+    /// The most events published between two checkpoints.
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
+    pub relay_batch_size: i64,
+    /// How often the log is read when no notification arrives (a safety net: commits notify).
+    #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 5000)]
+    pub relay_poll_interval_ms: u64,
+    /// The longest wait between reconnection attempts.
+    #[arg(long, env = "RELAY_MAX_BACKOFF_MS", default_value_t = 5000)]
+    pub relay_max_backoff_ms: u64,
+}
+
+impl RelayArgs {
+    pub fn settings(&self) -> RelaySettings {
+        RelaySettings {
+            batch_size: self.relay_batch_size.max(1),
+            poll_interval: Duration::from_millis(self.relay_poll_interval_ms),
+            max_backoff: Duration::from_millis(self.relay_max_backoff_ms),
+            ..RelaySettings::new(self.bus.settings())
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,7 +152,10 @@ impl DatabaseArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub relay: RelayArgs,
+    /// Do not run the relay in this process.
+    #[arg(long, env = "NO_RELAY")]
+    pub no_relay: bool,
     /// Address the HTTP API listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,

@@ -1,8 +1,9 @@
 //! credential-ledger: an event-sourced ledger of API and SMTP credentials.
 //!
-//! `domain` is the pure core; `store` (PostgreSQL), `http` (axum) and `writer` (group commit)
-//! are the adapters around it; `startup` wires them; `cli` is the binary's front door.
+//! `domain` is the pure core; `store` (PostgreSQL), `http` (axum), `bus` (RabbitMQ) and
+//! `writer` (group commit) are the adapters around it; `startup` wires them; `cli` is the binary's front door.
 
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod domain;

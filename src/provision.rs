@@ -4,8 +4,8 @@ use rand::rngs::OsRng;
 use uuid::Uuid;
 
 use crate::domain::{
-    Actor, ApiKey, Command, Credential, CredentialName, CredentialType, DomainError, EventMetadata,
-    KeyMaterial, Outcome, ServerName,
+    Actor, ApiKey, Command, Credential, CredentialName, CredentialType, DomainError, EventMetadata, KeyMaterial,
+    Outcome, ServerName,
 };
 use crate::store::{NewEvent, Store};
 use crate::writer::{now, WriteError};
@@ -32,38 +32,17 @@ pub async fn provision_server(
         hold: false,
         key: KeyMaterial::from(&key),
     };
-    let metadata = EventMetadata {
-        actor: Actor::Cli,
-        request_id: None,
-        source_ip: None,
-    };
+    let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
 
     let mut txn = store.begin_append().await.map_err(unavailable)?;
-    txn.insert_server(server_uuid, name)
-        .await
-        .map_err(unavailable)?;
+    txn.insert_server(server_uuid, name).await.map_err(unavailable)?;
     let mut ledger = txn.load_ledger(&[]).await.map_err(unavailable)?;
     let recorded_at = now();
     let handled = ledger.handle(&command, recorded_at)?;
-    let events: Vec<_> = handled
-        .events
-        .into_iter()
-        .map(|pending| NewEvent {
-            pending,
-            metadata: &metadata,
-        })
-        .collect();
-    txn.commit(&ledger, &events, recorded_at)
-        .await
-        .map_err(unavailable)?;
+    let events: Vec<_> = handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &metadata }).collect();
+    txn.commit(&ledger, &events, recorded_at).await.map_err(unavailable)?;
     let Outcome::Created(credential) = handled.outcome else {
-        return Err(
-            DomainError::Inconsistent("a create command had another outcome".into()).into(),
-        );
+        return Err(DomainError::Inconsistent("a create command had another outcome".into()).into());
     };
-    Ok(ProvisionedServer {
-        server_uuid,
-        credential,
-        key,
-    })
+    Ok(ProvisionedServer { server_uuid, credential, key })
 }

@@ -1,4 +1,4 @@
-//! Wiring: the running service is the HTTP API, the writer and the usage flusher.
+//! Wiring: the running service is the HTTP API, the writer, the usage flusher and the relay.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,7 +9,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{router, AppState};
+use crate::bus::{Relay, RelaySettings};
+use crate::http::{router, AppState, RelayHandle};
 use crate::store::{self, Store};
 use crate::usage::UsageRecorder;
 use crate::writer::Writer;
@@ -18,6 +19,8 @@ use crate::writer::Writer;
 pub struct Settings {
     pub listen_addr: SocketAddr,
     pub usage_flush_interval: Duration,
+    /// Run the relay in this process, with these settings.
+    pub relay: Option<RelaySettings>,
 }
 
 impl Default for Settings {
@@ -25,6 +28,7 @@ impl Default for Settings {
         Settings {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             usage_flush_interval: Duration::from_secs(1),
+            relay: None,
         }
     }
 }
@@ -35,6 +39,8 @@ pub struct Application {
     writer_task: JoinHandle<()>,
     flusher: JoinHandle<()>,
     stop_flusher: CancellationToken,
+    relay: Option<JoinHandle<()>>,
+    stop_relay: CancellationToken,
 }
 
 impl Application {
@@ -45,45 +51,40 @@ impl Application {
         let (writer, writer_task) = Writer::spawn(store.clone());
         let usage = UsageRecorder::default();
         let stop_flusher = CancellationToken::new();
-        let flusher = usage.spawn_flusher(
-            store.clone(),
-            settings.usage_flush_interval,
-            stop_flusher.clone(),
-        );
-        let listener = TcpListener::bind(settings.listen_addr).await?;
-        let state = AppState {
-            store,
-            writer,
-            usage,
-            health_timeout: Duration::from_secs(2),
+        let flusher = usage.spawn_flusher(store.clone(), settings.usage_flush_interval, stop_flusher.clone());
+        let stop_relay = CancellationToken::new();
+        let (relay, relay_handle) = match settings.relay {
+            Some(relay_settings) => {
+                let exchange = relay_settings.bus.exchange.clone();
+                let relay = Relay::new(store.pool().clone(), relay_settings);
+                let handle = RelayHandle { exchange, status: relay.status() };
+                (Some(tokio::spawn(relay.run(stop_relay.clone()))), Some(handle))
+            }
+            None => (None, None),
         };
-        Ok(Application {
-            listener,
-            state,
-            writer_task,
-            flusher,
-            stop_flusher,
-        })
+        let listener = TcpListener::bind(settings.listen_addr).await?;
+        let state = AppState { store, writer, usage, relay: relay_handle, health_timeout: Duration::from_secs(2) };
+        Ok(Application { listener, state, writer_task, flusher, stop_flusher, relay, stop_relay })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests, drains the writer and
-    /// flushes `last_used_at`.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    /// Serves until `shutdown` resolves, then finishes in-flight requests, drains the writer,
+    /// flushes `last_used_at` and stops the relay.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let service = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await?;
         // The last handle on the writer went with the router: the writer ends once it is drained.
         self.writer_task.await?;
         self.stop_flusher.cancel();
         self.flusher.await?;
+        // Whatever is committed and not yet published stays in the log for the next leader.
+        self.stop_relay.cancel();
+        if let Some(relay) = self.relay {
+            relay.await?;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -26,11 +26,7 @@ impl UsageRecorder {
 
     /// The newest unflushed use of a credential, so a read right after a use sees it.
     pub fn pending(&self, credential_uuid: Uuid) -> Option<DateTime<Utc>> {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&credential_uuid)
-            .copied()
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).get(&credential_uuid).copied()
     }
 
     /// Writes what has accumulated; on failure it is kept for the next flush.
@@ -51,12 +47,7 @@ impl UsageRecorder {
     }
 
     /// Flushes every `interval` until `stop` is cancelled, then once more.
-    pub fn spawn_flusher(
-        &self,
-        store: Store,
-        interval: Duration,
-        stop: CancellationToken,
-    ) -> JoinHandle<()> {
+    pub fn spawn_flusher(&self, store: Store, interval: Duration, stop: CancellationToken) -> JoinHandle<()> {
         let recorder = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);

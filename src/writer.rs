@@ -50,29 +50,16 @@ impl Writer {
     }
 
     /// Submits a command and waits until it is committed (or refused).
-    pub async fn execute(
-        &self,
-        command: Command,
-        metadata: EventMetadata,
-    ) -> Result<Outcome, WriteError> {
+    pub async fn execute(&self, command: Command, metadata: EventMetadata) -> Result<Outcome, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job {
-                command,
-                metadata,
-                reply,
-            })
-            .await
-            .map_err(|_| WriteError::Stopped)?;
+        self.jobs.send(Job { command, metadata, reply }).await.map_err(|_| WriteError::Stopped)?;
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 }
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("command", &self.command)
-            .finish_non_exhaustive()
+        f.debug_struct("Job").field("command", &self.command).finish_non_exhaustive()
     }
 }
 
@@ -96,25 +83,15 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
                 }
             }
         }
-        tracing::debug!(
-            batch = size,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "batch committed"
-        );
+        tracing::debug!(batch = size, elapsed_us = started.elapsed().as_micros() as u64, "batch committed");
     }
 }
 
 /// Decides and commits one batch in one transaction. Commands the domain refuses get their
 /// error; the others commit together or not at all.
-async fn commit_batch(
-    store: &Store,
-    batch: &[Job],
-) -> Result<Vec<Result<Outcome, DomainError>>, StoreError> {
+async fn commit_batch(store: &Store, batch: &[Job]) -> Result<Vec<Result<Outcome, DomainError>>, StoreError> {
     let mut txn = store.begin_append().await?;
-    let touched: Vec<Uuid> = batch
-        .iter()
-        .filter_map(|job| job.command.touches())
-        .collect();
+    let touched: Vec<Uuid> = batch.iter().filter_map(|job| job.command.touches()).collect();
     let mut ledger = txn.load_ledger(&touched).await?;
     let now = now();
     let mut events = Vec::new();
@@ -122,10 +99,7 @@ async fn commit_batch(
     for job in batch {
         match ledger.handle(&job.command, now) {
             Ok(handled) => {
-                events.extend(handled.events.into_iter().map(|pending| NewEvent {
-                    pending,
-                    metadata: &job.metadata,
-                }));
+                events.extend(handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &job.metadata }));
                 results.push(Ok(handled.outcome));
             }
             Err(refused) => results.push(Err(refused)),

@@ -116,10 +116,7 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {
         let value = json!({"b": 1, "a": {"z": [true, null, "x"], "y": "\"q\""}});
-        assert_eq!(
-            canonical_json(&value),
-            r#"{"a":{"y":"\"q\"","z":[true,null,"x"]},"b":1}"#
-        );
+        assert_eq!(canonical_json(&value), r#"{"a":{"y":"\"q\"","z":[true,null,"x"]},"b":1}"#);
     }
 
     #[test]
@@ -129,10 +126,7 @@ mod tests {
         let base = chain_hash(&GENESIS_HASH, &link(&payload, &metadata));
         assert_ne!(chain_hash(&[1; 32], &link(&payload, &metadata)), base);
         let other_payload = json!({"reason": "rotated", "replaced_by": null});
-        assert_ne!(
-            chain_hash(&GENESIS_HASH, &link(&other_payload, &metadata)),
-            base
-        );
+        assert_ne!(chain_hash(&GENESIS_HASH, &link(&other_payload, &metadata)), base);
         let mut moved = link(&payload, &metadata);
         moved.position = 2;
         assert_ne!(chain_hash(&GENESIS_HASH, &moved), base);

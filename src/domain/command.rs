@@ -16,10 +16,7 @@ pub struct KeyMaterial {
 
 impl From<&ApiKey> for KeyMaterial {
     fn from(key: &ApiKey) -> Self {
-        KeyMaterial {
-            hash: key.hash(),
-            display_prefix: key.display_prefix().to_owned(),
-        }
+        KeyMaterial { hash: key.hash(), display_prefix: key.display_prefix().to_owned() }
     }
 }
 
@@ -52,12 +49,9 @@ impl Command {
     pub fn touches(&self) -> Option<Uuid> {
         match self {
             Command::Create { .. } => None,
-            Command::Regenerate {
-                credential_uuid, ..
+            Command::Regenerate { credential_uuid, .. } | Command::Revoke { credential_uuid, .. } => {
+                Some(*credential_uuid)
             }
-            | Command::Revoke {
-                credential_uuid, ..
-            } => Some(*credential_uuid),
         }
     }
 }
@@ -91,14 +85,7 @@ pub enum Outcome {
 /// Events are listed as `(stream_id, event)` in the order they are to be appended.
 pub fn decide(ledger: &Ledger, command: &Command) -> Result<Vec<(Uuid, Event)>, DomainError> {
     match command {
-        Command::Create {
-            server_uuid,
-            credential_uuid,
-            name,
-            credential_type,
-            hold,
-            key,
-        } => {
+        Command::Create { server_uuid, credential_uuid, name, credential_type, hold, key } => {
             if ledger.credential(*credential_uuid).is_some() {
                 return Err(DomainError::CredentialExists);
             }
@@ -114,12 +101,7 @@ pub fn decide(ledger: &Ledger, command: &Command) -> Result<Vec<(Uuid, Event)>, 
             };
             Ok(vec![(*credential_uuid, Event::CredentialCreated(created))])
         }
-        Command::Regenerate {
-            server_uuid,
-            credential_uuid,
-            new_credential_uuid,
-            new_key,
-        } => {
+        Command::Regenerate { server_uuid, credential_uuid, new_credential_uuid, new_key } => {
             let old = owned(ledger, *server_uuid, *credential_uuid)?;
             if old.hold {
                 return Err(DomainError::CredentialHeld);
@@ -137,37 +119,24 @@ pub fn decide(ledger: &Ledger, command: &Command) -> Result<Vec<(Uuid, Event)>, 
                 key_prefix: new_key.display_prefix.clone(),
                 replaces: Some(old.uuid),
             };
-            let locked = CredentialLocked {
-                reason: LockReason::Rotated,
-                replaced_by: Some(*new_credential_uuid),
-            };
+            let locked = CredentialLocked { reason: LockReason::Rotated, replaced_by: Some(*new_credential_uuid) };
             Ok(vec![
                 (*new_credential_uuid, Event::CredentialCreated(created)),
                 (old.uuid, Event::CredentialLocked(locked)),
             ])
         }
-        Command::Revoke {
-            server_uuid,
-            credential_uuid,
-        } => {
+        Command::Revoke { server_uuid, credential_uuid } => {
             let credential = owned(ledger, *server_uuid, *credential_uuid)?;
             if credential.hold {
                 return Ok(Vec::new());
             }
-            let locked = CredentialLocked {
-                reason: LockReason::Revoked,
-                replaced_by: None,
-            };
+            let locked = CredentialLocked { reason: LockReason::Revoked, replaced_by: None };
             Ok(vec![(credential.uuid, Event::CredentialLocked(locked))])
         }
     }
 }
 
-fn owned(
-    ledger: &Ledger,
-    server_uuid: Uuid,
-    credential_uuid: Uuid,
-) -> Result<&Credential, DomainError> {
+fn owned(ledger: &Ledger, server_uuid: Uuid, credential_uuid: Uuid) -> Result<&Credential, DomainError> {
     ledger
         .credential(credential_uuid)
         .filter(|credential| credential.server_uuid == server_uuid)

@@ -136,11 +136,7 @@ pub enum ApplyError {
     #[error("credential {0} is locked before it was created")]
     Missing(Uuid),
     #[error("credential {stream_id} expects version {expected}, the event has {actual}")]
-    VersionGap {
-        stream_id: Uuid,
-        expected: i32,
-        actual: i32,
-    },
+    VersionGap { stream_id: Uuid, expected: i32, actual: i32 },
 }
 
 /// Folds one event of stream `stream_id` into the credential it describes.
@@ -156,32 +152,19 @@ pub fn apply(
 ) -> Result<Credential, ApplyError> {
     let expected = current.map_or(1, |credential| credential.version + 1);
     if stream_version != expected {
-        return Err(ApplyError::VersionGap {
-            stream_id,
-            expected,
-            actual: stream_version,
-        });
+        return Err(ApplyError::VersionGap { stream_id, expected, actual: stream_version });
     }
     match (current, event) {
         (Some(_), Event::CredentialCreated(_)) => Err(ApplyError::AlreadyExists(stream_id)),
         (None, Event::CredentialLocked(_)) => Err(ApplyError::Missing(stream_id)),
-        (None, Event::CredentialCreated(created)) => {
-            Ok(created_credential(stream_id, recorded_at, created))
+        (None, Event::CredentialCreated(created)) => Ok(created_credential(stream_id, recorded_at, created)),
+        (Some(credential), Event::CredentialLocked(CredentialLocked { .. })) => {
+            Ok(Credential { hold: true, locked_at: Some(recorded_at), version: stream_version, ..credential.clone() })
         }
-        (Some(credential), Event::CredentialLocked(CredentialLocked { .. })) => Ok(Credential {
-            hold: true,
-            locked_at: Some(recorded_at),
-            version: stream_version,
-            ..credential.clone()
-        }),
     }
 }
 
-fn created_credential(
-    uuid: Uuid,
-    recorded_at: DateTime<Utc>,
-    created: &CredentialCreated,
-) -> Credential {
+fn created_credential(uuid: Uuid, recorded_at: DateTime<Utc>, created: &CredentialCreated) -> Credential {
     Credential {
         id: created.credential_id,
         uuid,
@@ -203,27 +186,13 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(
-            CredentialName::parse("  Production API \n")
-                .unwrap()
-                .as_str(),
-            "Production API"
-        );
+        assert_eq!(CredentialName::parse("  Production API \n").unwrap().as_str(), "Production API");
         assert_eq!(CredentialName::parse("   "), Err(InvalidName::Empty));
         assert_eq!(CredentialName::parse(""), Err(InvalidName::Empty));
         assert!(CredentialName::parse(&"é".repeat(255)).is_ok());
-        assert_eq!(
-            CredentialName::parse(&"é".repeat(256)),
-            Err(InvalidName::TooLong)
-        );
-        assert_eq!(
-            CredentialName::parse("a\u{0}b"),
-            Err(InvalidName::ControlCharacter)
-        );
-        assert_eq!(
-            CredentialName::parse("a\u{1b}[31mb"),
-            Err(InvalidName::ControlCharacter)
-        );
+        assert_eq!(CredentialName::parse(&"é".repeat(256)), Err(InvalidName::TooLong));
+        assert_eq!(CredentialName::parse("a\u{0}b"), Err(InvalidName::ControlCharacter));
+        assert_eq!(CredentialName::parse("a\u{1b}[31mb"), Err(InvalidName::ControlCharacter));
     }
 
     #[test]

@@ -51,16 +51,9 @@ pub enum LockReason {
 #[derive(Debug, thiserror::Error)]
 pub enum EventDecodeError {
     #[error("unknown event type {event_type:?} (schema version {schema_version})")]
-    UnknownType {
-        event_type: String,
-        schema_version: i32,
-    },
+    UnknownType { event_type: String, schema_version: i32 },
     #[error("{event_type} payload does not match schema version {schema_version}: {source}")]
-    Payload {
-        event_type: String,
-        schema_version: i32,
-        source: serde_json::Error,
-    },
+    Payload { event_type: String, schema_version: i32, source: serde_json::Error },
 }
 
 impl Event {
@@ -89,22 +82,11 @@ impl Event {
         schema_version: i32,
         payload: serde_json::Value,
     ) -> Result<Event, EventDecodeError> {
-        let wrap = |source| EventDecodeError::Payload {
-            event_type: event_type.to_owned(),
-            schema_version,
-            source,
-        };
+        let wrap = |source| EventDecodeError::Payload { event_type: event_type.to_owned(), schema_version, source };
         match (event_type, schema_version) {
-            (CREDENTIAL_CREATED, 1) => serde_json::from_value(payload)
-                .map(Event::CredentialCreated)
-                .map_err(wrap),
-            (CREDENTIAL_LOCKED, 1) => serde_json::from_value(payload)
-                .map(Event::CredentialLocked)
-                .map_err(wrap),
-            _ => Err(EventDecodeError::UnknownType {
-                event_type: event_type.to_owned(),
-                schema_version,
-            }),
+            (CREDENTIAL_CREATED, 1) => serde_json::from_value(payload).map(Event::CredentialCreated).map_err(wrap),
+            (CREDENTIAL_LOCKED, 1) => serde_json::from_value(payload).map(Event::CredentialLocked).map_err(wrap),
+            _ => Err(EventDecodeError::UnknownType { event_type: event_type.to_owned(), schema_version }),
         }
     }
 }
@@ -159,22 +141,15 @@ mod tests {
             }),
         ];
         for event in events {
-            let decoded =
-                Event::decode(event.event_type(), Event::SCHEMA_VERSION, event.payload()).unwrap();
+            let decoded = Event::decode(event.event_type(), Event::SCHEMA_VERSION, event.payload()).unwrap();
             assert_eq!(decoded, event);
         }
     }
 
     #[test]
     fn stored_payloads_keep_their_documented_field_names() {
-        let locked = Event::CredentialLocked(CredentialLocked {
-            reason: LockReason::Revoked,
-            replaced_by: None,
-        });
-        assert_eq!(
-            locked.payload(),
-            serde_json::json!({"reason": "revoked", "replaced_by": null})
-        );
+        let locked = Event::CredentialLocked(CredentialLocked { reason: LockReason::Revoked, replaced_by: None });
+        assert_eq!(locked.payload(), serde_json::json!({"reason": "revoked", "replaced_by": null}));
     }
 
     #[test]

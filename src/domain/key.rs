@@ -28,11 +28,7 @@ pub struct InvalidKey;
 impl ApiKey {
     /// A new key drawn from `rng`; production passes the operating system's CSPRNG.
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
-        let random: String = rng
-            .sample_iter(&Alphanumeric)
-            .take(RANDOM_LEN)
-            .map(char::from)
-            .collect();
+        let random: String = rng.sample_iter(&Alphanumeric).take(RANDOM_LEN).map(char::from).collect();
         let checksum = checksum(&random);
         ApiKey(format!("{KEY_PREFIX}{random}{checksum}"))
     }
@@ -114,8 +110,7 @@ impl serde::Serialize for KeyHash {
 impl<'de> serde::Deserialize<'de> for KeyHash {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        KeyHash::from_hex(&text)
-            .ok_or_else(|| serde::de::Error::custom("key_hash must be 64 hex digits"))
+        KeyHash::from_hex(&text).ok_or_else(|| serde::de::Error::custom("key_hash must be 64 hex digits"))
     }
 }
 
@@ -152,11 +147,7 @@ mod tests {
                 }
                 changed[position] = replacement;
                 let changed: String = changed.into_iter().collect();
-                assert_eq!(
-                    ApiKey::parse(&changed),
-                    Err(InvalidKey),
-                    "{position}:{replacement}"
-                );
+                assert_eq!(ApiKey::parse(&changed), Err(InvalidKey), "{position}:{replacement}");
             }
         }
     }

@@ -28,10 +28,7 @@ pub struct Handled {
 impl Ledger {
     /// `last_credential_id` is the highest credential id ever handed out (0 for none).
     pub fn new(last_credential_id: i64) -> Self {
-        Ledger {
-            last_credential_id,
-            ..Ledger::default()
-        }
+        Ledger { last_credential_id, ..Ledger::default() }
     }
 
     pub fn credential(&self, uuid: Uuid) -> Option<&Credential> {
@@ -56,9 +53,7 @@ impl Ledger {
 
     /// The credentials that `handle` changed, in their final state.
     pub fn changed(&self) -> impl Iterator<Item = &Credential> {
-        self.changed
-            .iter()
-            .filter_map(|uuid| self.credentials.get(uuid))
+        self.changed.iter().filter_map(|uuid| self.credentials.get(uuid))
     }
 
     /// Folds one recorded event in: loading state, replaying the log and handling commands all
@@ -70,13 +65,7 @@ impl Ledger {
         recorded_at: DateTime<Utc>,
         event: &Event,
     ) -> Result<&Credential, ApplyError> {
-        let next = apply(
-            self.credentials.get(&stream_id),
-            stream_id,
-            stream_version,
-            recorded_at,
-            event,
-        )?;
+        let next = apply(self.credentials.get(&stream_id), stream_id, stream_version, recorded_at, event)?;
         self.last_credential_id = self.last_credential_id.max(next.id);
         let slot = self.credentials.entry(stream_id).insert_entry(next);
         Ok(slot.into_mut())
@@ -84,17 +73,11 @@ impl Ledger {
 
     /// Decides `command`, applies its events here and says what happened. A refused command
     /// leaves the ledger as it was.
-    pub fn handle(
-        &mut self,
-        command: &Command,
-        now: DateTime<Utc>,
-    ) -> Result<Handled, DomainError> {
+    pub fn handle(&mut self, command: &Command, now: DateTime<Utc>) -> Result<Handled, DomainError> {
         let decided = decide(self, command)?;
         let mut events = Vec::with_capacity(decided.len());
         for (stream_id, event) in decided {
-            let stream_version = self
-                .credential(stream_id)
-                .map_or(1, |credential| credential.version + 1);
+            let stream_version = self.credential(stream_id).map_or(1, |credential| credential.version + 1);
             let credential = self
                 .record(stream_id, stream_version, now, &event)
                 .map_err(|error| DomainError::Inconsistent(error.to_string()))?;
@@ -102,12 +85,7 @@ impl Ledger {
             if !self.changed.contains(&stream_id) {
                 self.changed.push(stream_id);
             }
-            events.push(PendingEvent {
-                stream_id,
-                stream_version,
-                server_uuid,
-                event,
-            });
+            events.push(PendingEvent { stream_id, stream_version, server_uuid, event });
         }
         let outcome = self.outcome(command)?;
         Ok(Handled { events, outcome })
@@ -120,20 +98,11 @@ impl Ledger {
                 .ok_or_else(|| DomainError::Inconsistent(format!("credential {uuid} vanished")))
         };
         Ok(match command {
-            Command::Create {
-                credential_uuid, ..
-            } => Outcome::Created(get(*credential_uuid)?),
-            Command::Regenerate {
-                credential_uuid,
-                new_credential_uuid,
-                ..
-            } => Outcome::Rotated {
-                old: get(*credential_uuid)?,
-                new: get(*new_credential_uuid)?,
-            },
-            Command::Revoke {
-                credential_uuid, ..
-            } => Outcome::Revoked(get(*credential_uuid)?),
+            Command::Create { credential_uuid, .. } => Outcome::Created(get(*credential_uuid)?),
+            Command::Regenerate { credential_uuid, new_credential_uuid, .. } => {
+                Outcome::Rotated { old: get(*credential_uuid)?, new: get(*new_credential_uuid)? }
+            }
+            Command::Revoke { credential_uuid, .. } => Outcome::Revoked(get(*credential_uuid)?),
         })
     }
 }
@@ -145,8 +114,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{
-        CredentialCreated, CredentialLocked, CredentialName, CredentialType, KeyHash, KeyMaterial,
-        LockReason,
+        CredentialCreated, CredentialLocked, CredentialName, CredentialType, KeyHash, KeyMaterial, LockReason,
     };
 
     const SERVER: Uuid = Uuid::from_u128(0xA);
@@ -157,10 +125,7 @@ mod tests {
     }
 
     fn key(n: u8) -> KeyMaterial {
-        KeyMaterial {
-            hash: KeyHash([n; 32]),
-            display_prefix: format!("vml_{n:04}"),
-        }
+        KeyMaterial { hash: KeyHash([n; 32]), display_prefix: format!("vml_{n:04}") }
     }
 
     fn create(uuid: u128, credential_type: CredentialType, hold: bool) -> Command {
@@ -184,10 +149,7 @@ mod tests {
     }
 
     fn revoke(server_uuid: Uuid, uuid: u128) -> Command {
-        Command::Revoke {
-            server_uuid,
-            credential_uuid: Uuid::from_u128(uuid),
-        }
+        Command::Revoke { server_uuid, credential_uuid: Uuid::from_u128(uuid) }
     }
 
     fn given(commands: &[Command]) -> Ledger {
@@ -199,19 +161,13 @@ mod tests {
     }
 
     fn events_of(handled: &Handled) -> Vec<(Uuid, i32, Event)> {
-        handled
-            .events
-            .iter()
-            .map(|e| (e.stream_id, e.stream_version, e.event.clone()))
-            .collect()
+        handled.events.iter().map(|e| (e.stream_id, e.stream_version, e.event.clone())).collect()
     }
 
     #[test]
     fn create_records_one_event_with_the_next_id_and_no_key() {
         let mut ledger = given(&[create(1, CredentialType::Api, false)]);
-        let handled = ledger
-            .handle(&create(2, CredentialType::Smtp, true), at(1))
-            .unwrap();
+        let handled = ledger.handle(&create(2, CredentialType::Smtp, true), at(1)).unwrap();
         assert_eq!(
             events_of(&handled),
             vec![(
@@ -229,13 +185,8 @@ mod tests {
                 })
             )]
         );
-        let Outcome::Created(credential) = handled.outcome else {
-            panic!("{:?}", handled.outcome)
-        };
-        assert_eq!(
-            (credential.id, credential.hold, credential.created_at),
-            (2, true, at(1))
-        );
+        let Outcome::Created(credential) = handled.outcome else { panic!("{:?}", handled.outcome) };
+        assert_eq!((credential.id, credential.hold, credential.created_at), (2, true, at(1)));
     }
 
     #[test]
@@ -258,14 +209,9 @@ mod tests {
                 })
             )
         );
-        let Outcome::Rotated { old, new } = handled.outcome else {
-            panic!()
-        };
+        let Outcome::Rotated { old, new } = handled.outcome else { panic!() };
         assert!(old.hold && !new.hold);
-        assert_eq!(
-            (old.id, new.id, new.name.as_str()),
-            (1, 2, "Production API")
-        );
+        assert_eq!((old.id, new.id, new.name.as_str()), (1, 2, "Production API"));
         assert_eq!(old.locked_at, Some(at(5)));
     }
 
@@ -273,10 +219,7 @@ mod tests {
     fn regenerating_a_held_credential_is_refused_and_changes_nothing() {
         let mut ledger = given(&[create(1, CredentialType::Api, false), revoke(SERVER, 1)]);
         let before = ledger.clone();
-        assert_eq!(
-            ledger.handle(&regenerate(SERVER, 1, 2), at(9)),
-            Err(DomainError::CredentialHeld)
-        );
+        assert_eq!(ledger.handle(&regenerate(SERVER, 1, 2), at(9)), Err(DomainError::CredentialHeld));
         assert_eq!(ledger, before);
     }
 
@@ -289,10 +232,7 @@ mod tests {
             vec![(
                 Uuid::from_u128(1),
                 2,
-                Event::CredentialLocked(CredentialLocked {
-                    reason: LockReason::Revoked,
-                    replaced_by: None
-                })
+                Event::CredentialLocked(CredentialLocked { reason: LockReason::Revoked, replaced_by: None })
             )]
         );
         let again = ledger.handle(&revoke(SERVER, 1), at(2)).unwrap();
@@ -303,39 +243,20 @@ mod tests {
     #[test]
     fn another_servers_credential_does_not_exist() {
         let mut ledger = given(&[create(1, CredentialType::Api, false)]);
-        assert_eq!(
-            ledger.handle(&revoke(OTHER_SERVER, 1), at(1)),
-            Err(DomainError::CredentialNotFound)
-        );
-        assert_eq!(
-            ledger.handle(&regenerate(OTHER_SERVER, 1, 2), at(1)),
-            Err(DomainError::CredentialNotFound)
-        );
-        assert_eq!(
-            ledger.handle(&revoke(SERVER, 99), at(1)),
-            Err(DomainError::CredentialNotFound)
-        );
+        assert_eq!(ledger.handle(&revoke(OTHER_SERVER, 1), at(1)), Err(DomainError::CredentialNotFound));
+        assert_eq!(ledger.handle(&regenerate(OTHER_SERVER, 1, 2), at(1)), Err(DomainError::CredentialNotFound));
+        assert_eq!(ledger.handle(&revoke(SERVER, 99), at(1)), Err(DomainError::CredentialNotFound));
     }
 
     #[test]
     fn apply_refuses_a_log_out_of_order() {
-        let locked = Event::CredentialLocked(CredentialLocked {
-            reason: LockReason::Revoked,
-            replaced_by: None,
-        });
-        assert_eq!(
-            apply(None, Uuid::nil(), 1, at(0), &locked),
-            Err(ApplyError::Missing(Uuid::nil()))
-        );
+        let locked = Event::CredentialLocked(CredentialLocked { reason: LockReason::Revoked, replaced_by: None });
+        assert_eq!(apply(None, Uuid::nil(), 1, at(0), &locked), Err(ApplyError::Missing(Uuid::nil())));
         let ledger = given(&[create(1, CredentialType::Api, false)]);
         let current = ledger.credential(Uuid::from_u128(1));
         assert!(matches!(
             apply(current, Uuid::from_u128(1), 3, at(0), &locked),
-            Err(ApplyError::VersionGap {
-                expected: 2,
-                actual: 3,
-                ..
-            })
+            Err(ApplyError::VersionGap { expected: 2, actual: 3, .. })
         ));
     }
 

@@ -13,12 +13,11 @@ mod ledger;
 pub use chain::{canonical_json, chain_hash, ChainLink, Hash, GENESIS_HASH};
 pub use command::{decide, Command, DomainError, KeyMaterial, Outcome};
 pub use credential::{
-    apply, ApplyError, Credential, CredentialName, CredentialType, InvalidName, InvalidType,
-    ServerName,
+    apply, ApplyError, Credential, CredentialName, CredentialType, InvalidName, InvalidType, ServerName,
 };
 pub use event::{
-    Actor, CredentialCreated, CredentialLocked, Event, EventDecodeError, EventMetadata, LockReason,
-    PendingEvent, CREDENTIAL_CREATED, CREDENTIAL_LOCKED,
+    Actor, CredentialCreated, CredentialLocked, Event, EventDecodeError, EventMetadata, LockReason, PendingEvent,
+    CREDENTIAL_CREATED, CREDENTIAL_LOCKED,
 };
 pub use key::{ApiKey, InvalidKey, KeyHash, KEY_PREFIX};
 pub use ledger::{Handled, Ledger};

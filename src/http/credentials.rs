@@ -9,9 +9,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{JsonBody, RequestContext};
 use super::{AppState, Success};
-use crate::domain::{
-    ApiKey, Command, Credential, CredentialName, CredentialType, KeyMaterial, Outcome,
-};
+use crate::domain::{ApiKey, Command, Credential, CredentialName, CredentialType, KeyMaterial, Outcome};
 use crate::store::Caller;
 
 #[derive(Debug, Deserialize)]
@@ -103,8 +101,7 @@ pub async fn create(
     caller: Caller,
     JsonBody(request): JsonBody<CreateRequest>,
 ) -> Result<Success<CreatedCredential>, ApiError> {
-    let name =
-        CredentialName::parse(&request.name).map_err(|error| invalid("invalid_name", error))?;
+    let name = CredentialName::parse(&request.name).map_err(|error| invalid("invalid_name", error))?;
     let credential_type = match request.credential_type.as_deref() {
         None => CredentialType::default(),
         Some(raw) => CredentialType::parse(raw).map_err(|error| invalid("invalid_type", error))?,
@@ -118,11 +115,7 @@ pub async fn create(
         hold: request.hold.unwrap_or(false),
         key: KeyMaterial::from(&key),
     };
-    let Outcome::Created(credential) = app
-        .writer
-        .execute(command, context.metadata(&caller))
-        .await?
-    else {
+    let Outcome::Created(credential) = app.writer.execute(command, context.metadata(&caller)).await? else {
         return Err(unexpected_outcome());
     };
     record_credential(&credential);
@@ -152,11 +145,7 @@ pub async fn regenerate(
         new_credential_uuid: Uuid::new_v4(),
         new_key: KeyMaterial::from(&key),
     };
-    let Outcome::Rotated { old, new } = app
-        .writer
-        .execute(command, context.metadata(&caller))
-        .await?
-    else {
+    let Outcome::Rotated { old, new } = app.writer.execute(command, context.metadata(&caller)).await? else {
         return Err(unexpected_outcome());
     };
     record_credential(&old);
@@ -178,23 +167,12 @@ pub async fn revoke(
     JsonBody(request): JsonBody<UuidRequest>,
 ) -> Result<Success<RevokedCredential>, ApiError> {
     let credential_uuid = parse_uuid(&request.uuid)?;
-    let command = Command::Revoke {
-        server_uuid: caller.server_uuid,
-        credential_uuid,
-    };
-    let Outcome::Revoked(credential) = app
-        .writer
-        .execute(command, context.metadata(&caller))
-        .await?
-    else {
+    let command = Command::Revoke { server_uuid: caller.server_uuid, credential_uuid };
+    let Outcome::Revoked(credential) = app.writer.execute(command, context.metadata(&caller)).await? else {
         return Err(unexpected_outcome());
     };
     record_credential(&credential);
-    Ok(Success(RevokedCredential {
-        id: credential.id,
-        uuid: credential.uuid,
-        hold: credential.hold,
-    }))
+    Ok(Success(RevokedCredential { id: credential.id, uuid: credential.uuid, hold: credential.hold }))
 }
 
 fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {
@@ -205,10 +183,7 @@ fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 fn invalid(code: &'static str, error: impl std::fmt::Display) -> ApiError {
-    ApiError::InvalidValue {
-        code,
-        message: error.to_string(),
-    }
+    ApiError::InvalidValue { code, message: error.to_string() }
 }
 
 fn unexpected_outcome() -> ApiError {

@@ -107,18 +107,10 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(code = self.code(), "request refused"),
         }
-        let body = ErrorBody {
-            status: "error",
-            data: ErrorData {
-                code: self.code(),
-                message: self.public_message(),
-            },
-        };
+        let body = ErrorBody { status: "error", data: ErrorData { code: self.code(), message: self.public_message() } };
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -138,9 +130,7 @@ impl From<DomainError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Database(_) | StoreError::Migrate(_) => {
-                ApiError::Unavailable(error.to_string())
-            }
+            StoreError::Database(_) | StoreError::Migrate(_) => ApiError::Unavailable(error.to_string()),
             StoreError::Corrupt { .. } => ApiError::Internal(error.to_string()),
         }
     }
@@ -150,9 +140,7 @@ impl From<WriteError> for ApiError {
     fn from(error: WriteError) -> Self {
         match error {
             WriteError::Rejected(refused) => refused.into(),
-            WriteError::Unavailable(_) | WriteError::Stopped => {
-                ApiError::Unavailable(error.to_string())
-            }
+            WriteError::Unavailable(_) | WriteError::Stopped => ApiError::Unavailable(error.to_string()),
         }
     }
 }
@@ -167,9 +155,7 @@ pub fn redact_keys(text: &str) -> String {
         out.push_str(KEY_PREFIX);
         out.push_str("[redacted]");
         let after = &rest[start + KEY_PREFIX.len()..];
-        let secret_len = after
-            .find(|c: char| !c.is_ascii_alphanumeric())
-            .unwrap_or(after.len());
+        let secret_len = after.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(after.len());
         rest = &after[secret_len..];
     }
     out.push_str(rest);
@@ -182,10 +168,7 @@ mod tests {
 
     #[test]
     fn keys_are_redacted_wherever_they_appear() {
-        assert_eq!(
-            redact_keys("unknown field `vml_abcDEF123`, expected"),
-            "unknown field `vml_[redacted]`, expected"
-        );
+        assert_eq!(redact_keys("unknown field `vml_abcDEF123`, expected"), "unknown field `vml_[redacted]`, expected");
         assert_eq!(redact_keys("vml_x vml_y"), "vml_[redacted] vml_[redacted]");
         assert_eq!(redact_keys("nothing here"), "nothing here");
     }

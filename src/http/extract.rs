@@ -26,24 +26,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let declared_json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|value| is_json(value.as_bytes()));
+        let declared_json = request.headers().get(header::CONTENT_TYPE).map(|value| is_json(value.as_bytes()));
         if declared_json == Some(false) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let body = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge {
-                        limit: MAX_BODY_BYTES,
-                    }
-                } else {
-                    ApiError::InvalidParameters("the request body could not be read".into())
-                }
-            })?;
+        let body = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES }
+            } else {
+                ApiError::InvalidParameters("the request body could not be read".into())
+            }
+        })?;
         let body: &[u8] = match declared_json {
             None if !body.is_empty() => return Err(ApiError::UnsupportedMediaType),
             _ if body.is_empty() => b"{}",
@@ -51,9 +44,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         };
         let mut decoder = serde_json::Deserializer::from_slice(body);
         let value = serde_path_to_error::deserialize(&mut decoder).map_err(describe_error)?;
-        decoder
-            .end()
-            .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+        decoder.end().map_err(|error| ApiError::MalformedJson(error.to_string()))?;
         Ok(JsonBody(value))
     }
 }
@@ -62,14 +53,8 @@ fn is_json(content_type: &[u8]) -> bool {
     let Ok(content_type) = std::str::from_utf8(content_type) else {
         return false;
     };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn describe_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -78,9 +63,7 @@ fn describe_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiEr
     match inner.classify() {
         serde_json::error::Category::Data => {
             let text = inner.to_string();
-            let text = text
-                .rsplit_once(" at line ")
-                .map_or(text.as_str(), |(reason, _)| reason);
+            let text = text.rsplit_once(" at line ").map_or(text.as_str(), |(reason, _)| reason);
             // serde's "invalid type: string \"…\", expected …" quotes the client's value; a value
             // may be a secret, so only the expectation is kept.
             let reason = match text.split_once(", expected ") {
@@ -89,11 +72,7 @@ fn describe_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiEr
                 }
                 _ => text.to_owned(),
             };
-            let message = if path == "." {
-                reason
-            } else {
-                format!("`{path}`: {reason}")
-            };
+            let message = if path == "." { reason } else { format!("`{path}`: {reason}") };
             ApiError::InvalidParameters(message)
         }
         _ => ApiError::MalformedJson(inner.to_string()),
@@ -104,29 +83,13 @@ fn describe_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiEr
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(API_KEY_HEADER)
-            .filter(|value| !value.is_empty());
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(API_KEY_HEADER).filter(|value| !value.is_empty());
         let header = header.ok_or(ApiError::MissingApiKey)?;
         // A malformed key or a bad checksum is refused without a database round trip.
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|text| ApiKey::parse(text).ok())
-            .ok_or(ApiError::InvalidApiKey)?;
-        let caller = state
-            .store
-            .authenticate(key.hash())
-            .await?
-            .ok_or(ApiError::InvalidApiKey)?;
-        state
-            .usage
-            .record(caller.credential_uuid, chrono::Utc::now());
+        let key = header.to_str().ok().and_then(|text| ApiKey::parse(text).ok()).ok_or(ApiError::InvalidApiKey)?;
+        let caller = state.store.authenticate(key.hash()).await?.ok_or(ApiError::InvalidApiKey)?;
+        state.usage.record(caller.credential_uuid, chrono::Utc::now());
         tracing::Span::current().record("caller", tracing::field::display(caller.credential_uuid));
         Ok(caller)
     }
@@ -142,9 +105,7 @@ pub struct RequestContext {
 impl RequestContext {
     pub fn metadata(&self, caller: &Caller) -> EventMetadata {
         EventMetadata {
-            actor: Actor::Credential {
-                uuid: caller.credential_uuid,
-            },
+            actor: Actor::Credential { uuid: caller.credential_uuid },
             request_id: self.request_id.clone(),
             source_ip: self.source_ip.clone(),
         }
@@ -160,13 +121,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .get(REQUEST_ID_HEADER)
             .and_then(|value| value.to_str().ok())
             .map(|id| redact_keys(&id.chars().take(MAX_REQUEST_ID_CHARS).collect::<String>()));
-        let source_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip().to_string());
-        Ok(RequestContext {
-            request_id,
-            source_ip,
-        })
+        let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
+        Ok(RequestContext { request_id, source_ip })
     }
 }

@@ -20,6 +20,7 @@ use tracing::Level;
 pub use error::{redact_keys, ApiError};
 pub use extract::{API_KEY_HEADER, MAX_BODY_BYTES, REQUEST_ID_HEADER};
 
+use crate::bus::RelayStatus;
 use crate::store::Store;
 use crate::usage::UsageRecorder;
 use crate::writer::Writer;
@@ -30,7 +31,15 @@ pub struct AppState {
     pub store: Store,
     pub writer: Writer,
     pub usage: UsageRecorder,
+    pub relay: Option<RelayHandle>,
     pub health_timeout: Duration,
+}
+
+/// The relay running in this process, for health reports.
+#[derive(Debug, Clone)]
+pub struct RelayHandle {
+    pub exchange: String,
+    pub status: std::sync::Arc<RelayStatus>,
 }
 
 /// The route table of the service.
@@ -38,10 +47,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/credentials/list", post(credentials::list))
         .route("/api/v1/credentials/create", post(credentials::create))
-        .route(
-            "/api/v1/credentials/regenerate",
-            post(credentials::regenerate),
-        )
+        .route("/api/v1/credentials/regenerate", post(credentials::regenerate))
         .route("/api/v1/credentials/revoke", post(credentials::revoke))
         .route("/healthz", get(health::healthz))
         .fallback(|| async { ApiError::RouteNotFound })
@@ -84,10 +90,6 @@ impl<T: Serialize> IntoResponse for Success<T> {
             status: &'static str,
             data: T,
         }
-        Json(Envelope {
-            status: "success",
-            data: self.0,
-        })
-        .into_response()
+        Json(Envelope { status: "success", data: self.0 }).into_response()
     }
 }

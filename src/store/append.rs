@@ -5,9 +5,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{Store, StoreError};
-use crate::domain::{
-    chain_hash, ChainLink, Credential, Event, EventMetadata, Hash, Ledger, PendingEvent, ServerName,
-};
+use crate::domain::{chain_hash, ChainLink, Credential, Event, EventMetadata, Hash, Ledger, PendingEvent, ServerName};
 
 /// The channel every commit notifies with its new head position.
 pub const EVENTS_CHANNEL: &str = "credential_ledger_events";
@@ -32,24 +30,14 @@ impl Store {
     /// instance) holds it.
     pub async fn begin_append(&self) -> Result<AppendTxn, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let head =
-            sqlx::query!("SELECT position, hash, last_credential_id FROM chain_head FOR UPDATE")
-                .fetch_one(&mut *tx)
-                .await?;
-        let hash = head
-            .hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Corrupt {
-                position: head.position,
-                reason: "the chain head's hash is not 32 bytes".into(),
-            })?;
-        Ok(AppendTxn {
-            tx,
+        let head = sqlx::query!("SELECT position, hash, last_credential_id FROM chain_head FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+        let hash = head.hash.as_slice().try_into().map_err(|_| StoreError::Corrupt {
             position: head.position,
-            hash,
-            last_credential_id: head.last_credential_id,
-        })
+            reason: "the chain head's hash is not 32 bytes".into(),
+        })?;
+        Ok(AppendTxn { tx, position: head.position, hash, last_credential_id: head.last_credential_id })
     }
 }
 
@@ -68,10 +56,7 @@ impl AppendTxn {
         .fetch_all(&mut *self.tx)
         .await?;
         for row in rows {
-            let corrupt = |reason: String| StoreError::Corrupt {
-                position: row.position,
-                reason,
-            };
+            let corrupt = |reason: String| StoreError::Corrupt { position: row.position, reason };
             let event = Event::decode(&row.event_type, row.schema_version, row.payload)
                 .map_err(|error| corrupt(error.to_string()))?;
             ledger
@@ -82,13 +67,9 @@ impl AppendTxn {
     }
 
     pub async fn insert_server(&mut self, uuid: Uuid, name: &ServerName) -> Result<(), StoreError> {
-        sqlx::query!(
-            "INSERT INTO servers (uuid, name) VALUES ($1, $2)",
-            uuid,
-            name.as_str()
-        )
-        .execute(&mut *self.tx)
-        .await?;
+        sqlx::query!("INSERT INTO servers (uuid, name) VALUES ($1, $2)", uuid, name.as_str())
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 
@@ -111,23 +92,15 @@ impl AppendTxn {
             )
             .execute(&mut *self.tx)
             .await?;
-            sqlx::query!(
-                "SELECT pg_notify($1, $2)",
-                EVENTS_CHANNEL,
-                self.position.to_string()
-            )
-            .execute(&mut *self.tx)
-            .await?;
+            sqlx::query!("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, self.position.to_string())
+                .execute(&mut *self.tx)
+                .await?;
         }
         self.tx.commit().await?;
         Ok(())
     }
 
-    async fn append(
-        &mut self,
-        events: &[NewEvent<'_>],
-        recorded_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn append(&mut self, events: &[NewEvent<'_>], recorded_at: DateTime<Utc>) -> Result<(), StoreError> {
         let count = events.len();
         let mut positions = Vec::with_capacity(count);
         let mut stream_ids = Vec::with_capacity(count);

@@ -40,10 +40,7 @@ impl Store {
         Ok(caller)
     }
 
-    pub async fn list_credentials(
-        &self,
-        server_uuid: Uuid,
-    ) -> Result<Vec<CredentialListing>, StoreError> {
+    pub async fn list_credentials(&self, server_uuid: Uuid) -> Result<Vec<CredentialListing>, StoreError> {
         let rows = sqlx::query_as!(
             CredentialListing,
             r#"SELECT c.id, c.uuid, c.name, c.type AS credential_type, c.hold,

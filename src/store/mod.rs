@@ -3,6 +3,7 @@
 
 mod append;
 mod credentials;
+mod events;
 mod schema;
 
 use std::time::Duration;
@@ -11,8 +12,9 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-pub use append::{AppendTxn, NewEvent};
+pub use append::{AppendTxn, NewEvent, EVENTS_CHANNEL};
 pub use credentials::{Caller, CredentialListing};
+pub use events::{events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress, StoredEvent};
 pub use schema::{prepare, rebuild_projections, RebuildReport};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +62,5 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query!("SELECT 1 AS alive")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(())
     }
 }

@@ -26,19 +26,12 @@ pub struct RebuildReport {
 /// changed (or was never built) is rebuilt from the log.
 pub async fn prepare(pool: &PgPool) -> Result<(), StoreError> {
     MIGRATOR.run(pool).await?;
-    let built = sqlx::query_scalar!(
-        "SELECT checksum FROM projection_versions WHERE name = $1",
-        CREDENTIALS_PROJECTION
-    )
-    .fetch_optional(pool)
-    .await?;
+    let built = sqlx::query_scalar!("SELECT checksum FROM projection_versions WHERE name = $1", CREDENTIALS_PROJECTION)
+        .fetch_optional(pool)
+        .await?;
     if built.as_deref() != Some(&schema_checksum()[..]) {
         let report = rebuild_projections(pool).await?;
-        tracing::info!(
-            events = report.events,
-            credentials = report.credentials,
-            "credential view rebuilt"
-        );
+        tracing::info!(events = report.events, credentials = report.credentials, "credential view rebuilt");
     }
     Ok(())
 }
@@ -51,12 +44,8 @@ fn schema_checksum() -> [u8; 32] {
 /// holds the chain head, so no append is missed and readers see the old view until commit.
 pub async fn rebuild_projections(pool: &PgPool) -> Result<RebuildReport, StoreError> {
     let mut tx = pool.begin().await?;
-    let head = sqlx::query_scalar!("SELECT position FROM chain_head FOR UPDATE")
-        .fetch_one(&mut *tx)
-        .await?;
-    sqlx::raw_sql("DROP TABLE IF EXISTS credentials")
-        .execute(&mut *tx)
-        .await?;
+    let head = sqlx::query_scalar!("SELECT position FROM chain_head FOR UPDATE").fetch_one(&mut *tx).await?;
+    sqlx::raw_sql("DROP TABLE IF EXISTS credentials").execute(&mut *tx).await?;
     sqlx::raw_sql(CREDENTIALS_SCHEMA).execute(&mut *tx).await?;
 
     let mut ledger = Ledger::new(0);
@@ -74,10 +63,7 @@ pub async fn rebuild_projections(pool: &PgPool) -> Result<RebuildReport, StoreEr
         let Some(last) = page.last() else { break };
         after = last.position;
         for row in page {
-            let corrupt = |reason: String| StoreError::Corrupt {
-                position: row.position,
-                reason,
-            };
+            let corrupt = |reason: String| StoreError::Corrupt { position: row.position, reason };
             let event = Event::decode(&row.event_type, row.schema_version, row.payload)
                 .map_err(|error| corrupt(error.to_string()))?;
             ledger
@@ -102,9 +88,5 @@ pub async fn rebuild_projections(pool: &PgPool) -> Result<RebuildReport, StoreEr
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(RebuildReport {
-        events,
-        credentials: credentials.len() as u64,
-        position: head,
-    })
+    Ok(RebuildReport { events, credentials: credentials.len() as u64, position: head })
 }

@@ -24,13 +24,7 @@ struct Case {
     code: &'static str,
 }
 
-fn post(
-    name: &'static str,
-    path: &'static str,
-    body: &str,
-    status: StatusCode,
-    code: &'static str,
-) -> Case {
+fn post(name: &'static str, path: &'static str, body: &str, status: StatusCode, code: &'static str) -> Case {
     Case {
         name,
         method: Method::POST,
@@ -58,16 +52,10 @@ fn cases(valid_key: &str) -> Vec<Case> {
     let mut flipped = valid_key.to_owned();
     let last = flipped.pop().unwrap();
     flipped.push(if last == 'A' { 'B' } else { 'A' });
-    let never_issued = ApiKey::generate(&mut rand::rngs::OsRng)
-        .expose_secret()
-        .to_owned();
+    let never_issued = ApiKey::generate(&mut rand::rngs::OsRng).expose_secret().to_owned();
     let long_name = format!(r#"{{"name": "{}"}}"#, "n".repeat(256));
     let huge = format!(r#"{{"name": "{}"}}"#, "x".repeat(70 * 1024));
-    let deep = format!(
-        r#"{{"name": {}"a"{}}}"#,
-        "[".repeat(10_000),
-        "]".repeat(10_000)
-    );
+    let deep = format!(r#"{{"name": {}"a"{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
     let mut invalid_utf8 = br#"{"name": ""#.to_vec();
     invalid_utf8.extend_from_slice(&[0xff, 0xfe]);
     invalid_utf8.extend_from_slice(br#""}"#);
@@ -75,328 +63,67 @@ fn cases(valid_key: &str) -> Vec<Case> {
     let key_as_hold = format!(r#"{{"name": "a", "hold": "{valid_key}"}}"#);
 
     vec![
-        with_key(
-            Key::Absent,
-            post("no key", LIST, "{}", S::UNAUTHORIZED, "missing_api_key"),
-        ),
-        with_key(
-            Key::Raw(String::new()),
-            post("empty key", LIST, "{}", S::UNAUTHORIZED, "missing_api_key"),
-        ),
-        with_key(
-            Key::Raw("not-a-key".into()),
-            post(
-                "garbage key",
-                LIST,
-                "{}",
-                S::UNAUTHORIZED,
-                "invalid_api_key",
-            ),
-        ),
-        with_key(
-            Key::Raw(flipped),
-            post(
-                "checksum mismatch",
-                LIST,
-                "{}",
-                S::UNAUTHORIZED,
-                "invalid_api_key",
-            ),
-        ),
-        with_key(
-            Key::Raw(never_issued),
-            post(
-                "never issued",
-                LIST,
-                "{}",
-                S::UNAUTHORIZED,
-                "invalid_api_key",
-            ),
-        ),
+        with_key(Key::Absent, post("no key", LIST, "{}", S::UNAUTHORIZED, "missing_api_key")),
+        with_key(Key::Raw(String::new()), post("empty key", LIST, "{}", S::UNAUTHORIZED, "missing_api_key")),
+        with_key(Key::Raw("not-a-key".into()), post("garbage key", LIST, "{}", S::UNAUTHORIZED, "invalid_api_key")),
+        with_key(Key::Raw(flipped), post("checksum mismatch", LIST, "{}", S::UNAUTHORIZED, "invalid_api_key")),
+        with_key(Key::Raw(never_issued), post("never issued", LIST, "{}", S::UNAUTHORIZED, "invalid_api_key")),
         with_key(
             Key::Raw(format!("{valid_key}0")),
-            post(
-                "key too long",
-                LIST,
-                "{}",
-                S::UNAUTHORIZED,
-                "invalid_api_key",
-            ),
+            post("key too long", LIST, "{}", S::UNAUTHORIZED, "invalid_api_key"),
         ),
         with_key(
             Key::Raw(valid_key.replacen("vml_", "VML_", 1)),
-            post(
-                "prefix case",
-                LIST,
-                "{}",
-                S::UNAUTHORIZED,
-                "invalid_api_key",
-            ),
+            post("prefix case", LIST, "{}", S::UNAUTHORIZED, "invalid_api_key"),
         ),
-        with_key(
-            Key::Absent,
-            post(
-                "no key on create",
-                CREATE,
-                r#"{"name":"a"}"#,
-                S::UNAUTHORIZED,
-                "missing_api_key",
-            ),
-        ),
+        with_key(Key::Absent, post("no key on create", CREATE, r#"{"name":"a"}"#, S::UNAUTHORIZED, "missing_api_key")),
         with_key(
             Key::Raw("vml_abc123def456ghi789jkl".into()),
-            post(
-                "seed example key",
-                REVOKE,
-                r#"{"uuid":"x"}"#,
-                S::UNAUTHORIZED,
-                "invalid_api_key",
-            ),
+            post("seed example key", REVOKE, r#"{"uuid":"x"}"#, S::UNAUTHORIZED, "invalid_api_key"),
         ),
-        post(
-            "unclosed object",
-            CREATE,
-            "{",
-            S::BAD_REQUEST,
-            "malformed_json",
-        ),
-        post(
-            "not json",
-            CREATE,
-            "name=a",
-            S::BAD_REQUEST,
-            "malformed_json",
-        ),
-        post(
-            "trailing characters",
-            CREATE,
-            r#"{"name":"a"} x"#,
-            S::BAD_REQUEST,
-            "malformed_json",
-        ),
+        post("unclosed object", CREATE, "{", S::BAD_REQUEST, "malformed_json"),
+        post("not json", CREATE, "name=a", S::BAD_REQUEST, "malformed_json"),
+        post("trailing characters", CREATE, r#"{"name":"a"} x"#, S::BAD_REQUEST, "malformed_json"),
         // Typed decoding stops at the first `[` where a string belongs: the depth costs nothing.
-        post(
-            "nesting bomb",
-            CREATE,
-            &deep,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "nesting bomb, untyped",
-            CREATE,
-            &deep.replace("\"name\"", "\"x\""),
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        Case {
-            body: invalid_utf8,
-            ..post(
-                "invalid utf-8",
-                CREATE,
-                "",
-                S::BAD_REQUEST,
-                "malformed_json",
-            )
-        },
-        post(
-            "name is a number",
-            CREATE,
-            r#"{"name": 5}"#,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "name missing",
-            CREATE,
-            "{}",
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "name null",
-            CREATE,
-            r#"{"name": null}"#,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "unknown field",
-            CREATE,
-            r#"{"name": "a", "colour": "red"}"#,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "duplicate field",
-            CREATE,
-            r#"{"name": "a", "name": "b"}"#,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "hold is a string",
-            CREATE,
-            r#"{"name": "a", "hold": "yes"}"#,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "type is a number",
-            CREATE,
-            r#"{"name": "a", "type": 1}"#,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "body is an array",
-            CREATE,
-            "[]",
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "body is a string",
-            CREATE,
-            r#""name""#,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "body is null",
-            CREATE,
-            "null",
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "key in a field name",
-            CREATE,
-            &misplaced_key,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "key as a value",
-            CREATE,
-            &key_as_hold,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "list with parameters",
-            LIST,
-            r#"{"page": 2}"#,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "empty name",
-            CREATE,
-            r#"{"name": ""}"#,
-            S::UNPROCESSABLE_ENTITY,
-            "invalid_name",
-        ),
-        post(
-            "blank name",
-            CREATE,
-            r#"{"name": "   "}"#,
-            S::UNPROCESSABLE_ENTITY,
-            "invalid_name",
-        ),
-        post(
-            "name too long",
-            CREATE,
-            &long_name,
-            S::UNPROCESSABLE_ENTITY,
-            "invalid_name",
-        ),
-        post(
-            "NUL in name",
-            CREATE,
-            r#"{"name": "a\u0000b"}"#,
-            S::UNPROCESSABLE_ENTITY,
-            "invalid_name",
-        ),
-        post(
-            "lower-case type",
-            CREATE,
-            r#"{"name": "a", "type": "api"}"#,
-            S::UNPROCESSABLE_ENTITY,
-            "invalid_type",
-        ),
-        post(
-            "unknown type",
-            CREATE,
-            r#"{"name": "a", "type": "WEBHOOK"}"#,
-            S::UNPROCESSABLE_ENTITY,
-            "invalid_type",
-        ),
+        post("nesting bomb", CREATE, &deep, S::BAD_REQUEST, "invalid_parameters"),
+        post("nesting bomb, untyped", CREATE, &deep.replace("\"name\"", "\"x\""), S::BAD_REQUEST, "invalid_parameters"),
+        Case { body: invalid_utf8, ..post("invalid utf-8", CREATE, "", S::BAD_REQUEST, "malformed_json") },
+        post("name is a number", CREATE, r#"{"name": 5}"#, S::BAD_REQUEST, "invalid_parameters"),
+        post("name missing", CREATE, "{}", S::BAD_REQUEST, "invalid_parameters"),
+        post("name null", CREATE, r#"{"name": null}"#, S::BAD_REQUEST, "invalid_parameters"),
+        post("unknown field", CREATE, r#"{"name": "a", "colour": "red"}"#, S::BAD_REQUEST, "invalid_parameters"),
+        post("duplicate field", CREATE, r#"{"name": "a", "name": "b"}"#, S::BAD_REQUEST, "invalid_parameters"),
+        post("hold is a string", CREATE, r#"{"name": "a", "hold": "yes"}"#, S::BAD_REQUEST, "invalid_parameters"),
+        post("type is a number", CREATE, r#"{"name": "a", "type": 1}"#, S::BAD_REQUEST, "invalid_parameters"),
+        post("body is an array", CREATE, "[]", S::BAD_REQUEST, "invalid_parameters"),
+        post("body is a string", CREATE, r#""name""#, S::BAD_REQUEST, "invalid_parameters"),
+        post("body is null", CREATE, "null", S::BAD_REQUEST, "invalid_parameters"),
+        post("key in a field name", CREATE, &misplaced_key, S::BAD_REQUEST, "invalid_parameters"),
+        post("key as a value", CREATE, &key_as_hold, S::BAD_REQUEST, "invalid_parameters"),
+        post("list with parameters", LIST, r#"{"page": 2}"#, S::BAD_REQUEST, "invalid_parameters"),
+        post("empty name", CREATE, r#"{"name": ""}"#, S::UNPROCESSABLE_ENTITY, "invalid_name"),
+        post("blank name", CREATE, r#"{"name": "   "}"#, S::UNPROCESSABLE_ENTITY, "invalid_name"),
+        post("name too long", CREATE, &long_name, S::UNPROCESSABLE_ENTITY, "invalid_name"),
+        post("NUL in name", CREATE, r#"{"name": "a\u0000b"}"#, S::UNPROCESSABLE_ENTITY, "invalid_name"),
+        post("lower-case type", CREATE, r#"{"name": "a", "type": "api"}"#, S::UNPROCESSABLE_ENTITY, "invalid_type"),
+        post("unknown type", CREATE, r#"{"name": "a", "type": "WEBHOOK"}"#, S::UNPROCESSABLE_ENTITY, "invalid_type"),
         with_content_type(
             Some("text/plain"),
-            post(
-                "text/plain",
-                CREATE,
-                r#"{"name":"a"}"#,
-                S::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-            ),
+            post("text/plain", CREATE, r#"{"name":"a"}"#, S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         ),
         with_content_type(
             None,
-            post(
-                "no content type",
-                CREATE,
-                r#"{"name":"a"}"#,
-                S::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-            ),
+            post("no content type", CREATE, r#"{"name":"a"}"#, S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         ),
         with_content_type(
             Some("application/x-www-form-urlencoded"),
-            post(
-                "form body",
-                CREATE,
-                "name=a",
-                S::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-            ),
+            post("form body", CREATE, "name=a", S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         ),
-        post(
-            "body over 64 KiB",
-            CREATE,
-            &huge,
-            S::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-        ),
-        post(
-            "seed-style uuid",
-            REGENERATE,
-            r#"{"uuid": "abc-123-def"}"#,
-            S::UNPROCESSABLE_ENTITY,
-            "invalid_uuid",
-        ),
-        post(
-            "empty uuid",
-            REVOKE,
-            r#"{"uuid": ""}"#,
-            S::UNPROCESSABLE_ENTITY,
-            "invalid_uuid",
-        ),
-        post(
-            "uuid is a number",
-            REGENERATE,
-            r#"{"uuid": 12}"#,
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
-        post(
-            "uuid missing",
-            REVOKE,
-            "{}",
-            S::BAD_REQUEST,
-            "invalid_parameters",
-        ),
+        post("body over 64 KiB", CREATE, &huge, S::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        post("seed-style uuid", REGENERATE, r#"{"uuid": "abc-123-def"}"#, S::UNPROCESSABLE_ENTITY, "invalid_uuid"),
+        post("empty uuid", REVOKE, r#"{"uuid": ""}"#, S::UNPROCESSABLE_ENTITY, "invalid_uuid"),
+        post("uuid is a number", REGENERATE, r#"{"uuid": 12}"#, S::BAD_REQUEST, "invalid_parameters"),
+        post("uuid missing", REVOKE, "{}", S::BAD_REQUEST, "invalid_parameters"),
         post(
             "unknown uuid",
             REVOKE,
@@ -413,28 +140,10 @@ fn cases(valid_key: &str) -> Vec<Case> {
         ),
         Case {
             method: Method::GET,
-            ..post(
-                "GET on a POST route",
-                LIST,
-                "",
-                S::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-            )
+            ..post("GET on a POST route", LIST, "", S::METHOD_NOT_ALLOWED, "method_not_allowed")
         },
-        post(
-            "unknown route",
-            "/api/v1/credentials/delete",
-            "{}",
-            S::NOT_FOUND,
-            "not_found",
-        ),
-        post(
-            "unknown version",
-            "/api/v2/credentials/list",
-            "{}",
-            S::NOT_FOUND,
-            "not_found",
-        ),
+        post("unknown route", "/api/v1/credentials/delete", "{}", S::NOT_FOUND, "not_found"),
+        post("unknown version", "/api/v2/credentials/list", "{}", S::NOT_FOUND, "not_found"),
     ]
 }
 
@@ -448,9 +157,7 @@ async fn every_bad_request_gets_its_status_and_code_and_changes_nothing(pool: Pg
 
     let mut failures = Vec::new();
     for case in cases {
-        let mut request = app
-            .client
-            .request(case.method.clone(), format!("{}{}", app.address, case.path));
+        let mut request = app.client.request(case.method.clone(), format!("{}{}", app.address, case.path));
         match &case.key {
             Key::Valid => request = request.header("X-Server-API-Key", &app.tenant.key),
             Key::Raw(raw) => request = request.header("X-Server-API-Key", raw),
@@ -459,20 +166,10 @@ async fn every_bad_request_gets_its_status_and_code_and_changes_nothing(pool: Pg
         if let Some(content_type) = case.content_type {
             request = request.header("Content-Type", content_type);
         }
-        let response = request
-            .body(case.body.clone())
-            .send()
-            .await
-            .expect("the service answers");
+        let response = request.body(case.body.clone()).send().await.expect("the service answers");
         let got = answer(response).await;
-        let code = got.body["data"]["code"]
-            .as_str()
-            .unwrap_or("<none>")
-            .to_owned();
-        let message = got.body["data"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let code = got.body["data"]["code"].as_str().unwrap_or("<none>").to_owned();
+        let message = got.body["data"]["message"].as_str().unwrap_or_default().to_owned();
         if got.status != case.status || code != case.code || got.body["status"] != "error" {
             failures.push(format!(
                 "{}: expected {} {}, got {} {}",
@@ -483,43 +180,21 @@ async fn every_bad_request_gets_its_status_and_code_and_changes_nothing(pool: Pg
             failures.push(format!("{}: no message", case.name));
         }
         if message.contains(&app.tenant.key[4..]) {
-            failures.push(format!(
-                "{}: the message echoes the key: {message}",
-                case.name
-            ));
+            failures.push(format!("{}: the message echoes the key: {message}", case.name));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
-    assert_eq!(
-        app.log_head().await,
-        head_before,
-        "no bad request appended anything"
-    );
+    assert_eq!(app.log_head().await, head_before, "no bad request appended anything");
     assert_eq!(app.view().await, view_before);
-    assert_eq!(
-        app.list(&app.tenant.key).await.status,
-        StatusCode::OK,
-        "the service still answers"
-    );
+    assert_eq!(app.list(&app.tenant.key).await.status, StatusCode::OK, "the service still answers");
 }
 
 #[sqlx::test]
 async fn a_wrong_type_names_the_field_and_the_expectation(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let answer = app
-        .create(
-            &app.tenant.key,
-            serde_json::json!({"name": "a", "hold": "maybe"}),
-        )
-        .await;
+    let answer = app.create(&app.tenant.key, serde_json::json!({"name": "a", "hold": "maybe"})).await;
     let message = answer.body["data"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("hold") && message.contains("boolean"),
-        "{message}"
-    );
-    assert!(
-        !message.contains("maybe"),
-        "values are not echoed: {message}"
-    );
+    assert!(message.contains("hold") && message.contains("boolean"), "{message}");
+    assert!(!message.contains("maybe"), "values are not echoed: {message}");
 }

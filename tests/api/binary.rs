@@ -6,20 +6,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::spawn_app;
-
-/// The URL of the database `pool` is connected to.
-async fn database_url(pool: &PgPool) -> String {
-    let name: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
-    let server = base
-        .rsplit_once('/')
-        .map_or(base.as_str(), |(server, _)| server);
-    format!("{server}/{name}")
-}
+use crate::helpers::{database_url, spawn_app};
 
 fn ledger(args: &[&str], database_url: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_credential-ledger"))
@@ -33,15 +20,8 @@ fn ledger(args: &[&str], database_url: &str) -> std::process::Output {
 #[sqlx::test]
 async fn server_create_prints_one_json_object_with_a_working_key(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let output = ledger(
-        &["server", "create", "--name", "Initech"],
-        &database_url(&pool).await,
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = ledger(&["server", "create", "--name", "Initech"], &database_url(&pool).await);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     let printed: Value = serde_json::from_str(&stdout).unwrap();
@@ -57,11 +37,10 @@ async fn server_create_prints_one_json_object_with_a_working_key(pool: PgPool) {
     let listed = app.list(key).await;
     assert_eq!(listed.status, StatusCode::OK);
     assert_eq!(listed.data()[0]["uuid"], credential["uuid"]);
-    let metadata: Value =
-        sqlx::query_scalar("SELECT metadata FROM events ORDER BY position DESC LIMIT 1")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let metadata: Value = sqlx::query_scalar("SELECT metadata FROM events ORDER BY position DESC LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(metadata["actor"]["kind"], "cli");
 }
 
@@ -69,10 +48,7 @@ async fn server_create_prints_one_json_object_with_a_working_key(pool: PgPool) {
 async fn server_create_refuses_a_blank_name_and_writes_nothing(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     let head = app.log_head().await;
-    let output = ledger(
-        &["server", "create", "--name", "   "],
-        &database_url(&pool).await,
-    );
+    let output = ledger(&["server", "create", "--name", "   "], &database_url(&pool).await);
     assert!(!output.status.success());
     assert!(output.stdout.is_empty());
     assert_eq!(app.log_head().await, head);
@@ -82,15 +58,10 @@ async fn server_create_refuses_a_blank_name_and_writes_nothing(pool: PgPool) {
 async fn projections_rebuild_leaves_the_same_view(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     let made = app.create_api_key(&app.tenant.key, "To rotate").await;
-    app.regenerate(&app.tenant.key, made["uuid"].as_str().unwrap())
-        .await;
+    app.regenerate(&app.tenant.key, made["uuid"].as_str().unwrap()).await;
     let live = app.view().await;
     let output = ledger(&["projections", "rebuild"], &database_url(&pool).await);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["events"], 4);
     assert_eq!(report["credentials"], 3);

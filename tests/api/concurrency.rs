@@ -12,15 +12,10 @@ async fn of_fifty_concurrent_rotations_of_one_credential_exactly_one_wins(pool: 
     let uuid = target["uuid"].as_str().unwrap().to_owned();
 
     let answers = join_all((0..50).map(|_| app.regenerate(&app.tenant.key, &uuid))).await;
-    let won = answers
-        .iter()
-        .filter(|answer| answer.status == StatusCode::OK)
-        .count();
+    let won = answers.iter().filter(|answer| answer.status == StatusCode::OK).count();
     let conflicts = answers
         .iter()
-        .filter(|answer| {
-            answer.status == StatusCode::CONFLICT && answer.error_code() == "credential_held"
-        })
+        .filter(|answer| answer.status == StatusCode::CONFLICT && answer.error_code() == "credential_held")
         .count();
     assert_eq!((won, conflicts), (1, 49));
 
@@ -31,44 +26,24 @@ async fn of_fifty_concurrent_rotations_of_one_credential_exactly_one_wins(pool: 
     .await
     .unwrap();
     assert_eq!(rotations, 1);
-    let created: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE payload->>'replaces' = $1")
-            .bind(&uuid)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE payload->>'replaces' = $1")
+        .bind(&uuid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(created, 1);
 }
 
 #[sqlx::test]
 async fn concurrent_creates_share_commits_and_get_distinct_gap_free_ids(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let answers = join_all(
-        (0..100).map(|i| app.create(&app.tenant.key, json!({"name": format!("Parallel {i}")}))),
-    )
-    .await;
-    let mut ids: Vec<i64> = answers
-        .iter()
-        .map(|answer| answer.data()["id"].as_i64().unwrap())
-        .collect();
+    let answers =
+        join_all((0..100).map(|i| app.create(&app.tenant.key, json!({"name": format!("Parallel {i}")})))).await;
+    let mut ids: Vec<i64> = answers.iter().map(|answer| answer.data()["id"].as_i64().unwrap()).collect();
     ids.sort_unstable();
     assert_eq!(ids, (2..=101).collect::<Vec<_>>());
-    let positions: Vec<i64> = sqlx::query_scalar("SELECT position FROM events ORDER BY position")
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        positions,
-        (1..=101).collect::<Vec<_>>(),
-        "positions are gap-free"
-    );
-    assert_eq!(
-        app.list(&app.tenant.key)
-            .await
-            .data()
-            .as_array()
-            .unwrap()
-            .len(),
-        101
-    );
+    let positions: Vec<i64> =
+        sqlx::query_scalar("SELECT position FROM events ORDER BY position").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(positions, (1..=101).collect::<Vec<_>>(), "positions are gap-free");
+    assert_eq!(app.list(&app.tenant.key).await.data().as_array().unwrap().len(), 101);
 }

@@ -7,12 +7,7 @@ use sqlx::PgPool;
 use crate::helpers::{spawn_app, LIST, REGENERATE, REVOKE};
 
 fn keys_of(object: &Value) -> Vec<&str> {
-    let mut keys: Vec<&str> = object
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let mut keys: Vec<&str> = object.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
     keys
 }
@@ -21,8 +16,7 @@ fn keys_of(object: &Value) -> Vec<&str> {
 async fn list_shows_the_servers_credentials_shaped_as_the_seed(pool: PgPool) {
     let app = spawn_app(pool).await;
     let key = app.tenant.key.clone();
-    app.create(&key, json!({"name": "Production API", "type": "API"}))
-        .await;
+    app.create(&key, json!({"name": "Production API", "type": "API"})).await;
     app.create(&key, json!({"name": "SMTP Relay"})).await;
 
     let answer = app.list(&key).await;
@@ -31,19 +25,10 @@ async fn list_shows_the_servers_credentials_shaped_as_the_seed(pool: PgPool) {
     let listed = answer.data().as_array().unwrap();
     assert_eq!(listed.len(), 3);
     for item in listed {
-        assert_eq!(
-            keys_of(item),
-            ["hold", "id", "last_used_at", "name", "type", "uuid"]
-        );
+        assert_eq!(keys_of(item), ["hold", "id", "last_used_at", "name", "type", "uuid"]);
     }
-    let ids: Vec<i64> = listed
-        .iter()
-        .map(|item| item["id"].as_i64().unwrap())
-        .collect();
-    assert!(
-        ids.windows(2).all(|pair| pair[0] < pair[1]),
-        "ascending ids: {ids:?}"
-    );
+    let ids: Vec<i64> = listed.iter().map(|item| item["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ascending ids: {ids:?}");
     assert_eq!(listed[1]["name"], "Production API");
     assert_eq!(listed[1]["type"], "API");
     assert_eq!(listed[2]["name"], "SMTP Relay");
@@ -72,8 +57,7 @@ async fn last_used_at_follows_successful_authentications(pool: PgPool) {
     app.list(&app.tenant.key).await;
     let answer = app.list(&app.tenant.key).await;
     let own = &answer.data()[0];
-    let used: chrono::DateTime<chrono::Utc> =
-        own["last_used_at"].as_str().unwrap().parse().unwrap();
+    let used: chrono::DateTime<chrono::Utc> = own["last_used_at"].as_str().unwrap().parse().unwrap();
     assert!(used >= before.trunc_subsecs_floor(), "{used} vs {before}");
     assert!(own["last_used_at"].as_str().unwrap().ends_with('Z'));
 
@@ -110,12 +94,7 @@ impl FloorSeconds for chrono::DateTime<chrono::Utc> {
 #[sqlx::test]
 async fn create_answers_as_the_seed_and_applies_defaults(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let answer = app
-        .create(
-            &app.tenant.key,
-            json!({"name": "  New API Key  ", "type": "API"}),
-        )
-        .await;
+    let answer = app.create(&app.tenant.key, json!({"name": "  New API Key  ", "type": "API"})).await;
     assert_eq!(answer.status, StatusCode::OK);
     let data = answer.data();
     assert_eq!(keys_of(data), ["hold", "id", "key", "name", "type", "uuid"]);
@@ -131,19 +110,10 @@ async fn create_answers_as_the_seed_and_applies_defaults(pool: PgPool) {
     let smtp = app.create(&app.tenant.key, json!({"name": "Relay"})).await;
     assert_eq!(smtp.data()["type"], "SMTP");
     assert_eq!(smtp.data()["hold"], false);
-    let held = app
-        .create(
-            &app.tenant.key,
-            json!({"name": "Spare", "type": "API", "hold": true}),
-        )
-        .await;
+    let held = app.create(&app.tenant.key, json!({"name": "Spare", "type": "API", "hold": true})).await;
     assert_eq!(held.data()["hold"], true);
     let listed = app.list(&app.tenant.key).await;
-    assert_eq!(
-        listed.data()[3]["hold"],
-        true,
-        "held credentials are listed"
-    );
+    assert_eq!(listed.data()[3]["hold"], true, "held credentials are listed");
     // A credential created held does not authenticate.
     let held_key = held.data()["key"].as_str().unwrap();
     assert_eq!(app.list(held_key).await.error_code(), "invalid_api_key");
@@ -159,47 +129,30 @@ async fn regenerate_rotates_in_one_step(pool: PgPool) {
     let answer = app.regenerate(&app.tenant.key, old_uuid).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let data = answer.data();
-    assert_eq!(
-        keys_of(data),
-        ["key", "new_id", "new_uuid", "old_id", "old_uuid"]
-    );
+    assert_eq!(keys_of(data), ["key", "new_id", "new_uuid", "old_id", "old_uuid"]);
     assert_eq!(data["old_id"], old["id"]);
     assert_eq!(data["old_uuid"], old["uuid"]);
     assert_eq!(data["new_id"], 3);
     let new_key = data["key"].as_str().unwrap();
     assert_ne!(new_key, old_key);
 
-    assert_eq!(
-        app.list(old_key).await.error_code(),
-        "invalid_api_key",
-        "the rotated-away key is refused"
-    );
+    assert_eq!(app.list(old_key).await.error_code(), "invalid_api_key", "the rotated-away key is refused");
     let listed = app.list(new_key).await;
     let rows = listed.data().as_array().unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[1]["hold"], true);
-    assert_eq!(
-        (rows[2]["name"].as_str(), rows[2]["type"].as_str()),
-        (Some("Rotating"), Some("API"))
-    );
+    assert_eq!((rows[2]["name"].as_str(), rows[2]["type"].as_str()), (Some("Rotating"), Some("API")));
     assert_eq!(rows[2]["uuid"], data["new_uuid"]);
 
     let events = app.event_types().await;
-    let tail: Vec<&str> = events[2..]
-        .iter()
-        .map(|(event_type, _)| event_type.as_str())
-        .collect();
+    let tail: Vec<&str> = events[2..].iter().map(|(event_type, _)| event_type.as_str()).collect();
     assert_eq!(tail, ["CredentialCreated", "CredentialLocked"]);
     assert_eq!(events[3].1.to_string(), old_uuid);
 
     let again = app.regenerate(&app.tenant.key, old_uuid).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.error_code(), "credential_held");
-    assert_eq!(
-        app.event_types().await.len(),
-        4,
-        "a refused rotation appends nothing"
-    );
+    assert_eq!(app.event_types().await.len(), 4, "a refused rotation appends nothing");
 }
 
 #[sqlx::test]
@@ -210,42 +163,24 @@ async fn revoke_holds_once_and_is_idempotent(pool: PgPool) {
 
     let first = app.revoke(&app.tenant.key, uuid).await;
     assert_eq!(first.status, StatusCode::OK);
-    assert_eq!(
-        first.data(),
-        &json!({"id": target["id"], "uuid": uuid, "hold": true})
-    );
-    assert_eq!(
-        app.list(target["key"].as_str().unwrap()).await.error_code(),
-        "invalid_api_key"
-    );
+    assert_eq!(first.data(), &json!({"id": target["id"], "uuid": uuid, "hold": true}));
+    assert_eq!(app.list(target["key"].as_str().unwrap()).await.error_code(), "invalid_api_key");
     let head = app.log_head().await;
 
     let second = app.revoke(&app.tenant.key, uuid).await;
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.data(), first.data());
-    assert_eq!(
-        app.log_head().await,
-        head,
-        "revoking a held credential appends nothing"
-    );
+    assert_eq!(app.log_head().await, head, "revoking a held credential appends nothing");
 }
 
 #[sqlx::test]
 async fn a_credential_can_revoke_itself_and_is_refused_from_then_on(pool: PgPool) {
     let app = spawn_app(pool).await;
     let key = app.tenant.key.clone();
-    let answer = app
-        .revoke(&key, &app.tenant.credential_uuid.to_string())
-        .await;
+    let answer = app.revoke(&key, &app.tenant.credential_uuid.to_string()).await;
     assert_eq!(answer.status, StatusCode::OK);
     for path in [LIST, REGENERATE, REVOKE] {
-        let refused = app
-            .post(
-                path,
-                Some(&key),
-                &json!({"uuid": app.tenant.credential_uuid}),
-            )
-            .await;
+        let refused = app.post(path, Some(&key), &json!({"uuid": app.tenant.credential_uuid})).await;
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{path}");
     }
 }
@@ -253,9 +188,7 @@ async fn a_credential_can_revoke_itself_and_is_refused_from_then_on(pool: PgPool
 #[sqlx::test]
 async fn smtp_keys_do_not_authenticate(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let smtp = app
-        .create(&app.tenant.key, json!({"name": "Relay", "type": "SMTP"}))
-        .await;
+    let smtp = app.create(&app.tenant.key, json!({"name": "Relay", "type": "SMTP"})).await;
     let smtp_key = smtp.data()["key"].as_str().unwrap();
     let answer = app.list(smtp_key).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
@@ -275,48 +208,28 @@ async fn servers_never_see_each_others_credentials(pool: PgPool) {
     assert_eq!(mine.data().as_array().unwrap().len(), 1);
     assert!(!mine.body.to_string().contains(their_uuid));
 
-    for answer in [
-        app.regenerate(&app.tenant.key, their_uuid).await,
-        app.revoke(&app.tenant.key, their_uuid).await,
-    ] {
+    for answer in [app.regenerate(&app.tenant.key, their_uuid).await, app.revoke(&app.tenant.key, their_uuid).await] {
         assert_eq!(answer.status, StatusCode::NOT_FOUND);
         assert_eq!(answer.error_code(), "credential_not_found");
     }
     assert_eq!(app.log_head().await, head);
-    assert_eq!(
-        app.list(theirs["key"].as_str().unwrap()).await.status,
-        StatusCode::OK,
-        "untouched"
-    );
+    assert_eq!(app.list(theirs["key"].as_str().unwrap()).await.status, StatusCode::OK, "untouched");
 }
 
 #[sqlx::test]
 async fn health_follows_the_database(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let response = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 
     pool.close().await;
-    let response = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "1");
     let answer = crate::helpers::answer(response).await;
     assert_eq!(answer.error_code(), "service_unavailable");
     let listed = app.list(&app.tenant.key).await;
-    assert_eq!(
-        (listed.status, listed.error_code()),
-        (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
-    );
+    assert_eq!((listed.status, listed.error_code()), (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"));
     let created = app.create(&app.tenant.key, json!({"name": "x"})).await;
     assert_eq!(created.status, StatusCode::SERVICE_UNAVAILABLE);
 }
@@ -334,29 +247,17 @@ async fn request_ids_are_echoed_and_recorded_with_the_actor(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "req-123");
-    let metadata: Value =
-        sqlx::query_scalar("SELECT metadata FROM events ORDER BY position DESC LIMIT 1")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let metadata: Value = sqlx::query_scalar("SELECT metadata FROM events ORDER BY position DESC LIMIT 1")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(metadata["request_id"], "req-123");
-    assert_eq!(
-        metadata["actor"],
-        json!({"kind": "credential", "uuid": app.tenant.credential_uuid})
-    );
+    assert_eq!(metadata["actor"], json!({"kind": "credential", "uuid": app.tenant.credential_uuid}));
     assert_eq!(metadata["source_ip"], "127.0.0.1");
 
     let generated = app.list(&app.tenant.key).await;
     assert_eq!(generated.status, StatusCode::OK);
-    let response = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
     let id = response.headers()["x-request-id"].to_str().unwrap();
-    assert!(
-        uuid::Uuid::parse_str(id).is_ok(),
-        "a request id is generated when none is sent: {id}"
-    );
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "a request id is generated when none is sent: {id}");
 }

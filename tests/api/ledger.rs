@@ -21,32 +21,14 @@ async fn the_log_rejects_update_delete_and_truncate(pool: PgPool) {
         "DELETE FROM events WHERE position = 1",
         "TRUNCATE events",
     ] {
-        let error = sqlx::query(statement)
-            .execute(&app.pool)
-            .await
-            .expect_err(statement);
-        assert!(
-            error.to_string().contains("append-only"),
-            "{statement}: {error}"
-        );
+        let error = sqlx::query(statement).execute(&app.pool).await.expect_err(statement);
+        assert!(error.to_string().contains("append-only"), "{statement}: {error}");
     }
     assert_eq!(app.log_head().await, head);
 }
 
-type EventRow = (
-    i64,
-    Uuid,
-    i32,
-    Uuid,
-    String,
-    i32,
-    Uuid,
-    Value,
-    Value,
-    chrono::DateTime<chrono::Utc>,
-    Vec<u8>,
-    Vec<u8>,
-);
+type EventRow =
+    (i64, Uuid, i32, Uuid, String, i32, Uuid, Value, Value, chrono::DateTime<chrono::Utc>, Vec<u8>, Vec<u8>);
 
 /// Recomputes the chain from the stored rows, as an auditor would.
 async fn assert_chain_is_intact(app: &TestApp) {
@@ -83,12 +65,9 @@ async fn assert_chain_is_intact(app: &TestApp) {
 async fn every_append_extends_a_verifiable_hash_chain(pool: PgPool) {
     let app = spawn_app(pool).await;
     let created = app.create_api_key(&app.tenant.key, "Chained").await;
-    app.regenerate(&app.tenant.key, created["uuid"].as_str().unwrap())
-        .await;
-    app.create(&app.tenant.key, json!({"name": "Ünïcödé ✓ \"quoted\""}))
-        .await;
-    app.revoke(&app.tenant.key, &app.tenant.credential_uuid.to_string())
-        .await;
+    app.regenerate(&app.tenant.key, created["uuid"].as_str().unwrap()).await;
+    app.create(&app.tenant.key, json!({"name": "Ünïcödé ✓ \"quoted\""})).await;
+    app.revoke(&app.tenant.key, &app.tenant.credential_uuid.to_string()).await;
     assert_chain_is_intact(&app).await;
 }
 
@@ -97,10 +76,7 @@ async fn every_append_extends_a_verifiable_hash_chain(pool: PgPool) {
 #[sqlx::test]
 async fn a_rebuilt_view_equals_the_live_one_for_random_histories(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let seed: u64 = std::env::var("REBUILD_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("REBUILD_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut tenants = vec![app.tenant.clone(), app.new_tenant("Second").await];
     let mut known: Vec<(usize, String)> = vec![(0, app.tenant.credential_uuid.to_string())];
@@ -113,16 +89,14 @@ async fn a_rebuilt_view_equals_the_live_one_for_random_histories(pool: PgPool) {
             match rng.gen_range(0..10) {
                 0..=4 => {
                     let kind = if rng.gen_bool(0.5) { "API" } else { "SMTP" };
-                    let answer =
-                        app.create(&key, json!({"name": format!("r{round}"), "type": kind, "hold": rng.gen_bool(0.2)})).await;
+                    let answer = app
+                        .create(&key, json!({"name": format!("r{round}"), "type": kind, "hold": rng.gen_bool(0.2)}))
+                        .await;
                     known.push((owner, answer.data()["uuid"].as_str().unwrap().to_owned()));
                 }
                 5..=7 => {
                     let answer = app.regenerate(&key, &target).await;
-                    assert!(matches!(
-                        answer.status,
-                        StatusCode::OK | StatusCode::CONFLICT | StatusCode::NOT_FOUND
-                    ));
+                    assert!(matches!(answer.status, StatusCode::OK | StatusCode::CONFLICT | StatusCode::NOT_FOUND));
                     if answer.status == StatusCode::OK {
                         let new_uuid = answer.data()["new_uuid"].as_str().unwrap().to_owned();
                         // A tenant that rotated its own key goes on with the new one.
@@ -134,15 +108,10 @@ async fn a_rebuilt_view_equals_the_live_one_for_random_histories(pool: PgPool) {
                     }
                 }
                 // Never revoke a tenant's own key: the history must be able to go on.
-                _ if tenants
-                    .iter()
-                    .any(|t| t.credential_uuid.to_string() == target) => {}
+                _ if tenants.iter().any(|t| t.credential_uuid.to_string() == target) => {}
                 _ => {
                     let answer = app.revoke(&key, &target).await;
-                    assert!(matches!(
-                        answer.status,
-                        StatusCode::OK | StatusCode::NOT_FOUND
-                    ));
+                    assert!(matches!(answer.status, StatusCode::OK | StatusCode::NOT_FOUND));
                 }
             }
         }
@@ -160,18 +129,11 @@ async fn a_rebuilt_view_equals_the_live_one_for_random_histories(pool: PgPool) {
 #[sqlx::test]
 async fn a_changed_projection_schema_is_rebuilt_at_start(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    app.create(&app.tenant.key, json!({"name": "Survives"}))
-        .await;
+    app.create(&app.tenant.key, json!({"name": "Survives"})).await;
     let live = app.view().await;
     // Pretend the view was built from another version of projections/credentials.sql.
-    sqlx::query("UPDATE projection_versions SET checksum = '\\x00'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM credentials")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query("UPDATE projection_versions SET checksum = '\\x00'").execute(&pool).await.unwrap();
+    sqlx::query("DELETE FROM credentials").execute(&pool).await.unwrap();
     credential_ledger::store::prepare(&pool).await.unwrap();
     assert_eq!(app.view().await, live);
 }

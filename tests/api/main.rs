@@ -5,6 +5,7 @@ mod bad_input;
 mod binary;
 mod concurrency;
 mod credentials;
+#[path = "../support/app.rs"]
 mod helpers;
 mod ledger;
 mod secrets;

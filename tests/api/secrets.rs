@@ -5,7 +5,7 @@ use std::process::Command;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{database_url, spawn_app};
 
 #[sqlx::test]
 async fn a_full_dump_of_the_database_contains_no_key(pool: PgPool) {
@@ -15,40 +15,21 @@ async fn a_full_dump_of_the_database_contains_no_key(pool: PgPool) {
     keys.push(created["key"].as_str().unwrap().to_owned());
     let smtp = app.create(&app.tenant.key, json!({"name": "SMTP"})).await;
     keys.push(smtp.data()["key"].as_str().unwrap().to_owned());
-    let rotated = app
-        .regenerate(&app.tenant.key, created["uuid"].as_str().unwrap())
-        .await;
+    let rotated = app.regenerate(&app.tenant.key, created["uuid"].as_str().unwrap()).await;
     keys.push(rotated.data()["key"].as_str().unwrap().to_owned());
     app.list(&keys[3]).await;
-    app.revoke(&keys[3], smtp.data()["uuid"].as_str().unwrap())
-        .await;
+    app.revoke(&keys[3], smtp.data()["uuid"].as_str().unwrap()).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
-    let name: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let base = std::env::var("DATABASE_URL").unwrap();
-    let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
-    let dump = Command::new("pg_dump")
-        .arg("--dbname")
-        .arg(&url)
-        .output()
-        .expect("pg_dump runs");
-    assert!(
-        dump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
+    let url = database_url(&pool).await;
+    let dump = Command::new("pg_dump").arg("--dbname").arg(&url).output().expect("pg_dump runs");
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(dump.contains("CredentialLocked"), "the dump holds the log");
     for key in &keys {
         // Neither the key nor its secret part, in any table.
         assert!(!dump.contains(&key[4..]), "a key is in the dump");
-        let key_hash = credential_ledger::domain::ApiKey::parse(key)
-            .unwrap()
-            .hash()
-            .to_hex();
+        let key_hash = credential_ledger::domain::ApiKey::parse(key).unwrap().hash().to_hex();
         assert!(dump.contains(&key_hash), "keys are stored as their SHA-256");
     }
 }

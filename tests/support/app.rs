@@ -1,3 +1,5 @@
+#![allow(dead_code)] // Each test binary uses a different part of this support code.
+
 use std::time::Duration;
 
 use credential_ledger::config::LogFormat;
@@ -37,50 +39,35 @@ pub struct Answer {
 
 impl Answer {
     pub fn data(&self) -> &Value {
-        assert_eq!(
-            self.body["status"], "success",
-            "{} {}",
-            self.status, self.body
-        );
+        assert_eq!(self.body["status"], "success", "{} {}", self.status, self.body);
         &self.body["data"]
     }
 
     pub fn error_code(&self) -> &str {
-        assert_eq!(
-            self.body["status"], "error",
-            "{} {}",
-            self.status, self.body
-        );
+        assert_eq!(self.body["status"], "error", "{} {}", self.status, self.body);
         self.body["data"]["code"].as_str().unwrap_or_default()
     }
 }
 
 pub async fn spawn_app(pool: PgPool) -> TestApp {
+    spawn_app_with(pool, Settings::default()).await
+}
+
+/// Starts the service on a free port, in this process, and provisions a first tenant.
+pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         credential_ledger::telemetry::init(LogFormat::Text);
     }
-    let settings = Settings {
-        usage_flush_interval: Duration::from_millis(50),
-        ..Settings::default()
-    };
-    let application = Application::build(pool.clone(), settings)
-        .await
-        .expect("the application starts");
+    let settings = Settings { usage_flush_interval: Duration::from_millis(50), ..settings };
+    let application = Application::build(pool.clone(), settings).await.expect("the application starts");
     let address = format!("http://{}", application.local_addr().unwrap());
     tokio::spawn(application.run_until(std::future::pending()));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let mut app = TestApp {
         address,
         client,
         pool,
-        tenant: Tenant {
-            server_uuid: Uuid::nil(),
-            credential_uuid: Uuid::nil(),
-            key: String::new(),
-        },
+        tenant: Tenant { server_uuid: Uuid::nil(), credential_uuid: Uuid::nil(), key: String::new() },
     };
     app.tenant = app.new_tenant("Acme Mail").await;
     app
@@ -103,10 +90,7 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> Answer {
-        let mut request = self
-            .client
-            .post(format!("{}{path}", self.address))
-            .json(body);
+        let mut request = self.client.post(format!("{}{path}", self.address)).json(body);
         if let Some(key) = key {
             request = request.header("X-Server-API-Key", key);
         }
@@ -122,8 +106,7 @@ impl TestApp {
     }
 
     pub async fn regenerate(&self, key: &str, uuid: &str) -> Answer {
-        self.post(REGENERATE, Some(key), &json!({ "uuid": uuid }))
-            .await
+        self.post(REGENERATE, Some(key), &json!({ "uuid": uuid })).await
     }
 
     pub async fn revoke(&self, key: &str, uuid: &str) -> Answer {
@@ -139,10 +122,7 @@ impl TestApp {
 
     /// The number of events and the head hash: what must not move when a request is refused.
     pub async fn log_head(&self) -> (i64, Vec<u8>) {
-        sqlx::query_as("SELECT position, hash FROM chain_head")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
+        sqlx::query_as("SELECT position, hash FROM chain_head").fetch_one(&self.pool).await.unwrap()
     }
 
     pub async fn event_types(&self) -> Vec<(String, Uuid)> {
@@ -154,17 +134,21 @@ impl TestApp {
 
     /// The whole credential view, ordered, for comparisons.
     pub async fn view(&self) -> Vec<Value> {
-        sqlx::query_scalar("SELECT to_jsonb(c) FROM credentials c ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar("SELECT to_jsonb(c) FROM credentials c ORDER BY id").fetch_all(&self.pool).await.unwrap()
     }
 }
 
 pub async fn answer(response: reqwest::Response) -> Answer {
     let status = response.status();
     let text = response.text().await.expect("a body");
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
     Answer { status, body }
+}
+
+/// The URL of the database `pool` is connected to, for running the binary against it.
+pub async fn database_url(pool: &PgPool) -> String {
+    let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.unwrap();
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
+    let server = base.rsplit_once('/').map_or(base.as_str(), |(server, _)| server);
+    format!("{server}/{name}")
 }

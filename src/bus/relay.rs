@@ -1,0 +1,204 @@
+//! The relay: the event log is the outbox, and this publishes it to the exchange in order.
+//!
+//! One leader per exchange across all instances, chosen by a PostgreSQL advisory lock held on a
+//! dedicated connection; that same connection reads the events and moves the checkpoint, so a
+//! leader that lost its lock (its connection died) cannot move the checkpoint any more. Every
+//! batch is published with publisher confirms and the checkpoint moves only past confirmed
+//! messages: a crash in between repeats those messages, never loses one (at-least-once).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use serde::Serialize;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection as _, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use super::{encode, BusError, BusSettings};
+use crate::store::{events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, StoreError, EVENTS_CHANNEL};
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub bus: BusSettings,
+    /// The most events published between two checkpoints.
+    pub batch_size: i64,
+    /// The safety net: how often the log is read without a notification.
+    pub poll_interval: Duration,
+    /// How often a standby instance tries to become the leader.
+    pub standby_interval: Duration,
+    /// The longest wait between two attempts after a failure.
+    pub max_backoff: Duration,
+}
+
+impl RelaySettings {
+    pub fn new(bus: BusSettings) -> Self {
+        RelaySettings {
+            bus,
+            batch_size: 500,
+            poll_interval: Duration::from_secs(5),
+            standby_interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+impl From<lapin::Error> for RelayError {
+    fn from(error: lapin::Error) -> Self {
+        RelayError::Bus(BusError::Broker(error))
+    }
+}
+
+/// What the relay of this instance is doing, for health reports and logs.
+#[derive(Debug, Default)]
+pub struct RelayStatus {
+    leader: AtomicBool,
+    broker_connected: AtomicBool,
+    position: AtomicI64,
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct RelayStatusSnapshot {
+    pub leader: bool,
+    pub broker_connected: bool,
+    pub position: i64,
+    pub published: u64,
+    pub publish_failures: u64,
+}
+
+impl RelayStatus {
+    pub fn snapshot(&self) -> RelayStatusSnapshot {
+        RelayStatusSnapshot {
+            leader: self.leader.load(Ordering::Relaxed),
+            broker_connected: self.broker_connected.load(Ordering::Relaxed),
+            position: self.position.load(Ordering::Relaxed),
+            published: self.published.load(Ordering::Relaxed),
+            publish_failures: self.publish_failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub struct Relay {
+    pool: PgPool,
+    settings: RelaySettings,
+    status: Arc<RelayStatus>,
+}
+
+enum Stopped {
+    ByRequest,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, settings: RelaySettings) -> Self {
+        Relay { pool, settings, status: Arc::default() }
+    }
+
+    pub fn status(&self) -> Arc<RelayStatus> {
+        self.status.clone()
+    }
+
+    /// Runs until `stop` is cancelled: stands by, leads, and after any failure backs off and
+    /// starts over from the checkpoint.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let published_before = self.status.published.load(Ordering::Relaxed);
+            let outcome = tokio::select! {
+                outcome = self.lead() => outcome,
+                _ = stop.cancelled() => Ok(Stopped::ByRequest),
+            };
+            self.status.leader.store(false, Ordering::Relaxed);
+            self.status.broker_connected.store(false, Ordering::Relaxed);
+            match outcome {
+                Ok(Stopped::ByRequest) => break,
+                Err(error) => {
+                    self.status.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    if self.status.published.load(Ordering::Relaxed) > published_before {
+                        backoff = Duration::from_millis(100);
+                    }
+                    tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "relay interrupted");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                }
+            }
+        }
+        tracing::info!("relay stopped");
+    }
+
+    async fn lead(&self) -> Result<Stopped, RelayError> {
+        let exchange = self.settings.bus.exchange.as_str();
+        let mut leader = self.pool.acquire().await?.detach();
+        sqlx::query!("SET application_name = 'credential-ledger-relay'").execute(&mut leader).await?;
+        while !try_lead_relay(&mut leader, exchange).await? {
+            tokio::time::sleep(self.settings.standby_interval).await;
+        }
+        self.status.leader.store(true, Ordering::Relaxed);
+        tracing::info!(exchange, "relay is the leader");
+
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let (broker, channel) = super::connect_publisher(&self.settings.bus).await?;
+        self.status.broker_connected.store(true, Ordering::Relaxed);
+        let mut position = relay_checkpoint(&mut leader, exchange).await?;
+        self.status.position.store(position, Ordering::Relaxed);
+        tracing::info!(exchange, position, "relay publishing from its checkpoint");
+
+        loop {
+            let events = events_after(&mut leader, position, self.settings.batch_size).await?;
+            if let Some(last) = events.last().map(|event| event.position) {
+                let mut confirms = Vec::with_capacity(events.len());
+                for event in &events {
+                    let message = encode(event);
+                    let confirm = channel
+                        .basic_publish(
+                            exchange.into(),
+                            message.routing_key.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &message.body,
+                            message.properties,
+                        )
+                        .await?;
+                    confirms.push((event.position, confirm));
+                }
+                for (event_position, confirm) in confirms {
+                    if !confirm.await?.is_ack() {
+                        return Err(BusError::Nacked { position: event_position }.into());
+                    }
+                }
+                save_relay_checkpoint(&mut leader, exchange, last).await?;
+                position = last;
+                self.status.position.store(position, Ordering::Relaxed);
+                self.status.published.fetch_add(events.len() as u64, Ordering::Relaxed);
+                tracing::debug!(exchange, position, batch = events.len(), "published");
+                if events.len() as i64 == self.settings.batch_size {
+                    continue;
+                }
+            }
+            tokio::select! {
+                notification = listener.recv() => { notification?; }
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+            if !broker.status().connected() {
+                return Err(BusError::Disconnected.into());
+            }
+            // The leader's connection must be alive for the lock to still be ours.
+            leader.ping().await?;
+        }
+    }
+}

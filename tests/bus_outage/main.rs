@@ -1,0 +1,77 @@
+//! A broker outage, for real: RabbitMQ's application is stopped and started again. This binary
+//! runs alone (cargo runs test binaries one after another), and the broker is always restarted,
+//! even when the test fails.
+
+#[path = "../support/bus.rs"]
+mod bus_support;
+#[path = "../support/app.rs"]
+mod helpers;
+
+use std::process::Command;
+use std::time::Duration;
+
+use credential_ledger::startup::Settings;
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::PgPool;
+
+use bus_support::{deduplicated_positions, TestBus};
+use helpers::spawn_app_with;
+
+fn rabbitmqctl(args: &[&str]) -> bool {
+    Command::new("rabbitmqctl").args(args).status().map(|status| status.success()).unwrap_or(false)
+}
+
+/// Stops the broker's application; starts it again when dropped, whatever happened.
+struct BrokerOutage;
+
+impl BrokerOutage {
+    fn begin() -> BrokerOutage {
+        assert!(rabbitmqctl(&["-q", "stop_app"]), "rabbitmqctl stop_app");
+        BrokerOutage
+    }
+}
+
+impl Drop for BrokerOutage {
+    fn drop(&mut self) {
+        if !rabbitmqctl(&["-q", "start_app"]) {
+            // The node itself is gone: start it.
+            let _ = Command::new("rabbitmq-server").arg("-detached").status();
+        }
+        rabbitmqctl(&["-q", "await_startup", "--timeout", "120"]);
+    }
+}
+
+/// The relay part of `/healthz`, which must answer 200 with or without the broker.
+async fn relay_health(app: &helpers::TestApp) -> serde_json::Value {
+    let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let health: serde_json::Value = response.json().await.unwrap();
+    health["data"]["relay"].clone()
+}
+
+#[sqlx::test]
+async fn writes_succeed_while_the_broker_is_down_and_the_backlog_drains_in_order(pool: PgPool) {
+    let mut bus = TestBus::durable().await;
+    let app = spawn_app_with(pool, Settings { relay: Some(bus.relay_settings()), ..Settings::default() }).await;
+    assert_eq!(bus.take(1, Duration::from_secs(20)).await[0].position(), 1);
+    while relay_health(&app).await["relayed"] != 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let outage = BrokerOutage::begin();
+    for i in 0..100 {
+        let answer = app.create(&app.tenant.key, json!({"name": format!("during outage {i}")})).await;
+        assert_eq!(answer.status, StatusCode::OK, "write {i} during the outage: {}", answer.body);
+    }
+    let relay = relay_health(&app).await;
+    assert_eq!(relay["lag"], 100, "nothing was published while the broker was down");
+    assert_eq!(relay["broker_connected"], false);
+    drop(outage);
+
+    let mut bus = bus.reconnect().await;
+    let mut received = bus.take(100, Duration::from_secs(60)).await;
+    received.extend(bus.drain(Duration::from_millis(500)).await);
+    assert_eq!(deduplicated_positions(&received), (2..=101).collect::<Vec<_>>(), "all 100, in order, none missing");
+    bus.delete().await;
+}
