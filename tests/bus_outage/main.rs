@@ -38,7 +38,13 @@ impl Drop for BrokerOutage {
             // The node itself is gone: start it.
             let _ = Command::new("rabbitmq-server").arg("-detached").status();
         }
-        rabbitmqctl(&["-q", "await_startup", "--timeout", "120"]);
+        // await_startup fails at once while a new node has not registered yet: retry.
+        for _ in 0..60 {
+            if rabbitmqctl(&["-q", "await_startup", "--timeout", "60"]) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
     }
 }
 
