@@ -6,11 +6,14 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{self, Relay};
-use crate::config::{CliCommand, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand};
+use crate::config::{
+    CliCommand, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand, WebhookWorkerArgs,
+};
 use crate::domain::{CredentialName, ServerName};
 use crate::provision::provision_server;
 use crate::startup::{shutdown_signal, Application, Settings};
 use crate::store::{self, Store};
+use crate::webhooks::WebhookWorker;
 
 pub async fn run(command: CliCommand) -> anyhow::Result<()> {
     match command {
@@ -60,6 +63,7 @@ pub async fn run(command: CliCommand) -> anyhow::Result<()> {
             Ok(())
         }
         CliCommand::Relay(args) => relay(args).await,
+        CliCommand::WebhookWorker(args) => webhook_worker(args).await,
         CliCommand::Events(EventsCommand::Tail { bus, binding_key, limit }) => {
             bus::tail(&bus.settings(), &binding_key, limit).await?;
             Ok(())
@@ -78,12 +82,26 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
+    let pool = store::connect(&args.database.settings()).await.context("connecting to PostgreSQL")?;
+    store::prepare(&pool).await?;
+    let worker = WebhookWorker::new(Store::new(pool), args.webhooks.settings(&args.bus))?;
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone()));
+    shutdown_signal().await;
+    stop.cancel();
+    running.await?;
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let pool = store::connect(&args.relay.database.settings()).await.context("connecting to PostgreSQL")?;
     let settings = Settings {
         listen_addr: args.listen_addr,
         usage_flush_interval: std::time::Duration::from_millis(args.usage_flush_interval_ms),
         relay: (!args.no_relay).then(|| args.relay.settings()),
+        webhooks: args.webhooks.settings(&args.relay.bus),
+        run_webhook_worker: !args.no_webhooks,
     };
     let application = Application::build(pool, settings).await?;
     tracing::info!(address = %application.local_addr()?, "serving");

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bus::{BusSettings, RelaySettings, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE};
 use crate::store::DatabaseSettings;
+use crate::webhooks::{parse_schedule, WebhookSettings, DEFAULT_RETRY_SCHEDULE};
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/credential_ledger";
 
@@ -44,6 +45,54 @@ pub enum CliCommand {
     /// Watch the event bus.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Deliver webhooks and nothing else (for deployments that split roles).
+    WebhookWorker(WebhookWorkerArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WebhookWorkerArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub bus: BusArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// The wait before each webhook retry, e.g. `5s,5m,30m,2h,5h,10h`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<Duration>);
+
+fn retry_schedule(text: &str) -> Result<RetrySchedule, String> {
+    parse_schedule(text).map(RetrySchedule)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Delays between attempts; after the last one a delivery is failed.
+    #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", default_value = DEFAULT_RETRY_SCHEDULE, value_parser = retry_schedule)]
+    pub webhook_retry_schedule: RetrySchedule,
+    /// How long an endpoint has to answer.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 15_000)]
+    pub webhook_timeout_ms: u64,
+    /// Allow loopback and private destinations: for local development and tests only.
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// How many messages a worker holds unacknowledged (and delivers concurrently).
+    #[arg(long, env = "WEBHOOK_PREFETCH", default_value_t = 32)]
+    pub webhook_prefetch: u16,
+}
+
+impl WebhookArgs {
+    pub fn settings(&self, bus: &BusArgs) -> WebhookSettings {
+        WebhookSettings {
+            bus: bus.settings(),
+            retry_schedule: self.webhook_retry_schedule.0.clone(),
+            timeout: Duration::from_millis(self.webhook_timeout_ms),
+            allow_private: self.webhook_allow_private,
+            prefetch: self.webhook_prefetch.max(1),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +141,10 @@ pub struct RelayArgs {
     /// The longest wait between reconnection attempts.
     #[arg(long, env = "RELAY_MAX_BACKOFF_MS", default_value_t = 5000)]
     pub relay_max_backoff_ms: u64,
+    /// Do not declare the webhook workers' queue (only where no webhook worker ever runs:
+    /// otherwise events published before a worker first starts get no webhook).
+    #[arg(long, env = "RELAY_NO_WEBHOOK_QUEUE")]
+    pub relay_no_webhook_queue: bool,
 }
 
 impl RelayArgs {
@@ -100,6 +153,7 @@ impl RelayArgs {
             batch_size: self.relay_batch_size.max(1),
             poll_interval: Duration::from_millis(self.relay_poll_interval_ms),
             max_backoff: Duration::from_millis(self.relay_max_backoff_ms),
+            declare_webhook_queue: !self.relay_no_webhook_queue,
             ..RelaySettings::new(self.bus.settings())
         }
     }
@@ -156,6 +210,11 @@ pub struct ServeArgs {
     /// Do not run the relay in this process.
     #[arg(long, env = "NO_RELAY")]
     pub no_relay: bool,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+    /// Do not run the webhook worker in this process.
+    #[arg(long, env = "NO_WEBHOOKS")]
+    pub no_webhooks: bool,
     /// Address the HTTP API listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,

@@ -1,4 +1,5 @@
-//! Wiring: the running service is the HTTP API, the writer, the usage flusher and the relay.
+//! Wiring: the running service is the HTTP API, the writer, the usage flusher, the relay and the
+//! webhook worker.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use crate::bus::{Relay, RelaySettings};
 use crate::http::{router, AppState, RelayHandle};
 use crate::store::{self, Store};
 use crate::usage::UsageRecorder;
+use crate::webhooks::{WebhookSettings, WebhookWorker};
 use crate::writer::Writer;
 
 #[derive(Debug, Clone)]
@@ -21,6 +23,10 @@ pub struct Settings {
     pub usage_flush_interval: Duration,
     /// Run the relay in this process, with these settings.
     pub relay: Option<RelaySettings>,
+    /// Webhook settings: the API needs them (destination checks, retries) even when the worker
+    /// runs elsewhere.
+    pub webhooks: WebhookSettings,
+    pub run_webhook_worker: bool,
 }
 
 impl Default for Settings {
@@ -29,6 +35,8 @@ impl Default for Settings {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             usage_flush_interval: Duration::from_secs(1),
             relay: None,
+            webhooks: WebhookSettings::new(crate::bus::BusSettings::default()),
+            run_webhook_worker: false,
         }
     }
 }
@@ -40,7 +48,8 @@ pub struct Application {
     flusher: JoinHandle<()>,
     stop_flusher: CancellationToken,
     relay: Option<JoinHandle<()>>,
-    stop_relay: CancellationToken,
+    stop_background: CancellationToken,
+    webhook_worker: Option<JoinHandle<()>>,
 }
 
 impl Application {
@@ -52,19 +61,32 @@ impl Application {
         let usage = UsageRecorder::default();
         let stop_flusher = CancellationToken::new();
         let flusher = usage.spawn_flusher(store.clone(), settings.usage_flush_interval, stop_flusher.clone());
-        let stop_relay = CancellationToken::new();
+        let stop_background = CancellationToken::new();
         let (relay, relay_handle) = match settings.relay {
             Some(relay_settings) => {
                 let exchange = relay_settings.bus.exchange.clone();
                 let relay = Relay::new(store.pool().clone(), relay_settings);
                 let handle = RelayHandle { exchange, status: relay.status() };
-                (Some(tokio::spawn(relay.run(stop_relay.clone()))), Some(handle))
+                (Some(tokio::spawn(relay.run(stop_background.clone()))), Some(handle))
             }
             None => (None, None),
         };
+        let webhook_worker = if settings.run_webhook_worker {
+            let worker = WebhookWorker::new(store.clone(), settings.webhooks.clone())?;
+            Some(tokio::spawn(worker.run(stop_background.clone())))
+        } else {
+            None
+        };
         let listener = TcpListener::bind(settings.listen_addr).await?;
-        let state = AppState { store, writer, usage, relay: relay_handle, health_timeout: Duration::from_secs(2) };
-        Ok(Application { listener, state, writer_task, flusher, stop_flusher, relay, stop_relay })
+        let state = AppState {
+            store,
+            writer,
+            usage,
+            relay: relay_handle,
+            webhooks: settings.webhooks,
+            health_timeout: Duration::from_secs(2),
+        };
+        Ok(Application { listener, state, writer_task, flusher, stop_flusher, relay, stop_background, webhook_worker })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -81,9 +103,9 @@ impl Application {
         self.stop_flusher.cancel();
         self.flusher.await?;
         // Whatever is committed and not yet published stays in the log for the next leader.
-        self.stop_relay.cancel();
-        if let Some(relay) = self.relay {
-            relay.await?;
+        self.stop_background.cancel();
+        for task in [self.relay, self.webhook_worker].into_iter().flatten() {
+            task.await?;
         }
         tracing::info!("stopped");
         Ok(())

@@ -27,8 +27,8 @@ pub enum BusError {
     Broker(#[from] lapin::Error),
     #[error("the broker connection is closed")]
     Disconnected,
-    #[error("the broker refused message {position} (nack)")]
-    Nacked { position: i64 },
+    #[error("the broker refused {0} (nack)")]
+    Nacked(String),
 }
 
 /// Where the bus is. The URL may hold a password: it is never logged.
@@ -36,6 +36,12 @@ pub enum BusError {
 pub struct BusSettings {
     pub url: String,
     pub exchange: String,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        BusSettings { url: DEFAULT_AMQP_URL.to_owned(), exchange: DEFAULT_EXCHANGE.to_owned() }
+    }
 }
 
 impl std::fmt::Debug for BusSettings {

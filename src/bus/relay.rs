@@ -30,6 +30,9 @@ pub struct RelaySettings {
     pub standby_interval: Duration,
     /// The longest wait between two attempts after a failure.
     pub max_backoff: Duration,
+    /// Declare the webhook workers' queue before publishing, so that no `CredentialLocked` is
+    /// missed before a worker first starts. Off only where no webhook worker ever runs.
+    pub declare_webhook_queue: bool,
 }
 
 impl RelaySettings {
@@ -40,6 +43,7 @@ impl RelaySettings {
             poll_interval: Duration::from_secs(5),
             standby_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(5),
+            declare_webhook_queue: true,
         }
     }
 }
@@ -154,6 +158,9 @@ impl Relay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
         let (broker, channel) = super::connect_publisher(&self.settings.bus).await?;
+        if self.settings.declare_webhook_queue {
+            crate::webhooks::declare_work_queue(&channel, exchange).await?;
+        }
         self.status.broker_connected.store(true, Ordering::Relaxed);
         let mut position = relay_checkpoint(&mut leader, exchange).await?;
         self.status.position.store(position, Ordering::Relaxed);
@@ -178,7 +185,7 @@ impl Relay {
                 }
                 for (event_position, confirm) in confirms {
                     if !confirm.await?.is_ack() {
-                        return Err(BusError::Nacked { position: event_position }.into());
+                        return Err(BusError::Nacked(format!("the event at position {event_position}")).into());
                     }
                 }
                 save_relay_checkpoint(&mut leader, exchange, last).await?;

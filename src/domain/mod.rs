@@ -9,6 +9,7 @@ mod credential;
 mod event;
 mod key;
 mod ledger;
+mod webhook;
 
 pub use chain::{canonical_json, chain_hash, ChainLink, Hash, GENESIS_HASH};
 pub use command::{decide, Command, DomainError, KeyMaterial, Outcome};
@@ -21,3 +22,7 @@ pub use event::{
 };
 pub use key::{ApiKey, InvalidKey, KeyHash, KEY_PREFIX};
 pub use ledger::{Handled, Ledger};
+pub use webhook::{
+    is_public_address, EventFilter, InvalidEventFilter, InvalidSecret, InvalidUrl, WebhookSecret, WebhookUrl,
+    DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS,
+};

@@ -24,6 +24,10 @@ pub enum ApiError {
     InvalidApiKey,
     #[error("no credential with that uuid")]
     CredentialNotFound,
+    #[error("no {what} with that identifier")]
+    NotFound { code: &'static str, what: &'static str },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: &'static str },
     #[error("the credential is held and cannot be regenerated")]
     CredentialHeld,
     #[error("a credential with that uuid already exists")]
@@ -60,8 +64,8 @@ impl ApiError {
             ApiError::MalformedJson(_) | ApiError::InvalidParameters(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidValue { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MissingApiKey | ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            ApiError::CredentialNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
-            ApiError::CredentialHeld | ApiError::CredentialExists => StatusCode::CONFLICT,
+            ApiError::CredentialNotFound | ApiError::NotFound { .. } | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::CredentialHeld | ApiError::CredentialExists | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::MissingApiKey => "missing_api_key",
             ApiError::InvalidApiKey => "invalid_api_key",
             ApiError::CredentialNotFound => "credential_not_found",
+            ApiError::NotFound { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::CredentialHeld => "credential_held",
             ApiError::CredentialExists => "credential_exists",
             ApiError::RouteNotFound => "not_found",

@@ -4,6 +4,7 @@ mod credentials;
 mod error;
 mod extract;
 mod health;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub use extract::{API_KEY_HEADER, MAX_BODY_BYTES, REQUEST_ID_HEADER};
 use crate::bus::RelayStatus;
 use crate::store::Store;
 use crate::usage::UsageRecorder;
+use crate::webhooks::WebhookSettings;
 use crate::writer::Writer;
 
 /// What every handler can reach.
@@ -32,6 +34,7 @@ pub struct AppState {
     pub writer: Writer,
     pub usage: UsageRecorder,
     pub relay: Option<RelayHandle>,
+    pub webhooks: WebhookSettings,
     pub health_timeout: Duration,
 }
 
@@ -49,6 +52,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/credentials/create", post(credentials::create))
         .route("/api/v1/credentials/regenerate", post(credentials::regenerate))
         .route("/api/v1/credentials/revoke", post(credentials::revoke))
+        .route("/api/v1/webhooks/create", post(webhooks::create))
+        .route("/api/v1/webhooks/list", post(webhooks::list))
+        .route("/api/v1/webhooks/delete", post(webhooks::delete))
+        .route("/api/v1/webhooks/deliveries", post(webhooks::deliveries))
+        .route("/api/v1/webhooks/retry", post(webhooks::retry))
         .route("/healthz", get(health::healthz))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -5,6 +5,7 @@ mod append;
 mod credentials;
 mod events;
 mod schema;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -16,6 +17,9 @@ pub use append::{AppendTxn, NewEvent, EVENTS_CHANNEL};
 pub use credentials::{Caller, CredentialListing};
 pub use events::{events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress, StoredEvent};
 pub use schema::{prepare, rebuild_projections, RebuildReport};
+pub use webhooks::{
+    AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, Requeue, WebhookEndpoint,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -156,6 +156,7 @@ fn relay_process(database_url: &str, bus: &TestBus) -> ChildGuard {
         .env("AMQP_URL", bus_support::amqp_url())
         .env("AMQP_EXCHANGE", &bus.exchange)
         .env("RELAY_MAX_BACKOFF_MS", "200")
+        .env("RELAY_NO_WEBHOOK_QUEUE", "true")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -214,17 +215,7 @@ async fn a_relay_killed_before_its_checkpoint_repeats_only_unconfirmed_messages(
     let mut after_restart = bus.take(7, WAIT).await;
     after_restart.extend(bus.drain(Duration::from_millis(500)).await);
     relay.kill();
-    // The test database can only be dropped once the killed process's sessions are gone.
-    while sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'credential-ledger%'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap()
-        > 0
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    helpers::wait_for_processes_to_disconnect(&pool).await;
 
     let positions: Vec<i64> = after_restart.iter().map(|m| m.position()).collect();
     assert_eq!(positions, (6..=12).collect::<Vec<_>>(), "the new leader resumes at the checkpoint, in order");

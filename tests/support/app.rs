@@ -30,6 +30,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub pool: PgPool,
     pub tenant: Tenant,
+    stop: tokio_util::sync::CancellationToken,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 pub struct Answer {
@@ -61,19 +63,31 @@ pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
     let settings = Settings { usage_flush_interval: Duration::from_millis(50), ..settings };
     let application = Application::build(pool.clone(), settings).await.expect("the application starts");
     let address = format!("http://{}", application.local_addr().unwrap());
-    tokio::spawn(application.run_until(std::future::pending()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let running = tokio::spawn(application.run_until(async move { stopped.cancelled().await }));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let mut app = TestApp {
         address,
         client,
         pool,
         tenant: Tenant { server_uuid: Uuid::nil(), credential_uuid: Uuid::nil(), key: String::new() },
+        stop,
+        running: Some(running),
     };
     app.tenant = app.new_tenant("Acme Mail").await;
     app
 }
 
 impl TestApp {
+    /// Shuts the service down as SIGTERM would, and waits until it has stopped.
+    pub async fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(running) = self.running.take() {
+            running.await.expect("the service task").expect("a clean shutdown");
+        }
+    }
+
     pub async fn new_tenant(&self, name: &str) -> Tenant {
         let provisioned = provision_server(
             &Store::new(self.pool.clone()),
@@ -151,4 +165,24 @@ pub async fn database_url(pool: &PgPool) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
     let server = base.rsplit_once('/').map_or(base.as_str(), |(server, _)| server);
     format!("{server}/{name}")
+}
+
+/// Waits until no process of ours (they all connect as `credential-ledger…`) is connected to
+/// the test database any more: a killed process's sessions outlive it briefly, and the test
+/// database can only be dropped without them.
+pub async fn wait_for_processes_to_disconnect(pool: &PgPool) {
+    for _ in 0..500 {
+        let sessions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name LIKE 'credential-ledger%'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if sessions == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("sessions of killed processes are still connected");
 }

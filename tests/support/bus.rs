@@ -113,6 +113,8 @@ impl TestBus {
             poll_interval: Duration::from_secs(30),
             standby_interval: Duration::from_millis(100),
             max_backoff: Duration::from_millis(500),
+            // Bus tests run no webhook worker; the webhook tests turn this on.
+            declare_webhook_queue: false,
             ..RelaySettings::new(self.settings())
         }
     }
@@ -162,6 +164,20 @@ impl TestBus {
             received.push(message);
         }
         received
+    }
+
+    /// Deletes queues the service declared on this test's exchange.
+    pub async fn delete_queues(&self, queues: &[String]) {
+        for queue in queues {
+            let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+    }
+
+    /// How many messages wait in `queue`.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let declared = self.channel.queue_declare(queue.into(), options, FieldTable::default()).await.unwrap();
+        declared.message_count()
     }
 
     pub async fn delete(self) {

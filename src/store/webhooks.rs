@@ -1,0 +1,332 @@
+//! Webhook endpoints, deliveries and attempts.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+
+/// An endpoint as its owner sees it (the secret is shown once, at creation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookEndpoint {
+    pub uuid: Uuid,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
+}
+
+/// Where and how to send: what the worker needs of an endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointTarget {
+    pub uuid: Uuid,
+    pub url: String,
+    pub secret: String,
+}
+
+/// A delivery ready for an attempt.
+#[derive(Debug, Clone)]
+pub struct DeliveryTarget {
+    pub id: i64,
+    pub webhook_id: String,
+    pub payload: String,
+    pub endpoint: EndpointTarget,
+    /// The number of this attempt (1 for the first).
+    pub attempt: i32,
+}
+
+/// The credential facts a webhook body carries.
+#[derive(Debug, Clone)]
+pub struct LockedCredential {
+    pub id: i64,
+    pub uuid: Uuid,
+    pub name: String,
+    pub credential_type: String,
+    pub hold: bool,
+    pub server_uuid: Uuid,
+    pub server_name: String,
+}
+
+/// One attempt, as `webhooks/deliveries` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptListing {
+    pub delivery_id: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub webhook_id: String,
+    pub endpoint_uuid: Uuid,
+    pub attempt: i32,
+    pub response_status: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: i32,
+    pub attempted_at: DateTime<Utc>,
+    /// When the next attempt is due, if this one scheduled another.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// What this attempt left the delivery as.
+    pub outcome: String,
+    /// The delivery's state now.
+    pub delivery_status: String,
+}
+
+/// What an attempt found.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub attempted_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub response_status: Option<i32>,
+    pub error: Option<String>,
+    pub outcome: &'static str,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+pub enum Requeue {
+    Requeued,
+    NotFailed,
+    NotFound,
+}
+
+impl Store {
+    pub async fn create_webhook_endpoint(
+        &self,
+        server_uuid: Uuid,
+        url: &str,
+        events: &[String],
+        description: Option<&str>,
+        secret: &str,
+    ) -> Result<WebhookEndpoint, StoreError> {
+        let endpoint = sqlx::query_as!(
+            WebhookEndpoint,
+            r#"INSERT INTO webhook_endpoints (uuid, server_uuid, url, events, description, secret)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               RETURNING uuid, url, events, description, created_at, disabled_at, disabled_reason"#,
+            Uuid::new_v4(),
+            server_uuid,
+            url,
+            events,
+            description,
+            secret,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(endpoint)
+    }
+
+    pub async fn list_webhook_endpoints(&self, server_uuid: Uuid) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        let endpoints = sqlx::query_as!(
+            WebhookEndpoint,
+            r#"SELECT uuid, url, events, description, created_at, disabled_at, disabled_reason
+                 FROM webhook_endpoints WHERE server_uuid = $1 AND deleted_at IS NULL
+                ORDER BY created_at, uuid"#,
+            server_uuid,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(endpoints)
+    }
+
+    /// Deletes an endpoint of `server_uuid`; false when it has none with that uuid.
+    pub async fn delete_webhook_endpoint(&self, server_uuid: Uuid, uuid: Uuid) -> Result<bool, StoreError> {
+        let deleted = sqlx::query!(
+            r#"UPDATE webhook_endpoints SET deleted_at = now()
+                WHERE uuid = $1 AND server_uuid = $2 AND deleted_at IS NULL"#,
+            uuid,
+            server_uuid,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected() == 1)
+    }
+
+    /// The live endpoints of a server that subscribe to `event_type`.
+    pub async fn subscribed_endpoints(
+        &self,
+        server_uuid: Uuid,
+        event_type: &str,
+    ) -> Result<Vec<EndpointTarget>, StoreError> {
+        let endpoints = sqlx::query_as!(
+            EndpointTarget,
+            r#"SELECT uuid, url, secret FROM webhook_endpoints
+                WHERE server_uuid = $1 AND $2 = ANY(events) AND deleted_at IS NULL AND disabled_at IS NULL
+                ORDER BY created_at, uuid"#,
+            server_uuid,
+            event_type,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(endpoints)
+    }
+
+    pub async fn disable_webhook_endpoint(&self, uuid: Uuid, reason: &str) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE webhook_endpoints SET disabled_at = now(), disabled_reason = $2 WHERE uuid = $1 AND disabled_at IS NULL",
+            uuid,
+            reason,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The delivery of an event to an endpoint, created on first sight; its id either way.
+    pub async fn open_webhook_delivery(
+        &self,
+        server_uuid: Uuid,
+        endpoint_uuid: Uuid,
+        event_id: Uuid,
+        event_type: &str,
+        webhook_id: &str,
+        payload: &str,
+    ) -> Result<i64, StoreError> {
+        let id = sqlx::query_scalar!(
+            r#"INSERT INTO webhook_deliveries (server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload, status)
+               VALUES ($1, $2, $3, $4, $5, $6, 'pending')
+               ON CONFLICT (event_id, endpoint_uuid) DO UPDATE SET updated_at = webhook_deliveries.updated_at
+               RETURNING id"#,
+            server_uuid,
+            endpoint_uuid,
+            event_id,
+            event_type,
+            webhook_id,
+            payload,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Claims the next attempt of a delivery that is still due one, with its live endpoint.
+    /// None when it was delivered or failed meanwhile, or its endpoint is gone or disabled.
+    pub async fn claim_webhook_attempt(&self, delivery_id: i64) -> Result<Option<DeliveryTarget>, StoreError> {
+        let row = sqlx::query!(
+            r#"UPDATE webhook_deliveries d SET attempts = d.attempts + 1, updated_at = now()
+                 FROM webhook_endpoints e
+                WHERE d.id = $1 AND d.status IN ('pending', 'retrying') AND e.uuid = d.endpoint_uuid
+                  AND e.deleted_at IS NULL AND e.disabled_at IS NULL
+            RETURNING d.id, d.webhook_id, d.payload, d.attempts, e.uuid AS endpoint_uuid, e.url, e.secret"#,
+            delivery_id,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| DeliveryTarget {
+            id: row.id,
+            webhook_id: row.webhook_id,
+            payload: row.payload,
+            attempt: row.attempts,
+            endpoint: EndpointTarget { uuid: row.endpoint_uuid, url: row.url, secret: row.secret },
+        }))
+    }
+
+    /// Records an attempt and what it left the delivery as, together.
+    pub async fn record_webhook_attempt(
+        &self,
+        delivery: &DeliveryTarget,
+        record: &AttemptRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            r#"INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, duration_ms, response_status, error,
+                                             outcome, next_attempt_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
+            delivery.id,
+            delivery.attempt,
+            record.attempted_at,
+            record.duration_ms,
+            record.response_status,
+            record.error,
+            record.outcome,
+            record.next_attempt_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            r#"UPDATE webhook_deliveries SET status = $2, next_attempt_at = $3, updated_at = now() WHERE id = $1"#,
+            delivery.id,
+            record.outcome,
+            record.next_attempt_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Puts a failed delivery of `server_uuid` back in line for one more attempt.
+    pub async fn requeue_webhook_delivery(&self, server_uuid: Uuid, delivery_id: i64) -> Result<Requeue, StoreError> {
+        let status = sqlx::query_scalar!(
+            "SELECT status FROM webhook_deliveries WHERE id = $1 AND server_uuid = $2 FOR UPDATE",
+            delivery_id,
+            server_uuid,
+        );
+        let mut tx = self.pool.begin().await?;
+        let Some(status) = status.fetch_optional(&mut *tx).await? else {
+            return Ok(Requeue::NotFound);
+        };
+        if status != "failed" {
+            return Ok(Requeue::NotFailed);
+        }
+        sqlx::query!(
+            "UPDATE webhook_deliveries SET status = 'retrying', next_attempt_at = now(), updated_at = now() WHERE id = $1",
+            delivery_id,
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Requeue::Requeued)
+    }
+
+    /// Puts a requeued delivery back to failed when it could not be queued after all.
+    pub async fn fail_webhook_delivery(&self, delivery_id: i64) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, updated_at = now() WHERE id = $1",
+            delivery_id,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_webhook_attempts(
+        &self,
+        server_uuid: Uuid,
+        endpoint_uuid: Option<Uuid>,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AttemptListing>, StoreError> {
+        let attempts = sqlx::query_as!(
+            AttemptListing,
+            r#"SELECT d.id AS delivery_id, d.event_id, d.event_type, d.webhook_id, d.endpoint_uuid, a.attempt,
+                      a.response_status, a.error, a.duration_ms, a.attempted_at, a.next_attempt_at, a.outcome,
+                      d.status AS delivery_status
+                 FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id
+                WHERE d.server_uuid = $1
+                  AND ($2::uuid IS NULL OR d.endpoint_uuid = $2)
+                  AND ($3::text IS NULL OR d.status = $3)
+                ORDER BY a.id DESC
+                LIMIT $4"#,
+            server_uuid,
+            endpoint_uuid,
+            status,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(attempts)
+    }
+
+    /// The credential (as the view has it now) and its server, for a webhook body.
+    pub async fn locked_credential(&self, uuid: Uuid) -> Result<Option<LockedCredential>, StoreError> {
+        let credential = sqlx::query_as!(
+            LockedCredential,
+            r#"SELECT c.id, c.uuid, c.name, c.type AS credential_type, c.hold, s.uuid AS server_uuid,
+                      s.name AS server_name
+                 FROM credentials c JOIN servers s ON s.uuid = c.server_uuid
+                WHERE c.uuid = $1"#,
+            uuid,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(credential)
+    }
+}

@@ -1,0 +1,79 @@
+//! Webhook workers: `CredentialLocked` from the bus, delivered as signed HTTP requests
+//! (Standard Webhooks), retried through RabbitMQ, every attempt recorded.
+
+mod sender;
+mod topology;
+mod worker;
+
+use std::time::Duration;
+
+pub use sender::{check_destination, DestinationRefused, Sender};
+pub use topology::{declare_work_queue, Topology, ATTEMPT_MESSAGE_TYPE};
+pub use worker::{enqueue_attempt, WebhookWorker};
+
+use crate::bus::BusSettings;
+
+pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h";
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub bus: BusSettings,
+    /// The wait before each retry: attempt n+1 follows attempt n after `retry_schedule[n-1]`.
+    pub retry_schedule: Vec<Duration>,
+    pub timeout: Duration,
+    /// Allow loopback and private destinations (local development and tests only).
+    pub allow_private: bool,
+    /// How many messages a worker holds unacknowledged at once.
+    pub prefetch: u16,
+}
+
+impl WebhookSettings {
+    /// The documented defaults, on `bus`.
+    pub fn new(bus: BusSettings) -> Self {
+        WebhookSettings {
+            bus,
+            retry_schedule: parse_schedule(DEFAULT_RETRY_SCHEDULE).unwrap_or_default(),
+            timeout: Duration::from_secs(15),
+            allow_private: false,
+            prefetch: 32,
+        }
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.bus.exchange, &self.retry_schedule)
+    }
+}
+
+/// Parses `5s,5m,30m,2h` into durations.
+pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            humantime::parse_duration(part).map_err(|error| format!("{part:?}: {error}")).and_then(|delay| {
+                if delay.is_zero() {
+                    Err(format!("{part:?}: must be positive"))
+                } else {
+                    Ok(delay)
+                }
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_schedule_parses() {
+        let schedule = parse_schedule(DEFAULT_RETRY_SCHEDULE).unwrap();
+        assert_eq!(schedule.len(), 6);
+        assert_eq!(schedule[0], Duration::from_secs(5));
+        assert_eq!(schedule[5], Duration::from_secs(10 * 3600));
+        assert_eq!(parse_schedule("100ms, 1s").unwrap(), [Duration::from_millis(100), Duration::from_secs(1)]);
+        assert!(parse_schedule("5x").is_err());
+        assert!(parse_schedule("0s").is_err());
+        assert!(parse_schedule("").unwrap().is_empty());
+    }
+}

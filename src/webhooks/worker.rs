@@ -1,0 +1,304 @@
+//! The worker: consumes the work queue with manual acks and a bounded prefetch. An event
+//! message fans out into one delivery per subscribed endpoint; an attempt message (coming back
+//! from a retry queue, or from the retry API) tries one delivery again. A message is acked only
+//! once its attempts are recorded and any retry is queued, so a crash redelivers, never loses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::sender::{Sender, Sent};
+use super::topology::{Topology, ATTEMPT_MESSAGE_TYPE};
+use super::WebhookSettings;
+use crate::bus::{self, BusError};
+use crate::domain::CREDENTIAL_LOCKED;
+use crate::store::{AttemptRecord, DeliveryTarget, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// A message no attempt can fix: logged and dropped.
+    #[error("unreadable message: {0}")]
+    Unreadable(String),
+    #[error("credential {0} is not in the view yet")]
+    NotProjected(Uuid),
+}
+
+/// The part of a bus message the worker reads (docs/events.md).
+#[derive(Debug, Deserialize)]
+struct EventMessage {
+    event_id: Uuid,
+    #[serde(rename = "type")]
+    event_type: String,
+    stream_id: Uuid,
+    server_uuid: Uuid,
+    recorded_at: String,
+    data: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AttemptMessage {
+    delivery_id: i64,
+}
+
+pub struct WebhookWorker {
+    store: Store,
+    settings: WebhookSettings,
+    topology: Topology,
+    sender: Sender,
+}
+
+impl WebhookWorker {
+    pub fn new(store: Store, settings: WebhookSettings) -> Result<Self, reqwest::Error> {
+        let sender = Sender::new(settings.timeout, settings.allow_private)?;
+        Ok(WebhookWorker { topology: settings.topology(), store, settings, sender })
+    }
+
+    /// Consumes until `stop` is cancelled, reconnecting with backoff when the broker goes away.
+    pub async fn run(self, stop: CancellationToken) {
+        let worker = Arc::new(self);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match worker.clone().consume(&stop).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "webhook worker interrupted");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::info!("webhook worker stopped");
+    }
+
+    async fn consume(self: Arc<Self>, stop: &CancellationToken) -> Result<(), BusError> {
+        let (connection, channel) = bus::connect(&self.settings.bus).await?;
+        self.topology.declare(&channel).await?;
+        channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()).await?;
+        let publisher = connection.create_channel().await?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        let mut consumer = channel
+            .basic_consume(
+                self.topology.work_queue.as_str().into(),
+                "credential-ledger-webhooks".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %self.topology.work_queue, "webhook worker consuming");
+        let mut in_flight = JoinSet::new();
+        let outcome = loop {
+            tokio::select! {
+                _ = stop.cancelled() => break Ok(()),
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let worker = self.clone();
+                        let publisher = publisher.clone();
+                        in_flight.spawn(async move { worker.process(delivery, &publisher).await });
+                    }
+                    Some(Err(error)) => break Err(error.into()),
+                    None => break Err(BusError::Disconnected),
+                },
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            }
+        };
+        // Let started deliveries finish: their messages are acked, or redelivered if this fails.
+        let _ = tokio::time::timeout(self.settings.timeout + Duration::from_secs(5), async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        outcome
+    }
+
+    async fn process(&self, delivery: Delivery, publisher: &Channel) {
+        let kind = delivery.properties.kind().as_ref().map(|kind| kind.to_string()).unwrap_or_default();
+        let result = match kind.as_str() {
+            ATTEMPT_MESSAGE_TYPE => match serde_json::from_slice::<AttemptMessage>(&delivery.data) {
+                Ok(message) => self.attempt(message.delivery_id, publisher).await,
+                Err(error) => Err(WorkerError::Unreadable(error.to_string())),
+            },
+            CREDENTIAL_LOCKED => self.fan_out(&delivery.data, publisher).await,
+            // Not ours: nothing to deliver.
+            _ => Ok(()),
+        };
+        let settled = match result {
+            Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+            Err(WorkerError::Unreadable(reason)) => {
+                tracing::error!(reason, "dropping an unreadable message");
+                delivery.ack(BasicAckOptions::default()).await
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "webhook message will be retried");
+                // Requeued at once it would spin while the database or broker is away.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await
+            }
+        };
+        if let Err(error) = settled {
+            tracing::warn!(error = %error, "could not settle a message; the broker will redeliver it");
+        }
+    }
+
+    /// One delivery per subscribed endpoint of the event's server, each tried once now.
+    async fn fan_out(&self, body: &[u8], publisher: &Channel) -> Result<(), WorkerError> {
+        let event: EventMessage =
+            serde_json::from_slice(body).map_err(|error| WorkerError::Unreadable(error.to_string()))?;
+        let endpoints = self.store.subscribed_endpoints(event.server_uuid, &event.event_type).await?;
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        let payload = self.payload(&event).await?;
+        let webhook_id = format!("msg_{}", event.event_id.simple());
+        let attempts = endpoints.iter().map(|endpoint| async {
+            let delivery_id = self
+                .store
+                .open_webhook_delivery(
+                    event.server_uuid,
+                    endpoint.uuid,
+                    event.event_id,
+                    &event.event_type,
+                    &webhook_id,
+                    &payload,
+                )
+                .await?;
+            self.attempt(delivery_id, publisher).await
+        });
+        futures::future::join_all(attempts).await.into_iter().collect()
+    }
+
+    /// The webhook body: the credential as the view has it, why it was locked, what replaced it.
+    async fn payload(&self, event: &EventMessage) -> Result<String, WorkerError> {
+        let credential =
+            self.store.locked_credential(event.stream_id).await?.ok_or(WorkerError::NotProjected(event.stream_id))?;
+        let replaced_by = match event.data["replaced_by"].as_str().map(Uuid::parse_str) {
+            Some(Ok(uuid)) => {
+                let replacement = self.store.locked_credential(uuid).await?.ok_or(WorkerError::NotProjected(uuid))?;
+                json!({"id": replacement.id, "uuid": replacement.uuid})
+            }
+            _ => serde_json::Value::Null,
+        };
+        let body = json!({
+            "type": event.event_type,
+            "timestamp": event.recorded_at,
+            "data": {
+                "credential": {
+                    "id": credential.id,
+                    "uuid": credential.uuid,
+                    "name": credential.name,
+                    "type": credential.credential_type,
+                    "hold": credential.hold,
+                },
+                "reason": event.data["reason"],
+                "replaced_by": replaced_by,
+                "server": {"uuid": credential.server_uuid, "name": credential.server_name},
+            },
+        });
+        Ok(body.to_string())
+    }
+
+    /// One attempt of a delivery, if it is still due one; records it and queues what follows.
+    async fn attempt(&self, delivery_id: i64, publisher: &Channel) -> Result<(), WorkerError> {
+        let Some(delivery) = self.store.claim_webhook_attempt(delivery_id).await? else {
+            return Ok(());
+        };
+        let attempted_at = Utc::now();
+        let (sent, elapsed) = self
+            .sender
+            .send(&delivery.endpoint.url, &delivery.endpoint.secret, &delivery.webhook_id, &delivery.payload)
+            .await;
+        let (outcome, next_attempt_at) = self.settle(&delivery, &sent, attempted_at, publisher).await?;
+        let (response_status, error) = match sent {
+            Sent::Answered(status) => (Some(i32::from(status)), None),
+            Sent::Failed(reason) => (None, Some(reason)),
+        };
+        tracing::info!(
+            delivery_id,
+            endpoint_uuid = %delivery.endpoint.uuid,
+            attempt = delivery.attempt,
+            outcome,
+            response_status,
+            error = error.as_deref().unwrap_or(""),
+            "webhook attempt"
+        );
+        let record = AttemptRecord {
+            attempted_at,
+            duration_ms: i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX),
+            response_status,
+            error,
+            outcome,
+            next_attempt_at,
+        };
+        self.store.record_webhook_attempt(&delivery, &record).await?;
+        Ok(())
+    }
+
+    /// What an attempt's result means: delivered, retrying after the next delay, or failed.
+    async fn settle(
+        &self,
+        delivery: &DeliveryTarget,
+        sent: &Sent,
+        attempted_at: DateTime<Utc>,
+        publisher: &Channel,
+    ) -> Result<(&'static str, Option<DateTime<Utc>>), WorkerError> {
+        match sent {
+            Sent::Answered(status) if (200..300).contains(status) => return Ok(("delivered", None)),
+            Sent::Answered(410) => {
+                self.store.disable_webhook_endpoint(delivery.endpoint.uuid, "the endpoint answered 410 Gone").await?;
+            }
+            _ => {
+                if let Some((retry_queue, delay)) = self.topology.after_failed_attempt(delivery.attempt) {
+                    publish_attempt(publisher, retry_queue, delivery.id).await?;
+                    let due = attempted_at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                    return Ok(("retrying", Some(due)));
+                }
+            }
+        }
+        publish_attempt(publisher, &self.topology.dead_letter_queue, delivery.id).await?;
+        Ok(("failed", None))
+    }
+}
+
+/// Puts an attempt message on `queue` (through the default exchange) and waits for the confirm.
+pub async fn publish_attempt(channel: &Channel, queue: &str, delivery_id: i64) -> Result<(), BusError> {
+    let body = serde_json::to_vec(&AttemptMessage { delivery_id }).unwrap_or_default();
+    let properties = BasicProperties::default()
+        .with_type(ATTEMPT_MESSAGE_TYPE.into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+    let confirm =
+        channel.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, properties).await?;
+    if confirm.await?.is_ack() {
+        Ok(())
+    } else {
+        Err(BusError::Nacked(format!("the attempt of delivery {delivery_id}")))
+    }
+}
+
+/// Queues one more attempt of a delivery right away (the retry API).
+pub async fn enqueue_attempt(settings: &WebhookSettings, delivery_id: i64) -> Result<(), BusError> {
+    let topology = settings.topology();
+    let (connection, channel) = bus::connect_publisher(&settings.bus).await?;
+    topology.declare(&channel).await?;
+    let published = publish_attempt(&channel, &topology.work_queue, delivery_id).await;
+    let _ = connection.close(200, "done".into()).await;
+    published
+}
