@@ -1,13 +1,18 @@
 //! The subcommands of the `credential-ledger` binary.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
 use anyhow::Context;
 use serde_json::json;
-
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
+use crate::audit::{self, ExpectedHead, ExportRecord, Replay, Verifier};
 use crate::bus::{self, Relay};
 use crate::config::{
-    CliCommand, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand, WebhookWorkerArgs,
+    CliCommand, DatabaseArgs, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand, WebhookWorkerArgs,
 };
 use crate::domain::{CredentialName, ServerName};
 use crate::provision::provision_server;
@@ -64,6 +69,9 @@ pub async fn run(command: CliCommand) -> anyhow::Result<()> {
         }
         CliCommand::Relay(args) => relay(args).await,
         CliCommand::WebhookWorker(args) => webhook_worker(args).await,
+        CliCommand::Export { server, output, database } => export(server, output, database).await,
+        CliCommand::Verify { file, expect_head, database } => verify(file, expect_head, database).await,
+        CliCommand::Replay { file, as_of, server } => replay(&file, as_of, server),
         CliCommand::Events(EventsCommand::Tail { bus, binding_key, limit }) => {
             bus::tail(&bus.settings(), &binding_key, limit).await?;
             Ok(())
@@ -79,6 +87,103 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     stop.cancel();
     relay.await?;
+    Ok(())
+}
+
+async fn export(server: Option<Uuid>, output: Option<PathBuf>, database: DatabaseArgs) -> anyhow::Result<()> {
+    let pool = store::connect(&database.settings()).await.context("connecting to PostgreSQL")?;
+    store::prepare(&pool).await?;
+    let mut out: Box<dyn Write> = match &output {
+        Some(path) => {
+            Box::new(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
+        }
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut records = 0u64;
+    let mut head = None;
+    audit::export_records(&pool, server, |record| {
+        head = Some(record.last_position());
+        serde_json::to_writer(&mut out, &record)?;
+        out.write_all(b"\n")?;
+        records += 1;
+        Ok(())
+    })
+    .await?;
+    out.flush()?;
+    tracing::info!(records, head = head.unwrap_or(0), "exported");
+    Ok(())
+}
+
+async fn verify(
+    file: Option<PathBuf>,
+    expect_head: Option<ExpectedHead>,
+    database: DatabaseArgs,
+) -> anyhow::Result<()> {
+    let mut verifier = Verifier::new(expect_head);
+    let checked = match &file {
+        Some(path) => read_export(path, |record| verifier.push(&record).map_err(anyhow::Error::from)),
+        None => {
+            let pool = store::connect(&database.settings()).await.context("connecting to PostgreSQL")?;
+            audit::export_records(&pool, None, |record| Ok(verifier.push(&record)?)).await.map_err(
+                |error| match error {
+                    audit::ExportError::Verification(failure) => anyhow::Error::from(failure),
+                    other => anyhow::Error::from(other),
+                },
+            )
+        }
+    };
+    let outcome = checked.and_then(|()| verifier.finish().map_err(anyhow::Error::from));
+    match outcome {
+        Ok(head) => {
+            println!("{}", json!({"verified": true, "head": head}));
+            Ok(())
+        }
+        Err(error) => match error.downcast::<audit::Failure>() {
+            Ok(failure) => {
+                println!(
+                    "{}",
+                    json!({"verified": false, "first_bad_position": failure.position, "problem": failure.problem})
+                );
+                Err(anyhow::anyhow!("verification failed at {failure}"))
+            }
+            Err(other) => Err(other),
+        },
+    }
+}
+
+fn replay(file: &Path, as_of: Option<chrono::DateTime<chrono::Utc>>, server: Option<Uuid>) -> anyhow::Result<()> {
+    let mut replay = Replay::new(as_of, server);
+    read_export(file, |record| replay.push(&record).map_err(anyhow::Error::from))?;
+    let view: Vec<_> = replay
+        .finish()
+        .into_iter()
+        .map(|credential| {
+            json!({
+                "id": credential.id,
+                "uuid": credential.uuid,
+                "server_uuid": credential.server_uuid,
+                "name": credential.name.as_str(),
+                "type": credential.credential_type,
+                "hold": credential.hold,
+            })
+        })
+        .collect();
+    println!("{}", serde_json::Value::Array(view));
+    Ok(())
+}
+
+/// Feeds each record of an export file to `each`, naming the line of anything unreadable.
+fn read_export(path: &Path, mut each: impl FnMut(ExportRecord) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    for (number, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {}", number + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: ExportRecord =
+            serde_json::from_str(&line).with_context(|| format!("line {} is not an export record", number + 1))?;
+        each(record)?;
+    }
     Ok(())
 }
 

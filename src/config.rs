@@ -47,6 +47,39 @@ pub enum CliCommand {
     Events(EventsCommand),
     /// Deliver webhooks and nothing else (for deployments that split roles).
     WebhookWorker(WebhookWorkerArgs),
+    /// Write the ledger as JSON Lines, with every event's chain link.
+    Export {
+        /// Only this server's events; other servers' appear as chain links without content.
+        #[arg(long)]
+        server: Option<uuid::Uuid>,
+        /// The file to write (standard output without it).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Recompute the hash chain, from the database or (offline) from an export file.
+    Verify {
+        /// Verify this export instead of the database; needs no database.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// A head recorded earlier, `POSITION:HASH`, that must still be in the chain.
+        #[arg(long)]
+        expect_head: Option<crate::audit::ExpectedHead>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Print the credential view rebuilt from an export file, offline.
+    Replay {
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// The view as it stood at this instant (RFC 3339).
+        #[arg(long)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only this server's credentials.
+        #[arg(long)]
+        server: Option<uuid::Uuid>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -3,6 +3,7 @@
 //! `domain` is the pure core; `store` (PostgreSQL), `http` (axum), `bus` (RabbitMQ) and
 //! `writer` (group commit) are the adapters around it; `startup` wires them; `cli` is the binary's front door.
 
+pub mod audit;
 pub mod bus;
 pub mod cli;
 pub mod config;

@@ -11,7 +11,6 @@ async fn main() -> ExitCode {
     match cli::run(arguments.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }

@@ -8,7 +8,7 @@ use crate::domain::{
     Outcome, ServerName,
 };
 use crate::store::{NewEvent, Store};
-use crate::writer::{now, WriteError};
+use crate::writer::WriteError;
 
 pub struct ProvisionedServer {
     pub server_uuid: Uuid,
@@ -37,7 +37,7 @@ pub async fn provision_server(
     let mut txn = store.begin_append().await.map_err(unavailable)?;
     txn.insert_server(server_uuid, name).await.map_err(unavailable)?;
     let mut ledger = txn.load_ledger(&[]).await.map_err(unavailable)?;
-    let recorded_at = now();
+    let recorded_at = txn.now();
     let handled = ledger.handle(&command, recorded_at)?;
     let events: Vec<_> = handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &metadata }).collect();
     txn.commit(&ledger, &events, recorded_at).await.map_err(unavailable)?;

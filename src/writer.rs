@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -93,7 +92,7 @@ async fn commit_batch(store: &Store, batch: &[Job]) -> Result<Vec<Result<Outcome
     let mut txn = store.begin_append().await?;
     let touched: Vec<Uuid> = batch.iter().filter_map(|job| job.command.touches()).collect();
     let mut ledger = txn.load_ledger(&touched).await?;
-    let now = now();
+    let now = txn.now();
     let mut events = Vec::new();
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
@@ -107,9 +106,4 @@ async fn commit_batch(store: &Store, batch: &[Job]) -> Result<Vec<Result<Outcome
     }
     txn.commit(&ledger, &events, now).await?;
     Ok(results)
-}
-
-/// The time recorded on events: PostgreSQL keeps microseconds, so the hash must use no more.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }

@@ -9,12 +9,16 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{JsonBody, RequestContext};
 use super::{AppState, Success};
+use crate::audit::Replay;
 use crate::domain::{ApiKey, Command, Credential, CredentialName, CredentialType, KeyMaterial, Outcome};
 use crate::store::Caller;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListRequest {}
+pub struct ListRequest {
+    /// The view as it stood at this instant (RFC 3339), rebuilt from the log.
+    as_of: Option<String>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,8 +77,11 @@ pub struct RevokedCredential {
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
-    JsonBody(ListRequest {}): JsonBody<ListRequest>,
+    JsonBody(request): JsonBody<ListRequest>,
 ) -> Result<Success<Vec<ListedCredential>>, ApiError> {
+    if let Some(as_of) = request.as_of {
+        return list_as_of(&app, caller, &as_of).await.map(Success);
+    }
     let rows = app.store.list_credentials(caller.server_uuid).await?;
     let listed = rows
         .into_iter()
@@ -92,6 +99,41 @@ pub async fn list(
         })
         .collect();
     Ok(Success(listed))
+}
+
+/// The caller's credentials as they stood at `as_of`, folded from the log with the same
+/// `apply` as the live view. `last_used_at` is operational data, not history: it is null here.
+async fn list_as_of(app: &AppState, caller: Caller, as_of: &str) -> Result<Vec<ListedCredential>, ApiError> {
+    let as_of = DateTime::parse_from_rfc3339(as_of).map_err(|_| ApiError::InvalidValue {
+        code: "invalid_as_of",
+        message: "as_of must be an RFC 3339 date-time such as 2026-11-30T12:00:00Z".into(),
+    })?;
+    let mut replay = Replay::new(None, None);
+    for event in app.store.server_events_until(caller.server_uuid, as_of.with_timezone(&Utc)).await? {
+        replay
+            .apply(
+                event.position,
+                event.stream_id,
+                event.stream_version,
+                event.recorded_at,
+                &event.event_type,
+                event.schema_version,
+                event.payload,
+            )
+            .map_err(|error| ApiError::Internal(error.to_string()))?;
+    }
+    Ok(replay
+        .finish()
+        .into_iter()
+        .map(|credential| ListedCredential {
+            id: credential.id,
+            uuid: credential.uuid,
+            name: credential.name.as_str().to_owned(),
+            credential_type: credential.credential_type.as_str().to_owned(),
+            hold: credential.hold,
+            last_used_at: None,
+        })
+        .collect())
 }
 
 /// `POST /api/v1/credentials/create`: a new credential; its key is in this answer and nowhere else.

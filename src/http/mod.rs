@@ -1,5 +1,6 @@
 //! HTTP adapter. The route table is `router` below; handlers live beside it by resource.
 
+mod audit;
 mod credentials;
 mod error;
 mod extract;
@@ -52,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/credentials/create", post(credentials::create))
         .route("/api/v1/credentials/regenerate", post(credentials::regenerate))
         .route("/api/v1/credentials/revoke", post(credentials::revoke))
+        .route("/api/v1/credentials/history", post(audit::history))
+        .route("/api/v1/events/list", post(audit::list_events))
         .route("/api/v1/webhooks/create", post(webhooks::create))
         .route("/api/v1/webhooks/list", post(webhooks::list))
         .route("/api/v1/webhooks/delete", post(webhooks::delete))

@@ -1,6 +1,6 @@
 //! Appending to the log: one transaction per batch of commands, holding the chain head.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -23,6 +23,7 @@ pub struct AppendTxn {
     position: i64,
     hash: Hash,
     last_credential_id: i64,
+    last_recorded_at: Option<DateTime<Utc>>,
 }
 
 impl Store {
@@ -30,18 +31,32 @@ impl Store {
     /// instance) holds it.
     pub async fn begin_append(&self) -> Result<AppendTxn, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let head = sqlx::query!("SELECT position, hash, last_credential_id FROM chain_head FOR UPDATE")
+        let head = sqlx::query!("SELECT position, hash, last_credential_id, recorded_at FROM chain_head FOR UPDATE")
             .fetch_one(&mut *tx)
             .await?;
         let hash = head.hash.as_slice().try_into().map_err(|_| StoreError::Corrupt {
             position: head.position,
             reason: "the chain head's hash is not 32 bytes".into(),
         })?;
-        Ok(AppendTxn { tx, position: head.position, hash, last_credential_id: head.last_credential_id })
+        Ok(AppendTxn {
+            tx,
+            position: head.position,
+            hash,
+            last_credential_id: head.last_credential_id,
+            last_recorded_at: head.recorded_at,
+        })
     }
 }
 
 impl AppendTxn {
+    /// The time to record new events with: now, but never before the last append, so that
+    /// `recorded_at` does not decrease along the log even if the clock steps back. Microseconds,
+    /// as PostgreSQL keeps them (the hash must cover exactly what is stored).
+    pub fn now(&self) -> DateTime<Utc> {
+        let now = Utc::now().trunc_subsecs(6);
+        self.last_recorded_at.map_or(now, |last| now.max(last))
+    }
+
     /// The current state of `credential_uuids`, folded from their streams.
     pub async fn load_ledger(&mut self, credential_uuids: &[Uuid]) -> Result<Ledger, StoreError> {
         let mut ledger = Ledger::new(self.last_credential_id);
@@ -85,10 +100,11 @@ impl AppendTxn {
             self.append(events, recorded_at).await?;
             write_credential_rows(&mut self.tx, ledger.changed()).await?;
             sqlx::query!(
-                "UPDATE chain_head SET position = $1, hash = $2, last_credential_id = $3",
+                "UPDATE chain_head SET position = $1, hash = $2, last_credential_id = $3, recorded_at = $4",
                 self.position,
                 &self.hash[..],
                 ledger.last_credential_id(),
+                recorded_at,
             )
             .execute(&mut *self.tx)
             .await?;

@@ -95,3 +95,75 @@ impl Store {
         Ok(LogProgress { head: row.head, relayed: row.relayed })
     }
 }
+
+/// One event of a server, as auditors read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerEvent {
+    pub position: i64,
+    pub event_id: Uuid,
+    pub stream_id: Uuid,
+    pub stream_version: i32,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Every event of one credential of `server_uuid`, in order (none: no such credential there).
+    pub async fn credential_history(&self, server_uuid: Uuid, stream_id: Uuid) -> Result<Vec<ServerEvent>, StoreError> {
+        let events = sqlx::query_as!(
+            ServerEvent,
+            r#"SELECT position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata,
+                      recorded_at
+                 FROM events WHERE stream_id = $1 AND server_uuid = $2 ORDER BY position"#,
+            stream_id,
+            server_uuid,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(events)
+    }
+
+    /// A page of a server's events after `after_position`, in log order.
+    pub async fn server_events(
+        &self,
+        server_uuid: Uuid,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<ServerEvent>, StoreError> {
+        let events = sqlx::query_as!(
+            ServerEvent,
+            r#"SELECT position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata,
+                      recorded_at
+                 FROM events WHERE server_uuid = $1 AND position > $2 ORDER BY position LIMIT $3"#,
+            server_uuid,
+            after_position,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(events)
+    }
+
+    /// Every event of a server recorded at or before `as_of`, in log order: since `recorded_at`
+    /// never decreases along the log, that is a prefix of the server's history.
+    pub async fn server_events_until(
+        &self,
+        server_uuid: Uuid,
+        as_of: DateTime<Utc>,
+    ) -> Result<Vec<ServerEvent>, StoreError> {
+        let events = sqlx::query_as!(
+            ServerEvent,
+            r#"SELECT position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata,
+                      recorded_at
+                 FROM events WHERE server_uuid = $1 AND recorded_at <= $2 ORDER BY position"#,
+            server_uuid,
+            as_of,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(events)
+    }
+}

@@ -15,7 +15,9 @@ use sqlx::{PgPool, Postgres};
 
 pub use append::{AppendTxn, NewEvent, EVENTS_CHANNEL};
 pub use credentials::{Caller, CredentialListing};
-pub use events::{events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress, StoredEvent};
+pub use events::{
+    events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress, ServerEvent, StoredEvent,
+};
 pub use schema::{prepare, rebuild_projections, RebuildReport};
 pub use webhooks::{
     AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, Requeue, WebhookEndpoint,

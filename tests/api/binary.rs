@@ -1,26 +1,15 @@
 //! The `credential-ledger` binary itself, run as a user would.
 
-use std::process::Command;
-
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::{database_url, spawn_app};
-
-fn ledger(args: &[&str], database_url: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_credential-ledger"))
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the binary runs")
-}
+use crate::helpers::{database_url, run_ledger, spawn_app};
 
 #[sqlx::test]
 async fn server_create_prints_one_json_object_with_a_working_key(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let output = ledger(&["server", "create", "--name", "Initech"], &database_url(&pool).await);
+    let output = run_ledger(&["server", "create", "--name", "Initech"], &database_url(&pool).await);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
@@ -48,7 +37,7 @@ async fn server_create_prints_one_json_object_with_a_working_key(pool: PgPool) {
 async fn server_create_refuses_a_blank_name_and_writes_nothing(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     let head = app.log_head().await;
-    let output = ledger(&["server", "create", "--name", "   "], &database_url(&pool).await);
+    let output = run_ledger(&["server", "create", "--name", "   "], &database_url(&pool).await);
     assert!(!output.status.success());
     assert!(output.stdout.is_empty());
     assert_eq!(app.log_head().await, head);
@@ -60,7 +49,7 @@ async fn projections_rebuild_leaves_the_same_view(pool: PgPool) {
     let made = app.create_api_key(&app.tenant.key, "To rotate").await;
     app.regenerate(&app.tenant.key, made["uuid"].as_str().unwrap()).await;
     let live = app.view().await;
-    let output = ledger(&["projections", "rebuild"], &database_url(&pool).await);
+    let output = run_ledger(&["projections", "rebuild"], &database_url(&pool).await);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["events"], 4);

@@ -1,6 +1,7 @@
 //! HTTP and storage integration tests, against the real PostgreSQL on this machine.
 //! Each `#[sqlx::test]` gets a fresh, migrated database. Set `TEST_LOG=1` to see the logs.
 
+mod audit;
 mod bad_input;
 mod binary;
 mod concurrency;

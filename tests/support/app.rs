@@ -186,3 +186,13 @@ pub async fn wait_for_processes_to_disconnect(pool: &PgPool) {
     }
     panic!("sessions of killed processes are still connected");
 }
+
+/// Runs the `credential-ledger` binary against `database_url`.
+pub fn run_ledger(args: &[&str], database_url: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_credential-ledger"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the binary runs")
+}

@@ -1,0 +1,388 @@
+//! Auditors: history, paging, as-of views, export, offline verification and tampering.
+
+use std::path::{Path, PathBuf};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::helpers::{database_url, run_ledger, spawn_app, TestApp};
+
+async fn history(app: &TestApp, key: &str, uuid: &str) -> crate::helpers::Answer {
+    app.post("/api/v1/credentials/history", Some(key), &json!({ "uuid": uuid })).await
+}
+
+#[sqlx::test]
+async fn history_lists_a_credentials_events_in_order_with_their_actors(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let first_key = app.tenant.key.clone();
+    let second = app.create_api_key(&first_key, "Second operator").await;
+    let second_key = second["key"].as_str().unwrap().to_owned();
+    let rotated = app.create_api_key(&first_key, "Rotated").await;
+    let rotation = app.regenerate(&second_key, rotated["uuid"].as_str().unwrap()).await;
+    let replacement = rotation.data()["new_uuid"].as_str().unwrap().to_owned();
+    let response = app
+        .client
+        .post(format!("{}/api/v1/credentials/revoke", app.address))
+        .header("X-Server-API-Key", &first_key)
+        .header("X-Request-Id", "audit-revoke-1")
+        .json(&json!({ "uuid": replacement }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let rotated_history = history(&app, &first_key, rotated["uuid"].as_str().unwrap()).await;
+    let events = rotated_history.data().as_array().unwrap();
+    let summary: Vec<(&str, i64)> =
+        events.iter().map(|e| (e["type"].as_str().unwrap(), e["stream_version"].as_i64().unwrap())).collect();
+    assert_eq!(summary, [("CredentialCreated", 1), ("CredentialLocked", 2)]);
+    assert!(events[0]["position"].as_i64() < events[1]["position"].as_i64());
+    assert_eq!(events[0]["actor"], json!({"kind": "credential", "uuid": app.tenant.credential_uuid}));
+    assert_eq!(events[1]["actor"], json!({"kind": "credential", "uuid": second["uuid"]}));
+    assert_eq!(events[1]["data"], json!({"reason": "rotated", "replaced_by": replacement}));
+    assert!(events[0]["data"].get("key").is_none() && !rotated_history.body.to_string().contains(&second_key[4..]));
+
+    let replacement_history = history(&app, &first_key, &replacement).await;
+    let events = replacement_history.data().as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["data"]["replaces"], rotated["uuid"]);
+    assert_eq!(events[1]["data"]["reason"], "revoked");
+    assert_eq!(events[1]["request_id"], "audit-revoke-1");
+    assert!(events[0]["request_id"].is_string());
+
+    let provisioned = history(&app, &first_key, &app.tenant.credential_uuid.to_string()).await;
+    assert_eq!(provisioned.data()[0]["actor"], json!({"kind": "cli"}));
+
+    let other = app.new_tenant("Other").await;
+    let foreign = history(&app, &other.key, rotated["uuid"].as_str().unwrap()).await;
+    assert_eq!((foreign.status, foreign.error_code()), (StatusCode::NOT_FOUND, "credential_not_found"));
+    let malformed = history(&app, &first_key, "abc").await;
+    assert_eq!((malformed.status, malformed.error_code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_uuid"));
+}
+
+#[sqlx::test]
+async fn paging_through_events_returns_each_of_the_servers_events_once_in_order(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let other = app.new_tenant("Other").await;
+    for i in 0..7 {
+        app.create(&app.tenant.key, json!({ "name": format!("mine {i}") })).await;
+        app.create(&other.key, json!({ "name": format!("theirs {i}") })).await;
+    }
+    let made = app.create_api_key(&app.tenant.key, "rotated").await;
+    app.regenerate(&app.tenant.key, made["uuid"].as_str().unwrap()).await;
+
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page =
+            app.post("/api/v1/events/list", Some(&app.tenant.key), &json!({"after_position": after, "limit": 3})).await;
+        let data = page.data();
+        let events = data["events"].as_array().unwrap();
+        assert!(events.len() <= 3);
+        seen.extend(events.iter().cloned());
+        after = data["next_after_position"].as_i64().unwrap();
+        if !data["has_more"].as_bool().unwrap() {
+            break;
+        }
+    }
+    let expected: Vec<i64> = sqlx::query_scalar("SELECT position FROM events WHERE server_uuid = $1 ORDER BY position")
+        .bind(app.tenant.server_uuid)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    let positions: Vec<i64> = seen.iter().map(|event| event["position"].as_i64().unwrap()).collect();
+    assert_eq!(positions, expected, "every event of the server, once, in order");
+    assert_eq!(positions.len(), 1 + 7 + 1 + 2);
+    assert!(!seen.iter().any(|event| event.to_string().contains("theirs")), "none of another server's");
+
+    let beyond = app.post("/api/v1/events/list", Some(&app.tenant.key), &json!({"after_position": after})).await;
+    assert_eq!(beyond.data(), &json!({"events": [], "next_after_position": after, "has_more": false}));
+    for bad in [json!({"limit": 0}), json!({"limit": 1001}), json!({"after_position": -1})] {
+        let answer = app.post("/api/v1/events/list", Some(&app.tenant.key), &bad).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+}
+
+/// The live view without the operational `last_used_at`.
+fn without_usage(listed: &Value) -> Vec<Value> {
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let mut row = row.clone();
+            row.as_object_mut().unwrap().remove("last_used_at");
+            row
+        })
+        .collect()
+}
+
+#[sqlx::test]
+async fn the_view_as_of_any_event_equals_the_live_view_right_after_it(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let key = app.tenant.key.clone();
+    let mut uuids = vec![app.tenant.credential_uuid.to_string()];
+    let mut snapshots = Vec::new();
+    for step in 0..30 {
+        let target = uuids[rng.gen_range(0..uuids.len())].clone();
+        match rng.gen_range(0..3) {
+            0 => {
+                let made = app.create(&key, json!({"name": format!("step {step}"), "hold": rng.gen_bool(0.2)})).await;
+                uuids.push(made.data()["uuid"].as_str().unwrap().to_owned());
+            }
+            1 if target != app.tenant.credential_uuid.to_string() => {
+                let answer = app.regenerate(&key, &target).await;
+                if answer.status == StatusCode::OK {
+                    uuids.push(answer.data()["new_uuid"].as_str().unwrap().to_owned());
+                }
+            }
+            _ if target != app.tenant.credential_uuid.to_string() => {
+                app.revoke(&key, &target).await;
+            }
+            _ => continue,
+        }
+        let at: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar("SELECT max(recorded_at) FROM events").fetch_one(&app.pool).await.unwrap();
+        snapshots.push((at, without_usage(app.list(&key).await.data())));
+    }
+    for (at, live) in snapshots {
+        let as_of = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let past = app.post("/api/v1/credentials/list", Some(&key), &json!({ "as_of": as_of })).await;
+        assert_eq!(without_usage(past.data()), live, "seed {seed}, as of {as_of}");
+        assert!(past.data().as_array().unwrap().iter().all(|row| row["last_used_at"].is_null()));
+    }
+    let before = app.post("/api/v1/credentials/list", Some(&key), &json!({"as_of": "2000-01-01T00:00:00Z"})).await;
+    assert_eq!(before.data(), &json!([]));
+    let bad = app.post("/api/v1/credentials/list", Some(&key), &json!({"as_of": "yesterday"})).await;
+    assert_eq!((bad.status, bad.error_code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_as_of"));
+}
+
+/// A small ledger of two servers: six events or more, positions 1.. in order.
+async fn some_history(app: &TestApp) -> crate::helpers::Tenant {
+    let other = app.new_tenant("Other").await;
+    let rotated = app.create_api_key(&app.tenant.key, "Rotated").await;
+    app.create(&other.key, json!({"name": "Theirs"})).await;
+    app.regenerate(&app.tenant.key, rotated["uuid"].as_str().unwrap()).await;
+    let revoked = app.create(&app.tenant.key, json!({"name": "Revoked"})).await;
+    app.revoke(&app.tenant.key, revoked.data()["uuid"].as_str().unwrap()).await;
+    other
+}
+
+fn verify(args: &[&str], url: &str) -> (bool, Value) {
+    let output = run_ledger(&[&["verify"], args].concat(), url);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{stdout} {:?}", output.stderr));
+    (output.status.success(), report)
+}
+
+async fn tamper(pool: &PgPool, statements: &[&str]) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_are_immutable").execute(&mut *tx).await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&mut *tx).await.unwrap();
+    }
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_are_immutable").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn head(pool: &PgPool) -> (i64, String) {
+    let (position, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT position, hash FROM chain_head").fetch_one(pool).await.unwrap();
+    (position, hex::encode(hash))
+}
+
+const SWAP_3_AND_4: [&str; 3] = [
+    "UPDATE events SET position = 1000000 WHERE position = 3",
+    "UPDATE events SET position = 3 WHERE position = 4",
+    "UPDATE events SET position = 4 WHERE position = 1000000",
+];
+
+#[sqlx::test]
+async fn an_untouched_ledger_verifies_and_reports_its_head(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    some_history(&app).await;
+    let url = database_url(&pool).await;
+    let (position, hash) = head(&pool).await;
+    let (ok, report) = verify(&["--expect-head", &format!("{position}:{hash}")], &url);
+    assert!(ok, "{report}");
+    assert_eq!(report["head"]["position"], position);
+    assert_eq!(report["head"]["hash"], hash);
+    // A head recorded earlier is still in the chain after more appends.
+    app.create(&app.tenant.key, json!({"name": "later"})).await;
+    let (ok, report) = verify(&["--expect-head", &format!("{position}:{hash}")], &url);
+    assert!(ok, "{report}");
+    assert_eq!(report["head"]["position"], position + 1);
+}
+
+#[sqlx::test]
+async fn a_changed_payload_is_found_at_its_position(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    some_history(&app).await;
+    tamper(&pool, &["UPDATE events SET payload = jsonb_set(payload, '{name}', '\"Evil\"') WHERE position = 3"]).await;
+    let (ok, report) = verify(&[], &database_url(&pool).await);
+    assert!(!ok);
+    assert_eq!(report["first_bad_position"], 3, "{report}");
+    assert!(report["problem"].as_str().unwrap().contains("changed"), "{report}");
+}
+
+#[sqlx::test]
+async fn a_deleted_event_is_found_at_its_position(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    some_history(&app).await;
+    tamper(&pool, &["DELETE FROM events WHERE position = 3"]).await;
+    let (ok, report) = verify(&[], &database_url(&pool).await);
+    assert!(!ok);
+    assert_eq!(report["first_bad_position"], 3, "{report}");
+}
+
+#[sqlx::test]
+async fn two_swapped_events_are_found_at_the_first_of_them(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    some_history(&app).await;
+    tamper(&pool, &SWAP_3_AND_4).await;
+    let (ok, report) = verify(&[], &database_url(&pool).await);
+    assert!(!ok);
+    assert_eq!(report["first_bad_position"], 3, "{report}");
+}
+
+#[sqlx::test]
+async fn a_truncated_tail_is_found_against_a_recorded_head(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    some_history(&app).await;
+    let (position, hash) = head(&pool).await;
+    tamper(&pool, &["DELETE FROM events WHERE position > 5"]).await;
+    let url = database_url(&pool).await;
+    let (ok, _) = verify(&[], &url);
+    assert!(ok, "a consistent prefix verifies by itself: only a recorded head shows what is missing");
+    let (ok, report) = verify(&["--expect-head", &format!("{position}:{hash}")], &url);
+    assert!(!ok);
+    assert_eq!(report["first_bad_position"], 6, "{report}");
+    assert!(report["problem"].as_str().unwrap().contains("truncated"), "{report}");
+}
+
+fn export(url: &str, dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let output = run_ledger(&[&["export", "--output", path.to_str().unwrap()], extra].concat(), url);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    path
+}
+
+fn rewrite(path: &Path, name: &str, edit: impl FnOnce(&mut Vec<String>)) -> PathBuf {
+    let mut lines: Vec<String> = std::fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect();
+    edit(&mut lines);
+    let tampered = path.with_file_name(name);
+    std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
+    tampered
+}
+
+fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("credential-ledger-audit-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[sqlx::test]
+async fn an_export_verifies_offline_and_every_tampering_of_it_is_found(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    some_history(&app).await;
+    let url = database_url(&pool).await;
+    let dir = scratch_dir();
+    let file = export(&url, &dir, "ledger.jsonl", &[]);
+    let (position, hash) = head(&pool).await;
+    let expect = format!("{position}:{hash}");
+    // Offline: a database URL that leads nowhere must not matter.
+    let offline = "postgres://nobody@127.0.0.1:1/none";
+    let (ok, report) = verify(&["--file", file.to_str().unwrap(), "--expect-head", &expect], offline);
+    assert!(ok, "{report}");
+    assert_eq!(report["head"]["position"], position);
+
+    let changed = rewrite(&file, "changed.jsonl", |lines| {
+        lines[2] = lines[2].replace("\"Rotated\"", "\"Evil\"");
+    });
+    let deleted = rewrite(&file, "deleted.jsonl", |lines| {
+        lines.remove(2);
+    });
+    let swapped = rewrite(&file, "swapped.jsonl", |lines| {
+        let (third, fourth) = (lines[2].clone(), lines[3].clone());
+        let third: Value = serde_json::from_str(&third).unwrap();
+        let mut fourth: Value = serde_json::from_str(&fourth).unwrap();
+        let mut third = third;
+        // Swap their places in the log, keeping each position where it was.
+        std::mem::swap(&mut third["position"], &mut fourth["position"]);
+        lines[2] = fourth.to_string();
+        lines[3] = third.to_string();
+    });
+    let truncated = rewrite(&file, "truncated.jsonl", |lines| lines.truncate(5));
+    for (tampered, bad_position, args) in [
+        (&changed, 3, vec![]),
+        (&deleted, 3, vec![]),
+        (&swapped, 3, vec![]),
+        (&truncated, 6, vec!["--expect-head", expect.as_str()]),
+    ] {
+        let (ok, report) = verify(&[&["--file", tampered.to_str().unwrap()], args.as_slice()].concat(), offline);
+        assert!(!ok, "{}: {report}", tampered.display());
+        assert_eq!(report["first_bad_position"], bad_position, "{}: {report}", tampered.display());
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn replay(file: &Path, extra: &[&str]) -> Vec<Value> {
+    let output = run_ledger(&[&["replay", "--file", file.to_str().unwrap()], extra].concat(), "postgres://nowhere");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let view: Value = serde_json::from_slice(&output.stdout).unwrap();
+    view.as_array().unwrap().clone()
+}
+
+fn live_view(listed: &Value) -> Vec<Value> {
+    without_usage(listed)
+}
+
+#[sqlx::test]
+async fn a_replayed_export_gives_the_live_view_and_a_one_server_slice_verifies_against_the_chain(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let other = some_history(&app).await;
+    let url = database_url(&pool).await;
+    let dir = scratch_dir();
+    let whole = export(&url, &dir, "ledger.jsonl", &[]);
+    let mine = live_view(app.list(&app.tenant.key).await.data());
+    let theirs = live_view(app.list(&other.key).await.data());
+    let strip_server = |rows: Vec<Value>| -> Vec<Value> {
+        rows.into_iter()
+            .map(|mut row| {
+                row.as_object_mut().unwrap().remove("server_uuid");
+                row
+            })
+            .collect()
+    };
+    let server = app.tenant.server_uuid.to_string();
+    assert_eq!(strip_server(replay(&whole, &["--server", &server])), mine);
+    assert_eq!(strip_server(replay(&whole, &["--server", &other.server_uuid.to_string()])), theirs);
+    assert_eq!(replay(&whole, &[]).len(), mine.len() + theirs.len());
+    let first_event_time: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT recorded_at FROM events WHERE position = 1").fetch_one(&pool).await.unwrap();
+    let as_of = first_event_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    assert_eq!(replay(&whole, &["--as-of", &as_of]).len(), 1, "as of the first event, one credential");
+
+    // One server's slice: its events in full, the others' as chain links only.
+    let slice = export(&url, &dir, "mine.jsonl", &["--server", &server]);
+    let text = std::fs::read_to_string(&slice).unwrap();
+    assert!(text.contains("\"record\":\"gap\""));
+    assert!(!text.contains("Theirs"), "another server's data is not in the slice");
+    let (position, hash) = head(&pool).await;
+    let (ok, report) =
+        verify(&["--file", slice.to_str().unwrap(), "--expect-head", &format!("{position}:{hash}")], &url);
+    assert!(ok, "{report}");
+    assert!(report["head"]["linked_only"].as_u64().unwrap() > 0);
+    assert_eq!(strip_server(replay(&slice, &[])), mine);
+    let forged = rewrite(&slice, "forged.jsonl", |lines| {
+        let index = lines.iter().position(|line| line.contains("\"Revoked\"")).unwrap();
+        lines[index] = lines[index].replace("\"Revoked\"", "\"Innocent\"");
+    });
+    let (ok, _) = verify(&["--file", forged.to_str().unwrap()], &url);
+    assert!(!ok, "a changed event of the slice is found");
+    std::fs::remove_dir_all(dir).unwrap();
+}
