@@ -15,6 +15,7 @@ use crate::config::{
     CliCommand, DatabaseArgs, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand, WebhookWorkerArgs,
 };
 use crate::domain::{CredentialName, ServerName};
+use crate::http::Limits;
 use crate::provision::provision_server;
 use crate::startup::{shutdown_signal, Application, Settings};
 use crate::store::{self, Store};
@@ -207,6 +208,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         relay: (!args.no_relay).then(|| args.relay.settings()),
         webhooks: args.webhooks.settings(&args.relay.bus),
         run_webhook_worker: !args.no_webhooks,
+        limits: Limits {
+            request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+            max_concurrent_requests: args.max_concurrent_requests.max(1),
+        },
+        auth_failures_per_minute: args.auth_failures_per_minute,
     };
     let application = Application::build(pool, settings).await?;
     tracing::info!(address = %application.local_addr()?, "serving");

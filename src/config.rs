@@ -254,4 +254,13 @@ pub struct ServeArgs {
     /// How often coalesced `last_used_at` updates are written.
     #[arg(long, env = "USAGE_FLUSH_INTERVAL_MS", default_value_t = 1000)]
     pub usage_flush_interval_ms: u64,
+    /// A request still running after this is abandoned with 503 `request_timeout`.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; beyond, 503 `overloaded`.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+    /// Failed authentications allowed per client address and minute; beyond, 429.
+    #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
+    pub auth_failures_per_minute: u32,
 }

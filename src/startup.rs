@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Relay, RelaySettings};
-use crate::http::{router, AppState, RelayHandle};
+use crate::http::{router, AppState, AuthGuard, Limits, RelayHandle};
 use crate::store::{self, Store};
 use crate::usage::UsageRecorder;
 use crate::webhooks::{WebhookSettings, WebhookWorker};
@@ -27,6 +27,9 @@ pub struct Settings {
     /// runs elsewhere.
     pub webhooks: WebhookSettings,
     pub run_webhook_worker: bool,
+    pub limits: Limits,
+    /// Failed authentications allowed per client address and minute before it gets 429s.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for Settings {
@@ -37,6 +40,8 @@ impl Default for Settings {
             relay: None,
             webhooks: WebhookSettings::new(crate::bus::BusSettings::default()),
             run_webhook_worker: false,
+            limits: Limits { request_timeout: Duration::from_secs(10), max_concurrent_requests: 1024 },
+            auth_failures_per_minute: 10_000,
         }
     }
 }
@@ -50,6 +55,7 @@ pub struct Application {
     relay: Option<JoinHandle<()>>,
     stop_background: CancellationToken,
     webhook_worker: Option<JoinHandle<()>>,
+    limits: Limits,
 }
 
 impl Application {
@@ -84,9 +90,21 @@ impl Application {
             usage,
             relay: relay_handle,
             webhooks: settings.webhooks,
+            auth_guard: AuthGuard::new(settings.auth_failures_per_minute),
+            webhook_worker: webhook_worker.is_some(),
             health_timeout: Duration::from_secs(2),
         };
-        Ok(Application { listener, state, writer_task, flusher, stop_flusher, relay, stop_background, webhook_worker })
+        Ok(Application {
+            listener,
+            state,
+            writer_task,
+            flusher,
+            stop_flusher,
+            relay,
+            stop_background,
+            webhook_worker,
+            limits: settings.limits,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -96,7 +114,7 @@ impl Application {
     /// Serves until `shutdown` resolves, then finishes in-flight requests, drains the writer,
     /// flushes `last_used_at` and stops the relay.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let service = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let service = router(self.state, self.limits).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await?;
         // The last handle on the writer went with the router: the writer ends once it is drained.
         self.writer_task.await?;

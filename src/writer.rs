@@ -82,6 +82,9 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
                 }
             }
         }
+        let metrics = crate::metrics::metrics();
+        metrics.write_batch_size.observe(size as f64);
+        metrics.append_duration.observe(started.elapsed().as_secs_f64());
         tracing::debug!(batch = size, elapsed_us = started.elapsed().as_micros() as u64, "batch committed");
     }
 }

@@ -74,7 +74,7 @@ pub struct RelayStatus {
     publish_failures: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RelayStatusSnapshot {
     pub leader: bool,
     pub broker_connected: bool,
@@ -130,6 +130,7 @@ impl Relay {
                 Ok(Stopped::ByRequest) => break,
                 Err(error) => {
                     self.status.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::metrics().relay_publish_failures.inc();
                     if self.status.published.load(Ordering::Relaxed) > published_before {
                         backoff = Duration::from_millis(100);
                     }
@@ -192,6 +193,7 @@ impl Relay {
                 position = last;
                 self.status.position.store(position, Ordering::Relaxed);
                 self.status.published.fetch_add(events.len() as u64, Ordering::Relaxed);
+                crate::metrics::metrics().relay_published.inc_by(events.len() as u64);
                 tracing::debug!(exchange, position, batch = events.len(), "published");
                 if events.len() as i64 == self.settings.batch_size {
                     continue;

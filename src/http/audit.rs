@@ -2,31 +2,41 @@
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::error::ErrorEnvelope;
 use super::extract::JsonBody;
+use super::openapi::success_envelope;
 use super::{AppState, Success};
 use crate::store::{Caller, ServerEvent};
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryRequest {
+    #[schema(example = "0b5bb9c2-3f3c-4a8e-9a53-a3a0e4e6c1d2", format = Uuid)]
     uuid: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventsRequest {
+    /// Events after this position (default 0).
+    #[schema(example = 0, minimum = 0)]
+    #[serde(default, deserialize_with = "super::extract::json_optional_integer")]
     after_position: Option<i64>,
+    /// At most this many (1 to 1000, default 100).
+    #[schema(example = 100, minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "super::extract::json_optional_integer")]
     limit: Option<i64>,
 }
 
 /// An event as auditors see it: the data and who caused it (never a key).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditedEvent {
     position: i64,
     event_id: Uuid,
@@ -35,9 +45,15 @@ pub struct AuditedEvent {
     stream_id: Uuid,
     stream_version: i32,
     schema_version: i32,
+    #[schema(format = DateTime)]
     recorded_at: String,
+    /// The event's payload.
+    #[schema(value_type = Object)]
     data: serde_json::Value,
+    /// `{"kind": "credential", "uuid": …}` or `{"kind": "cli"}`.
+    #[schema(value_type = Object)]
     actor: serde_json::Value,
+    #[schema(value_type = Option<String>)]
     request_id: serde_json::Value,
 }
 
@@ -58,14 +74,30 @@ impl From<ServerEvent> for AuditedEvent {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventPage {
     events: Vec<AuditedEvent>,
     next_after_position: i64,
     has_more: bool,
 }
 
-/// `POST /api/v1/credentials/history`: every event of one credential, in order.
+success_envelope!(HistoryAnswer, Vec<AuditedEvent>);
+success_envelope!(EventPageAnswer, EventPage);
+
+/// Every event of one credential, in order, with who caused it.
+#[utoipa::path(post, path = "/api/v1/credentials/history", tag = "audit", request_body = HistoryRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The credential's events", body = HistoryAnswer),
+        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 404, description = "Not found on this server", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+        (status = 422, description = "A value out of range", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
+        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+    ))]
 pub async fn history(
     State(app): State<AppState>,
     caller: Caller,
@@ -81,7 +113,19 @@ pub async fn history(
     Ok(Success(events.into_iter().map(AuditedEvent::from).collect()))
 }
 
-/// `POST /api/v1/events/list`: the caller's server's events in log order, a page at a time.
+/// The server's events in log order, a page at a time.
+#[utoipa::path(post, path = "/api/v1/events/list", tag = "audit", request_body = Option<EventsRequest>,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of events", body = EventPageAnswer),
+        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+        (status = 422, description = "A value out of range", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
+        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+    ))]
 pub async fn list_events(
     State(app): State<AppState>,
     caller: Caller,

@@ -4,38 +4,55 @@ use axum::extract::State;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::error::ErrorEnvelope;
 use super::extract::{JsonBody, RequestContext};
+use super::openapi::success_envelope;
 use super::{AppState, Success};
 use crate::audit::Replay;
 use crate::domain::{ApiKey, Command, Credential, CredentialName, CredentialType, KeyMaterial, Outcome};
 use crate::store::Caller;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListRequest {
     /// The view as it stood at this instant (RFC 3339), rebuilt from the log.
+    #[schema(format = DateTime)]
     as_of: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
+    /// Human-readable name: 1 to 255 characters after trimming, no control characters.
+    #[schema(
+        example = "Production API",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
+    /// `SMTP` (the default) or `API`; only API credentials call this API.
     #[serde(rename = "type")]
+    #[schema(example = "API", pattern = "^(SMTP|API)$")]
     credential_type: Option<String>,
+    /// Create in the held state (it will not authenticate).
+    #[schema(example = false)]
     hold: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UuidRequest {
+    /// The credential's uuid.
+    #[schema(example = "0b5bb9c2-3f3c-4a8e-9a53-a3a0e4e6c1d2", format = Uuid)]
     uuid: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ListedCredential {
     id: i64,
     uuid: Uuid,
@@ -43,21 +60,26 @@ pub struct ListedCredential {
     #[serde(rename = "type")]
     credential_type: String,
     hold: bool,
+    /// RFC 3339 UTC, to the second; null if never used.
+    #[schema(format = DateTime)]
     last_used_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedCredential {
     id: i64,
     uuid: Uuid,
     name: String,
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "API")]
     credential_type: CredentialType,
     hold: bool,
+    /// The key: shown in this answer and nowhere else, ever.
+    #[schema(example = "vml_KSPQ5MrceAa5aKK1kO8w6PQygCVj5lpG4RTst0")]
     key: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RegeneratedCredential {
     old_id: i64,
     old_uuid: Uuid,
@@ -66,14 +88,34 @@ pub struct RegeneratedCredential {
     key: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RevokedCredential {
     id: i64,
     uuid: Uuid,
     hold: bool,
 }
 
-/// `POST /api/v1/credentials/list`: every credential of the caller's server, by ascending id.
+success_envelope!(CredentialListAnswer, Vec<ListedCredential>);
+success_envelope!(CreatedAnswer, CreatedCredential);
+success_envelope!(RegeneratedAnswer, RegeneratedCredential);
+success_envelope!(RevokedAnswer, RevokedCredential);
+
+/// List all credentials for the authenticated server.
+///
+/// Ascending `id`; held credentials are listed with `hold: true`. With `as_of`, the view as it
+/// stood at that instant, rebuilt from the log (`last_used_at` is then null).
+#[utoipa::path(post, path = "/api/v1/credentials/list", tag = "credentials", request_body = Option<ListRequest>,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The credentials", body = CredentialListAnswer),
+        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid `as_of`", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
+        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+    ))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -136,7 +178,21 @@ async fn list_as_of(app: &AppState, caller: Caller, as_of: &str) -> Result<Vec<L
         .collect())
 }
 
-/// `POST /api/v1/credentials/create`: a new credential; its key is in this answer and nowhere else.
+/// Create a new credential.
+///
+/// Its key is in this answer and nowhere else, ever.
+#[utoipa::path(post, path = "/api/v1/credentials/create", tag = "credentials", request_body = CreateRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The new credential and its key", body = CreatedAnswer),
+        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid name or type", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
+        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+    ))]
 pub async fn create(
     State(app): State<AppState>,
     context: RequestContext,
@@ -171,8 +227,24 @@ pub async fn create(
     }))
 }
 
-/// `POST /api/v1/credentials/regenerate`: rotation. A replacement with the same name and type,
-/// and the old credential held, in one transaction.
+/// Create a new credential and revoke the old one (key rotation).
+///
+/// A replacement with the same name and type, and the old credential held, in one transaction.
+/// Triggers a CredentialLocked webhook for the old credential.
+#[utoipa::path(post, path = "/api/v1/credentials/regenerate", tag = "credentials", request_body = UuidRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The old and the new credential, and the new key", body = RegeneratedAnswer),
+        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 404, description = "No such credential on this server", body = ErrorEnvelope),
+        (status = 409, description = "The credential is held", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid uuid", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
+        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+    ))]
 pub async fn regenerate(
     State(app): State<AppState>,
     context: RequestContext,
@@ -200,8 +272,23 @@ pub async fn regenerate(
     }))
 }
 
-/// `POST /api/v1/credentials/revoke`: holds the credential. Revoking a held one changes nothing
-/// and answers the same.
+/// Mark a credential as held (revoked).
+///
+/// Held credentials cannot be used for authentication. Revoking a held one changes nothing and
+/// answers the same. Triggers a CredentialLocked webhook.
+#[utoipa::path(post, path = "/api/v1/credentials/revoke", tag = "credentials", request_body = UuidRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The credential, held", body = RevokedAnswer),
+        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 404, description = "No such credential on this server", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid uuid", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
+        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+    ))]
 pub async fn revoke(
     State(app): State<AppState>,
     context: RequestContext,

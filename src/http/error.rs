@@ -3,6 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::{DomainError, KEY_PREFIX};
 use crate::store::StoreError;
@@ -40,21 +41,39 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request body must be JSON, sent with Content-Type: application/json")]
     UnsupportedMediaType,
+    #[error("too many failed authentications from this address; retry later")]
+    TooManyFailedAuthentications { retry_after: std::time::Duration },
+    #[error("the request took too long and was abandoned")]
+    Timeout,
+    #[error("the service is at capacity, try again")]
+    Overloaded,
     #[error("the service is temporarily unavailable, try again")]
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    status: &'static str,
-    data: ErrorData<'a>,
+/// `"error"`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorStatus {
+    Error,
 }
 
-#[derive(Serialize)]
-struct ErrorData<'a> {
-    code: &'a str,
+/// Every error answer: `{"status": "error", "data": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    status: ErrorStatus,
+    data: ErrorData,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorData {
+    /// Stable, machine-readable: `invalid_api_key`, `credential_not_found`, `invalid_name`, …
+    #[schema(example = "invalid_api_key")]
+    code: String,
+    /// For humans; may change; never contains a key.
+    #[schema(example = "the API key is not valid")]
     message: String,
 }
 
@@ -69,7 +88,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyFailedAuthentications { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout | ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +109,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::TooManyFailedAuthentications { .. } => "too_many_failed_authentications",
+            ApiError::Timeout => "request_timeout",
+            ApiError::Overloaded => "overloaded",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -112,10 +135,18 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(code = self.code(), "request refused"),
         }
-        let body = ErrorBody { status: "error", data: ErrorData { code: self.code(), message: self.public_message() } };
+        let body = ErrorEnvelope {
+            status: ErrorStatus::Error,
+            data: ErrorData { code: self.code().to_owned(), message: self.public_message() },
+        };
+        let retry_after = match &self {
+            ApiError::TooManyFailedAuthentications { retry_after } => Some(retry_after.as_secs().max(1)),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        };
         let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

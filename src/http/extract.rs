@@ -6,10 +6,12 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 
 use super::error::{redact_keys, ApiError};
 use super::AppState;
 use crate::domain::{Actor, ApiKey, EventMetadata};
+use crate::metrics::{metrics, ReasonLabels};
 use crate::store::Caller;
 
 pub const API_KEY_HEADER: &str = "x-server-api-key";
@@ -19,7 +21,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_REQUEST_ID_CHARS: usize = 128;
 
 /// A JSON request body, decoded into `T` (whose fields are checked: unknown ones are refused).
-/// An empty body without a Content-Type is read as `{}`, so `list` can be called bare.
+/// It must be a JSON object; an empty body without a Content-Type, or `null`, is read as `{}`,
+/// so `list` can be called bare.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -39,9 +42,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         })?;
         let body: &[u8] = match declared_json {
             None if !body.is_empty() => return Err(ApiError::UnsupportedMediaType),
-            _ if body.is_empty() => b"{}",
+            _ if body.is_empty() || body.trim_ascii() == b"null" => b"{}",
             _ => &body,
         };
+        // serde also reads a struct from an array of its fields; the API takes objects only.
+        if matches!(body.trim_ascii_start().first(), Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f')) {
+            return Err(ApiError::InvalidParameters("the request body must be a JSON object".into()));
+        }
         let mut decoder = serde_json::Deserializer::from_slice(body);
         let value = serde_path_to_error::deserialize(&mut decoder).map_err(describe_error)?;
         decoder.end().map_err(|error| ApiError::MalformedJson(error.to_string()))?;
@@ -84,15 +91,34 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        if let Some(wait) = address.and_then(|address| state.auth_guard.refused(address)) {
+            return Err(refused("rate_limited", ApiError::TooManyFailedAuthentications { retry_after: wait }));
+        }
         let header = parts.headers.get(API_KEY_HEADER).filter(|value| !value.is_empty());
-        let header = header.ok_or(ApiError::MissingApiKey)?;
+        let header = header.ok_or_else(|| refused("missing", ApiError::MissingApiKey))?;
+        let failed = |reason| {
+            if let Some(address) = address {
+                state.auth_guard.record_failure(address);
+            }
+            refused(reason, ApiError::InvalidApiKey)
+        };
         // A malformed key or a bad checksum is refused without a database round trip.
-        let key = header.to_str().ok().and_then(|text| ApiKey::parse(text).ok()).ok_or(ApiError::InvalidApiKey)?;
-        let caller = state.store.authenticate(key.hash()).await?.ok_or(ApiError::InvalidApiKey)?;
+        let Some(key) = header.to_str().ok().and_then(|text| ApiKey::parse(text).ok()) else {
+            return Err(failed("malformed"));
+        };
+        let Some(caller) = state.store.authenticate(key.hash()).await? else {
+            return Err(failed("unknown"));
+        };
         state.usage.record(caller.credential_uuid, chrono::Utc::now());
         tracing::Span::current().record("caller", tracing::field::display(caller.credential_uuid));
         Ok(caller)
     }
+}
+
+fn refused(reason: &'static str, error: ApiError) -> ApiError {
+    metrics().auth_failures.get_or_create(&ReasonLabels { reason }).inc();
+    error
 }
 
 /// Who asked and from where, for the metadata of the events a request appends.
@@ -124,4 +150,23 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
         let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
         Ok(RequestContext { request_id, source_ip })
     }
+}
+
+/// JSON Schema counts `3.0` as an integer, serde does not: integer fields accept both (and
+/// nothing else), so that what the OpenAPI document promises is what the service accepts.
+pub fn json_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    integral(&serde_json::Number::deserialize(deserializer)?)
+}
+
+pub fn json_optional_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(deserializer)?.as_ref().map(integral).transpose()
+}
+
+fn integral<E: serde::de::Error>(number: &serde_json::Number) -> Result<i64, E> {
+    number
+        .as_i64()
+        .or_else(|| {
+            number.as_f64().filter(|value| value.fract() == 0.0 && value.abs() < 9.0e18).map(|value| value as i64)
+        })
+        .ok_or_else(|| E::custom("expected an integer"))
 }

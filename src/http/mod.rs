@@ -4,25 +4,33 @@ mod audit;
 mod credentials;
 mod error;
 mod extract;
-mod health;
+mod guard;
+mod openapi;
+mod ops;
 mod webhooks;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::Request;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Level;
 
 pub use error::{redact_keys, ApiError};
 pub use extract::{API_KEY_HEADER, MAX_BODY_BYTES, REQUEST_ID_HEADER};
+pub use guard::AuthGuard;
+pub use openapi::openapi_document;
 
 use crate::bus::RelayStatus;
+use crate::metrics::{metrics, RequestLabels, RouteLabels};
 use crate::store::Store;
 use crate::usage::UsageRecorder;
 use crate::webhooks::WebhookSettings;
@@ -36,6 +44,9 @@ pub struct AppState {
     pub usage: UsageRecorder,
     pub relay: Option<RelayHandle>,
     pub webhooks: WebhookSettings,
+    pub auth_guard: AuthGuard,
+    /// Whether this process runs a webhook worker (reported by `/readyz`).
+    pub webhook_worker: bool,
     pub health_timeout: Duration,
 }
 
@@ -46,9 +57,18 @@ pub struct RelayHandle {
     pub status: std::sync::Arc<RelayStatus>,
 }
 
+/// Protections that apply to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A request still running after this is abandoned with 503 `request_timeout`.
+    pub request_timeout: Duration,
+    /// Requests beyond this many at once are refused with 503 `overloaded`.
+    pub max_concurrent_requests: usize,
+}
+
 /// The route table of the service.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: AppState, limits: Limits) -> Router {
+    let api = Router::new()
         .route("/api/v1/credentials/list", post(credentials::list))
         .route("/api/v1/credentials/create", post(credentials::create))
         .route("/api/v1/credentials/regenerate", post(credentials::regenerate))
@@ -60,14 +80,27 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/webhooks/delete", post(webhooks::delete))
         .route("/api/v1/webhooks/deliveries", post(webhooks::deliveries))
         .route("/api/v1/webhooks/retry", post(webhooks::retry))
-        .route("/healthz", get(health::healthz))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/docs", get(openapi::docs_page))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(limits.request_timeout, abandon_slow_requests))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::Overloaded }))
+                .load_shed()
+                // Global: `Router::layer` wraps each route, and the cap is for all of them.
+                .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent_requests)),
+        )
+        .layer(middleware::from_fn(record_metrics))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<_>| {
+                .make_span_with(|request: &Request| {
                     let request_id = request
                         .headers()
                         .get(REQUEST_ID_HEADER)
@@ -86,21 +119,54 @@ pub fn router(state: AppState) -> Router {
                 .on_request(())
                 .on_response(tower_http::trace::DefaultOnResponse::new().level(Level::INFO)),
         )
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+    api.with_state(state)
+}
+
+async fn abandon_slow_requests(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+async fn record_metrics(request: Request, next: Next) -> Response {
+    // The route template, not the path: a path can be anything a client sends.
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = metrics();
+    metrics
+        .http_request_duration
+        .get_or_create(&RouteLabels { route: route.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    metrics.http_requests.get_or_create(&RequestLabels { route, method, status: response.status().as_u16() }).inc();
+    response
 }
 
 /// The success envelope of the seed: `{"status": "success", "data": …}`.
 #[derive(Debug)]
 pub struct Success<T>(pub T);
 
+/// `"success"`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SuccessStatus {
+    Success,
+}
+
 impl<T: Serialize> IntoResponse for Success<T> {
     fn into_response(self) -> Response {
         #[derive(Serialize)]
         struct Envelope<T> {
-            status: &'static str,
+            status: SuccessStatus,
             data: T,
         }
-        Json(Envelope { status: "success", data: self.0 }).into_response()
+        Json(Envelope { status: SuccessStatus::Success, data: self.0 }).into_response()
     }
 }

@@ -3,10 +3,13 @@
 use axum::extract::State;
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::error::ErrorEnvelope;
 use super::extract::JsonBody;
+use super::openapi::success_envelope;
 use super::{AppState, Success};
 use crate::domain::{EventFilter, WebhookSecret, WebhookUrl};
 use crate::store::{AttemptListing, Caller, Requeue, WebhookEndpoint};
@@ -17,63 +20,98 @@ const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 const DELIVERY_STATUSES: [&str; 4] = ["pending", "retrying", "delivered", "failed"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateRequest {
+pub struct CreateEndpointRequest {
+    /// Where to POST: an http or https URL that resolves to a public address.
+    #[schema(example = "https://hooks.example.com/credential-ledger")]
     url: String,
+    /// Default `["CredentialLocked"]`, the one event offered.
+    #[schema(example = json!(["CredentialLocked"]))]
     events: Option<Vec<String>>,
+    #[schema(example = "billing")]
     description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ListRequest {}
+pub struct ListEndpointsRequest {}
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DeleteRequest {
+pub struct DeleteEndpointRequest {
+    #[schema(example = "0b5bb9c2-3f3c-4a8e-9a53-a3a0e4e6c1d2", format = Uuid)]
     uuid: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesRequest {
+    /// Only this endpoint's.
+    #[schema(format = Uuid)]
     uuid: Option<String>,
+    /// `pending`, `retrying`, `delivered` or `failed`.
+    #[schema(example = "failed", pattern = "^(pending|retrying|delivered|failed)$")]
     status: Option<String>,
+    /// 1 to 1000, default 100.
+    #[schema(example = 100, minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "super::extract::json_optional_integer")]
     limit: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryRequest {
+    /// A `delivery_id` from `deliveries`.
+    #[schema(example = 1)]
+    #[serde(deserialize_with = "super::extract::json_integer")]
     id: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedEndpoint {
     #[serde(flatten)]
+    #[schema(inline)]
     endpoint: WebhookEndpoint,
     /// Shown once: verify signatures with it.
     secret: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeletedEndpoint {
     uuid: Uuid,
     deleted: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RetriedDelivery {
     id: i64,
     status: &'static str,
 }
 
-/// `POST /api/v1/webhooks/create`: registers an endpoint; its signing secret is in this answer.
+success_envelope!(EndpointAnswer, CreatedEndpoint);
+success_envelope!(EndpointListAnswer, Vec<WebhookEndpoint>);
+success_envelope!(DeletedAnswer, DeletedEndpoint);
+success_envelope!(AttemptListAnswer, Vec<AttemptListing>);
+success_envelope!(RetriedAnswer, RetriedDelivery);
+
+/// Register a webhook endpoint; its signing secret (Standard Webhooks `whsec_…`) is in this answer only.
+#[utoipa::path(post, path = "/api/v1/webhooks/create", tag = "webhooks", request_body = CreateEndpointRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The endpoint and its secret", body = EndpointAnswer),
+        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+        (status = 422, description = "A value out of range", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
+        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+    ))]
 pub async fn create(
     State(app): State<AppState>,
     caller: Caller,
-    JsonBody(request): JsonBody<CreateRequest>,
+    JsonBody(request): JsonBody<CreateEndpointRequest>,
 ) -> Result<Success<CreatedEndpoint>, ApiError> {
     let url = WebhookUrl::parse(&request.url).map_err(|error| invalid("invalid_url", error))?;
     let events = EventFilter::parse(request.events.as_deref()).map_err(|error| invalid("invalid_events", error))?;
@@ -94,20 +132,45 @@ pub async fn create(
     Ok(Success(CreatedEndpoint { endpoint, secret: secret.expose_secret().to_owned() }))
 }
 
-/// `POST /api/v1/webhooks/list`: the caller's server's endpoints, oldest first.
+/// The server's webhook endpoints, oldest first (without secrets).
+#[utoipa::path(post, path = "/api/v1/webhooks/list", tag = "webhooks", request_body = Option<ListEndpointsRequest>,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The endpoints", body = EndpointListAnswer),
+        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+        (status = 422, description = "A value out of range", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
+        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+    ))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
-    JsonBody(ListRequest {}): JsonBody<ListRequest>,
+    JsonBody(ListEndpointsRequest {}): JsonBody<ListEndpointsRequest>,
 ) -> Result<Success<Vec<WebhookEndpoint>>, ApiError> {
     Ok(Success(app.store.list_webhook_endpoints(caller.server_uuid).await?))
 }
 
-/// `POST /api/v1/webhooks/delete`: no more deliveries to that endpoint; its history stays.
+/// Delete a webhook endpoint: no more deliveries to it; its history stays.
+#[utoipa::path(post, path = "/api/v1/webhooks/delete", tag = "webhooks", request_body = DeleteEndpointRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedAnswer),
+        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 404, description = "Not found on this server", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+        (status = 422, description = "A value out of range", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
+        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+    ))]
 pub async fn delete(
     State(app): State<AppState>,
     caller: Caller,
-    JsonBody(request): JsonBody<DeleteRequest>,
+    JsonBody(request): JsonBody<DeleteEndpointRequest>,
 ) -> Result<Success<DeletedEndpoint>, ApiError> {
     let uuid = parse_uuid(&request.uuid)?;
     if !app.store.delete_webhook_endpoint(caller.server_uuid, uuid).await? {
@@ -116,7 +179,19 @@ pub async fn delete(
     Ok(Success(DeletedEndpoint { uuid, deleted: true }))
 }
 
-/// `POST /api/v1/webhooks/deliveries`: every attempt for the caller's server, newest first.
+/// Every webhook attempt for the server, newest first.
+#[utoipa::path(post, path = "/api/v1/webhooks/deliveries", tag = "webhooks", request_body = Option<DeliveriesRequest>,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The attempts", body = AttemptListAnswer),
+        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+        (status = 422, description = "A value out of range", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
+        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+    ))]
 pub async fn deliveries(
     State(app): State<AppState>,
     caller: Caller,
@@ -134,7 +209,21 @@ pub async fn deliveries(
     Ok(Success(app.store.list_webhook_attempts(caller.server_uuid, endpoint, status, limit).await?))
 }
 
-/// `POST /api/v1/webhooks/retry`: one more attempt of a failed delivery, queued now.
+/// One more attempt of a failed delivery, queued now.
+#[utoipa::path(post, path = "/api/v1/webhooks/retry", tag = "webhooks", request_body = RetryRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Queued", body = RetriedAnswer),
+        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 404, description = "Not found on this server", body = ErrorEnvelope),
+        (status = 409, description = "The delivery has not failed", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+        (status = 422, description = "A value out of range", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
+        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+    ))]
 pub async fn retry(
     State(app): State<AppState>,
     caller: Caller,

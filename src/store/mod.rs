@@ -18,7 +18,7 @@ pub use credentials::{Caller, CredentialListing};
 pub use events::{
     events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress, ServerEvent, StoredEvent,
 };
-pub use schema::{prepare, rebuild_projections, RebuildReport};
+pub use schema::{applied_migrations, prepare, rebuild_projections, RebuildReport};
 pub use webhooks::{
     AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, Requeue, WebhookEndpoint,
 };

@@ -36,6 +36,14 @@ pub async fn prepare(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How many migrations are applied, and how many this build has.
+pub async fn applied_migrations(pool: &PgPool) -> Result<(i64, i64), StoreError> {
+    // sqlx's own bookkeeping table: not part of our schema, so not checked at compile time.
+    let applied: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
+    Ok((applied, MIGRATOR.iter().count() as i64))
+}
+
 fn schema_checksum() -> [u8; 32] {
     Sha256::digest(CREDENTIALS_SCHEMA.as_bytes()).into()
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{Store, StoreError};
 
 /// An endpoint as its owner sees it (the secret is shown once, at creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WebhookEndpoint {
     pub uuid: Uuid,
     pub url: String,
@@ -50,7 +50,7 @@ pub struct LockedCredential {
 }
 
 /// One attempt, as `webhooks/deliveries` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptListing {
     pub delivery_id: i64,
     pub event_id: Uuid,

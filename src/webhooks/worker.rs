@@ -25,6 +25,7 @@ use super::topology::{Topology, ATTEMPT_MESSAGE_TYPE};
 use super::WebhookSettings;
 use crate::bus::{self, BusError};
 use crate::domain::CREDENTIAL_LOCKED;
+use crate::metrics::OutcomeLabels;
 use crate::store::{AttemptRecord, DeliveryTarget, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +249,7 @@ impl WebhookWorker {
             next_attempt_at,
         };
         self.store.record_webhook_attempt(&delivery, &record).await?;
+        crate::metrics::metrics().webhook_deliveries.get_or_create(&OutcomeLabels { outcome }).inc();
         Ok(())
     }
 

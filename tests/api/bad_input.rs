@@ -98,6 +98,7 @@ fn cases(valid_key: &str) -> Vec<Case> {
         post("body is an array", CREATE, "[]", S::BAD_REQUEST, "invalid_parameters"),
         post("body is a string", CREATE, r#""name""#, S::BAD_REQUEST, "invalid_parameters"),
         post("body is null", CREATE, "null", S::BAD_REQUEST, "invalid_parameters"),
+        post("list body is an array", LIST, "[null, null]", S::BAD_REQUEST, "invalid_parameters"),
         post("key in a field name", CREATE, &misplaced_key, S::BAD_REQUEST, "invalid_parameters"),
         post("key as a value", CREATE, &key_as_hold, S::BAD_REQUEST, "invalid_parameters"),
         post("list with parameters", LIST, r#"{"page": 2}"#, S::BAD_REQUEST, "invalid_parameters"),

@@ -1,0 +1,110 @@
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::ErrorEnvelope;
+use super::openapi::success_envelope;
+use super::{ApiError, AppState, Success};
+use crate::bus::RelayStatusSnapshot;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    database: &'static str,
+    /// The position of the last event in the log.
+    head: i64,
+    /// Present when this process runs the relay.
+    relay: Option<RelayHealth>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RelayHealth {
+    exchange: String,
+    /// The last position confirmed by the broker (by whichever instance leads).
+    relayed: i64,
+    /// Events committed but not yet confirmed by the broker.
+    lag: i64,
+    #[serde(flatten)]
+    #[schema(inline)]
+    this_instance: RelayStatusSnapshot,
+}
+
+success_envelope!(HealthAnswer, Health);
+success_envelope!(ReadinessAnswer, Readiness);
+
+/// Liveness: 200 while the database answers, 503 when it does not.
+///
+/// The relay's state is reported but never fails the check: the API works while the broker is down.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "Healthy", body = HealthAnswer),
+        (status = 503, description = "The database does not answer", body = ErrorEnvelope),
+    ))]
+pub async fn healthz(State(app): State<AppState>) -> Result<Success<Health>, ApiError> {
+    let exchange = app.relay.as_ref().map_or("", |relay| relay.exchange.as_str());
+    let progress = match tokio::time::timeout(app.health_timeout, app.store.log_progress(exchange)).await {
+        Ok(progress) => progress?,
+        Err(_) => return Err(ApiError::Unavailable("the database did not answer in time".into())),
+    };
+    let relay = app.relay.as_ref().map(|relay| RelayHealth {
+        exchange: relay.exchange.clone(),
+        relayed: progress.relayed,
+        lag: progress.head - progress.relayed,
+        this_instance: relay.status.snapshot(),
+    });
+    Ok(Success(Health { database: "up", head: progress.head, relay }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    database: &'static str,
+    migrations_applied: i64,
+    migrations_expected: i64,
+    /// The relay's state, reported and never failing the check.
+    relay: Option<RelayHealth>,
+    /// Whether this process runs a webhook worker.
+    webhook_worker: bool,
+}
+
+/// Readiness: 200 when the database answers and every migration is applied.
+///
+/// The bus and relay are reported but do not fail it (the API works without the broker).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = ReadinessAnswer),
+        (status = 503, description = "Not ready", body = ErrorEnvelope),
+    ))]
+pub async fn readyz(State(app): State<AppState>) -> Result<Success<Readiness>, ApiError> {
+    let checked = tokio::time::timeout(app.health_timeout, async {
+        let migrations = crate::store::applied_migrations(app.store.pool()).await?;
+        let health = healthz(State(app.clone())).await?;
+        Ok::<_, ApiError>((migrations, health.0))
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable("the database did not answer in time".into()))?;
+    let ((applied, expected), health) = checked?;
+    if applied < expected {
+        return Err(ApiError::Unavailable(format!("{applied} of {expected} migrations are applied")));
+    }
+    Ok(Success(Readiness {
+        database: "up",
+        migrations_applied: applied,
+        migrations_expected: expected,
+        relay: health.relay,
+        webhook_worker: app.webhook_worker,
+    }))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let exchange = app.relay.as_ref().map_or(crate::bus::DEFAULT_EXCHANGE, |relay| relay.exchange.as_str());
+    let all = crate::metrics::metrics();
+    if let Ok(Ok(progress)) = tokio::time::timeout(app.health_timeout, app.store.log_progress(exchange)).await {
+        all.log_head.set(progress.head);
+        all.relay_position.set(progress.relayed);
+        all.relay_lag.set(progress.head - progress.relayed);
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], all.encode())
+        .into_response()
+}

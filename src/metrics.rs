@@ -1,0 +1,117 @@
+//! Prometheus metrics of the process, served at `GET /metrics`. One registry per process, as
+//! Prometheus expects: every instance exposes its own.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_request_duration: HistogramFamily<RouteLabels>,
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    pub write_batch_size: Histogram,
+    pub append_duration: Histogram,
+    pub relay_published: Counter,
+    pub relay_publish_failures: Counter,
+    pub relay_position: Gauge,
+    pub relay_lag: Gauge,
+    pub log_head: Gauge,
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 6.5 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("credential_ledger");
+    let http_requests = Family::<RequestLabels, Counter>::default();
+    registry.register("http_requests", "HTTP requests by route, method and status", http_requests.clone());
+    let http_request_duration = HistogramFamily::<RouteLabels>::new_with_constructor(latency_histogram);
+    registry.register("http_request_duration_seconds", "HTTP request latency by route", http_request_duration.clone());
+    let auth_failures = Family::<ReasonLabels, Counter>::default();
+    registry.register("auth_failures", "Refused authentications by reason", auth_failures.clone());
+    let write_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+    registry.register("write_batch_size", "Commands committed per group commit", write_batch_size.clone());
+    let append_duration = latency_histogram();
+    registry.register(
+        "append_duration_seconds",
+        "Time to decide, append and commit one batch",
+        append_duration.clone(),
+    );
+    let relay_published = Counter::default();
+    registry.register("relay_published", "Events published to the bus and confirmed", relay_published.clone());
+    let relay_publish_failures = Counter::default();
+    registry.register(
+        "relay_publish_failures",
+        "Relay interruptions (broker or database errors)",
+        relay_publish_failures.clone(),
+    );
+    let relay_position = Gauge::default();
+    registry.register("relay_position", "Last log position confirmed by the broker", relay_position.clone());
+    let relay_lag = Gauge::default();
+    registry.register("relay_lag_events", "Events committed but not yet confirmed by the broker", relay_lag.clone());
+    let log_head = Gauge::default();
+    registry.register("log_head_position", "Position of the last event in the log", log_head.clone());
+    let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+    registry.register("webhook_attempts", "Webhook attempts by outcome", webhook_deliveries.clone());
+    Metrics {
+        registry,
+        http_requests,
+        http_request_duration,
+        auth_failures,
+        write_batch_size,
+        append_duration,
+        relay_published,
+        relay_publish_failures,
+        relay_position,
+        relay_lag,
+        log_head,
+        webhook_deliveries,
+    }
+});
+
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
