@@ -9,4 +9,5 @@ mod credentials;
 #[path = "../support/app.rs"]
 mod helpers;
 mod ledger;
+mod operations;
 mod secrets;

@@ -1,0 +1,143 @@
+//! The operational surface: readiness, metrics, the OpenAPI document, /docs, and the limits.
+
+use std::time::Duration;
+
+use credential_ledger::http::Limits;
+use credential_ledger::startup::Settings;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::helpers::{answer, spawn_app, spawn_app_with, CREATE, LIST};
+
+#[sqlx::test]
+async fn readyz_reports_migrations_and_the_relay_state(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let response = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let ready = answer(response).await;
+    let data = ready.data();
+    assert_eq!(data["database"], "up");
+    assert_eq!(data["migrations_applied"], data["migrations_expected"]);
+    assert!(data["migrations_expected"].as_i64().unwrap() >= 4);
+    assert_eq!(data["relay"], Value::Null, "no relay runs in this process");
+}
+
+#[sqlx::test]
+async fn metrics_count_requests_and_refused_authentications(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.create(&app.tenant.key, json!({"name": "Counted"})).await;
+    app.list("vml_not-a-key").await;
+    let response = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = response.text().await.unwrap();
+    for expected in [
+        r#"credential_ledger_http_requests_total{route="/api/v1/credentials/create",method="POST",status="200"}"#,
+        r#"credential_ledger_auth_failures_total{reason="malformed"}"#,
+        "credential_ledger_write_batch_size_count",
+        "credential_ledger_append_duration_seconds_bucket",
+        "credential_ledger_http_request_duration_seconds_bucket",
+        "credential_ledger_log_head_position",
+        "credential_ledger_relay_lag_events",
+        "# EOF",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    assert!(!text.contains(&app.tenant.key[4..]));
+}
+
+#[sqlx::test]
+async fn the_openapi_document_describes_every_endpoint_with_its_errors(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let document: Value =
+        app.client.get(format!("{}/api/v1/openapi.json", app.address)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(document["components"]["securitySchemes"]["api_key"]["name"], "X-Server-API-Key");
+    let paths = document["paths"].as_object().unwrap();
+    for path in [
+        "/api/v1/credentials/list",
+        "/api/v1/credentials/create",
+        "/api/v1/credentials/regenerate",
+        "/api/v1/credentials/revoke",
+        "/api/v1/credentials/history",
+        "/api/v1/events/list",
+        "/api/v1/webhooks/create",
+        "/api/v1/webhooks/list",
+        "/api/v1/webhooks/delete",
+        "/api/v1/webhooks/deliveries",
+        "/api/v1/webhooks/retry",
+    ] {
+        let operation = &paths[path]["post"];
+        for status in ["200", "400", "401", "413", "415", "422", "429", "503"] {
+            assert!(operation["responses"][status].is_object(), "{path} documents no {status}");
+        }
+        assert_eq!(operation["security"], json!([{"api_key": []}]), "{path}");
+    }
+    let docs = app.client.get(format!("{}/docs", app.address)).send().await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = docs.text().await.unwrap();
+    assert!(page.contains("/api/v1/openapi.json"));
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"), "nothing is loaded from elsewhere");
+}
+
+#[sqlx::test]
+async fn an_address_that_keeps_failing_authentication_gets_429_before_any_lookup(pool: PgPool) {
+    let app = spawn_app_with(pool, Settings { auth_failures_per_minute: 3, ..Settings::default() }).await;
+    let guessed = credential_ledger::domain::ApiKey::generate(&mut rand::rngs::OsRng);
+    // Three failures are allowed; the fourth is one too many and blocks the address.
+    for _ in 0..4 {
+        assert_eq!(app.list(guessed.expose_secret()).await.status, StatusCode::UNAUTHORIZED);
+    }
+    let response = app
+        .client
+        .post(format!("{}{LIST}", app.address))
+        .header("X-Server-API-Key", guessed.expose_secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(answer(response).await.error_code(), "too_many_failed_authentications");
+    // Blocked means blocked: even a valid key from that address waits.
+    assert_eq!(app.list(&app.tenant.key).await.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // Another address is not affected.
+    let elsewhere =
+        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let response = elsewhere
+        .post(format!("{}{LIST}", app.address))
+        .header("X-Server-API-Key", &app.tenant.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[sqlx::test]
+async fn a_request_over_its_time_limit_gets_503_request_timeout(pool: PgPool) {
+    let limits = Limits { request_timeout: Duration::from_nanos(1), max_concurrent_requests: 64 };
+    let app = spawn_app_with(pool, Settings { limits, ..Settings::default() }).await;
+    let answer = app.create(&app.tenant.key, json!({"name": "Slow"})).await;
+    assert_eq!((answer.status, answer.error_code()), (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"));
+}
+
+#[sqlx::test]
+async fn requests_beyond_the_concurrency_cap_are_shed_with_503_overloaded(pool: PgPool) {
+    let limits = Limits { request_timeout: Duration::from_secs(10), max_concurrent_requests: 1 };
+    let app = spawn_app_with(pool, Settings { limits, ..Settings::default() }).await;
+    let bodies: Vec<Value> = (0..20).map(|i| json!({"name": format!("burst {i}")})).collect();
+    let answers =
+        futures::future::join_all(bodies.iter().map(|body| app.post(CREATE, Some(&app.tenant.key), body))).await;
+    let shed = answers.iter().filter(|a| a.status == StatusCode::SERVICE_UNAVAILABLE).count();
+    assert!(shed > 0, "with room for one request at a time, a burst of 20 sheds some");
+    for answer in &answers {
+        match answer.status {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => assert_eq!(answer.error_code(), "overloaded"),
+            other => panic!("unexpected {other}: {}", answer.body),
+        }
+    }
+}
