@@ -222,7 +222,7 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
     /// How long a request waits for a pooled connection before failing with 503.
-    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 1000)]
     pub database_acquire_timeout_ms: u64,
 }
 

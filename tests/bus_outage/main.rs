@@ -66,9 +66,11 @@ async fn writes_succeed_while_the_broker_is_down_and_the_backlog_drains_in_order
     }
 
     let outage = BrokerOutage::begin();
+    let mut acknowledged = Vec::new();
     for i in 0..100 {
         let answer = app.create(&app.tenant.key, json!({"name": format!("during outage {i}")})).await;
         assert_eq!(answer.status, StatusCode::OK, "write {i} during the outage: {}", answer.body);
+        acknowledged.push(answer.data()["uuid"].as_str().unwrap().to_owned());
     }
     let relay = relay_health(&app).await;
     assert_eq!(relay["lag"], 100, "nothing was published while the broker was down");
@@ -79,5 +81,20 @@ async fn writes_succeed_while_the_broker_is_down_and_the_backlog_drains_in_order
     let mut received = bus.take(100, Duration::from_secs(60)).await;
     received.extend(bus.drain(Duration::from_millis(500)).await);
     assert_eq!(deduplicated_positions(&received), (2..=101).collect::<Vec<_>>(), "all 100, in order, none missing");
+    let logged: Vec<String> =
+        sqlx::query_scalar("SELECT stream_id::text FROM events WHERE position > 1 ORDER BY position")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(logged, acknowledged, "every acknowledged write is in the log");
+    let view = || async {
+        sqlx::query_scalar::<_, serde_json::Value>("SELECT to_jsonb(c) FROM credentials c ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap()
+    };
+    let before = view().await;
+    credential_ledger::store::rebuild_projections(&app.pool).await.unwrap();
+    assert_eq!(view().await, before, "the view equals a rebuild");
     bus.delete().await;
 }

@@ -1,0 +1,150 @@
+//! The service process stopped under a steady write load, twice: a rolling restart (SIGTERM,
+//! then a new process) and a crash (SIGKILL, then a new process). Nothing acknowledged may be
+//! lost, nothing may be half-written, and every committed event must reach the bus.
+
+#[path = "../support/bus.rs"]
+mod bus_support;
+#[path = "../support/app.rs"]
+mod helpers;
+#[path = "../support/load.rs"]
+mod load;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use bus_support::{deduplicated_positions, TestBus};
+use helpers::{database_url, run_ledger, wait_for_processes_to_disconnect};
+use load::{assert_acknowledged_writes_are_in_the_log, assert_view_equals_a_rebuild, Load};
+
+struct Service {
+    child: Child,
+}
+
+impl Service {
+    fn start(database_url: &str, port: u16, bus: &TestBus) -> Service {
+        let child = Command::new(env!("CARGO_BIN_EXE_credential-ledger"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("AMQP_URL", bus_support::amqp_url())
+            .env("AMQP_EXCHANGE", &bus.exchange)
+            .env("RELAY_NO_WEBHOOK_QUEUE", "true")
+            .env("NO_WEBHOOKS", "true")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the service starts");
+        Service { child }
+    }
+
+    async fn wait_ready(port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+            if ready.is_ok_and(|response| response.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the service did not become ready");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the service did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[sqlx::test]
+async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool: PgPool) {
+    let mut bus = TestBus::new().await;
+    let url = database_url(&pool).await;
+    let provisioned = run_ledger(&["server", "create", "--name", "Load"], &url);
+    assert!(provisioned.status.success());
+    let key =
+        serde_json::from_slice::<Value>(&provisioned.stdout).unwrap()["credential"]["key"].as_str().unwrap().to_owned();
+    let port = free_port();
+    let mut service = Service::start(&url, port, &bus);
+    Service::wait_ready(port).await;
+    let load = Load::start(format!("http://127.0.0.1:{port}"), key);
+
+    // A rolling restart: SIGTERM finishes what is in flight, then a new process takes over.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    service.signal("TERM");
+    let stopped = service.wait_exit().await;
+    assert!(stopped.success(), "a clean exit on SIGTERM: {stopped:?}");
+    service = Service::start(&url, port, &bus);
+    Service::wait_ready(port).await;
+
+    // A crash: SIGKILL in the middle of the load.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    service.signal("KILL");
+    service.wait_exit().await;
+    service = Service::start(&url, port, &bus);
+    Service::wait_ready(port).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = load.stop().await;
+
+    // Let the relay catch up, then stop the service for good.
+    let head: i64 = sqlx::query_scalar("SELECT position FROM chain_head").fetch_one(&pool).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let relayed: Option<i64> = sqlx::query_scalar("SELECT position FROM relay_checkpoints WHERE exchange = $1")
+            .bind(&bus.exchange)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+        if relayed == Some(head) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the relay caught up ({relayed:?} of {head})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    service.signal("TERM");
+    service.wait_exit().await;
+    drop(service);
+    wait_for_processes_to_disconnect(&pool).await;
+
+    let acknowledged = seen.outcomes.iter().filter(|o| o.status == Some(200)).count();
+    let unanswered = seen.outcomes.iter().filter(|o| o.status.is_none()).count();
+    assert!(acknowledged > 20 && seen.rotated.len() > 5, "the load ran: {acknowledged} acknowledged");
+    assert_acknowledged_writes_are_in_the_log(&pool, &seen).await;
+    assert_view_equals_a_rebuild(&pool).await;
+    let verified = run_ledger(&["verify"], &url);
+    assert!(verified.status.success(), "the chain verifies: {}", String::from_utf8_lossy(&verified.stdout));
+
+    let messages = bus.drain(Duration::from_secs(2)).await;
+    assert_eq!(deduplicated_positions(&messages), (1..=head).collect::<Vec<_>>(), "every committed event on the bus");
+    println!(
+        "{} requests: {acknowledged} acknowledged, {unanswered} unanswered during restarts; {head} events, {} messages",
+        seen.outcomes.len(),
+        messages.len()
+    );
+    bus.delete().await;
+}
