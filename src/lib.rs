@@ -11,6 +11,7 @@ pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod provision;
+pub mod replica;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Relay, RelaySettings};
 use crate::http::{router, AppState, AuthGuard, Limits, RelayHandle};
+use crate::replica::Replica;
 use crate::store::{self, Store};
 use crate::usage::UsageRecorder;
 use crate::webhooks::{WebhookSettings, WebhookWorker};
@@ -63,6 +64,7 @@ impl Application {
     pub async fn build(pool: PgPool, settings: Settings) -> anyhow::Result<Application> {
         store::prepare(&pool).await?;
         let store = Store::new(pool);
+        let replica = Replica::load(store.clone()).await?;
         let (writer, writer_task) = Writer::spawn(store.clone());
         let usage = UsageRecorder::default();
         let stop_flusher = CancellationToken::new();
@@ -86,6 +88,7 @@ impl Application {
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let state = AppState {
             store,
+            replica,
             writer,
             usage,
             relay: relay_handle,

@@ -15,7 +15,13 @@ use crate::store::Store;
 #[derive(Debug, Clone, Default)]
 pub struct UsageRecorder {
     pending: Arc<Mutex<HashMap<Uuid, DateTime<Utc>>>>,
+    /// What is in the usage table, as last read (this instance's and the others' uses).
+    known: Arc<Mutex<HashMap<Uuid, DateTime<Utc>>>>,
 }
+
+/// How far back each refresh reads, so that a flush by another instance that committed a
+/// little after its uses were recorded is not missed.
+const REFRESH_OVERLAP: chrono::Duration = chrono::Duration::seconds(10);
 
 impl UsageRecorder {
     pub fn record(&self, credential_uuid: Uuid, at: DateTime<Utc>) {
@@ -24,9 +30,25 @@ impl UsageRecorder {
         *slot = (*slot).max(at);
     }
 
-    /// The newest unflushed use of a credential, so a read right after a use sees it.
-    pub fn pending(&self, credential_uuid: Uuid) -> Option<DateTime<Utc>> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).get(&credential_uuid).copied()
+    /// The newest use of a credential known here: unflushed, or read from the usage table.
+    pub fn last_used(&self, credential_uuid: Uuid) -> Option<DateTime<Utc>> {
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner).get(&credential_uuid).copied();
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner).get(&credential_uuid).copied();
+        pending.max(known)
+    }
+
+    /// Reads uses recorded since `since` (by any instance) into what is known here.
+    pub async fn refresh(&self, store: &Store, since: DateTime<Utc>) {
+        match store.usage_since(since).await {
+            Ok(rows) => {
+                let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+                for (uuid, at) in rows {
+                    let slot = known.entry(uuid).or_insert(at);
+                    *slot = (*slot).max(at);
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "could not read last_used_at"),
+        }
     }
 
     /// Writes what has accumulated; on failure it is kept for the next flush.
@@ -43,6 +65,12 @@ impl UsageRecorder {
             for (uuid, at) in taken {
                 self.record(uuid, at);
             }
+            return;
+        }
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        for (uuid, at) in taken {
+            let slot = known.entry(uuid).or_insert(at);
+            *slot = (*slot).max(at);
         }
     }
 
@@ -52,13 +80,22 @@ impl UsageRecorder {
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            recorder.refresh(&store, DateTime::UNIX_EPOCH).await;
             loop {
                 tokio::select! {
-                    _ = ticks.tick() => recorder.flush(&store).await,
+                    _ = ticks.tick() => {
+                        let read_from = Utc::now() - interval_as_chrono(interval) - REFRESH_OVERLAP;
+                        recorder.flush(&store).await;
+                        recorder.refresh(&store, read_from).await;
+                    }
                     _ = stop.cancelled() => break,
                 }
             }
             recorder.flush(&store).await;
         })
     }
+}
+
+fn interval_as_chrono(interval: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::zero())
 }

@@ -124,20 +124,18 @@ pub async fn list(
     if let Some(as_of) = request.as_of {
         return list_as_of(&app, caller, &as_of).await.map(Success);
     }
-    let rows = app.store.list_credentials(caller.server_uuid).await?;
-    let listed = rows
+    // Authentication brought the replica up to date with everything committed before this request.
+    let listed = app
+        .replica
+        .list(caller.server_uuid)
         .into_iter()
-        .map(|row| {
-            // A use not flushed yet is newer than what the table holds.
-            let last_used_at = row.last_used_at.max(app.usage.pending(row.uuid));
-            ListedCredential {
-                id: row.id,
-                uuid: row.uuid,
-                name: row.name,
-                credential_type: row.credential_type,
-                hold: row.hold,
-                last_used_at: last_used_at.map(rfc3339),
-            }
+        .map(|credential| ListedCredential {
+            id: credential.id,
+            uuid: credential.uuid,
+            last_used_at: app.usage.last_used(credential.uuid).map(rfc3339),
+            name: String::from(credential.name),
+            credential_type: credential.credential_type.as_str().to_owned(),
+            hold: credential.hold,
         })
         .collect();
     Ok(Success(listed))

@@ -166,7 +166,9 @@ impl From<DomainError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Database(_) | StoreError::Migrate(_) => ApiError::Unavailable(error.to_string()),
+            StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Unavailable(_) => {
+                ApiError::Unavailable(error.to_string())
+            }
             StoreError::Corrupt { .. } => ApiError::Internal(error.to_string()),
         }
     }

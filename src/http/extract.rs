@@ -91,6 +91,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let arrived = std::time::Instant::now();
         let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
         if let Some(wait) = address.and_then(|address| state.auth_guard.refused(address)) {
             return Err(refused("rate_limited", ApiError::TooManyFailedAuthentications { retry_after: wait }));
@@ -107,7 +108,9 @@ impl FromRequestParts<AppState> for Caller {
         let Some(key) = header.to_str().ok().and_then(|text| ApiKey::parse(text).ok()) else {
             return Err(failed("malformed"));
         };
-        let Some(caller) = state.store.authenticate(key.hash()).await? else {
+        // Everything committed before this request is in the replica once it is in sync.
+        state.replica.sync(arrived).await?;
+        let Some(caller) = state.replica.authenticate(&key.hash()) else {
             return Err(failed("unknown"));
         };
         state.usage.record(caller.credential_uuid, chrono::Utc::now());

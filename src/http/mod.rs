@@ -31,6 +31,7 @@ pub use openapi::openapi_document;
 
 use crate::bus::RelayStatus;
 use crate::metrics::{metrics, RequestLabels, RouteLabels};
+use crate::replica::Replica;
 use crate::store::Store;
 use crate::usage::UsageRecorder;
 use crate::webhooks::WebhookSettings;
@@ -40,6 +41,8 @@ use crate::writer::Writer;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
+    /// The credential view in memory: what authentication and `list` read.
+    pub replica: std::sync::Arc<Replica>,
     pub writer: Writer,
     pub usage: UsageRecorder,
     pub relay: Option<RelayHandle>,

@@ -4,6 +4,7 @@
 mod append;
 mod credentials;
 mod events;
+mod replica;
 mod schema;
 mod webhooks;
 
@@ -14,10 +15,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 pub use append::{AppendTxn, NewEvent, EVENTS_CHANNEL};
-pub use credentials::{Caller, CredentialListing};
+pub use credentials::Caller;
 pub use events::{
     events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress, ServerEvent, StoredEvent,
 };
+pub use replica::ViewSnapshot;
 pub use schema::{applied_migrations, prepare, rebuild_projections, RebuildReport};
 pub use webhooks::{
     AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, Requeue, WebhookEndpoint,
@@ -31,6 +33,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the stored event at position {position} cannot be read: {reason}")]
     Corrupt { position: i64, reason: String },
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// How to reach the database.

@@ -1,0 +1,246 @@
+"""Orchestrates the benchmark scenarios (see BENCHMARKS.md); called by bench/run.sh."""
+
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEASE = ROOT / "target" / "release"
+OUT = ROOT / "target" / "bench"
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+DURATION = os.environ.get("BENCH_DURATION", "5s" if QUICK else "10s")
+REPEAT = int(os.environ.get("BENCH_REPEAT", "1" if QUICK else "3"))
+CONNECTIONS = 64
+THREADS = 2
+PG = "postgres://postgres@127.0.0.1:5432"
+DATABASE = "credential_ledger_bench"
+VHOST = "credential-ledger-bench"
+EXCHANGE = "credential-ledger.events"
+SERVICE_PORT = 18080
+CEILING_PORT = 18081
+REBUILD_EVENTS = int(os.environ.get("BENCH_REBUILD_EVENTS", "200000" if QUICK else "1000000"))
+RSS_CREDENTIALS = 100_000
+
+
+def run(*args, env=None, check=True) -> str:
+    return subprocess.run(args, env=env, check=check, capture_output=True, text=True).stdout
+
+
+def psql(database: str, sql: str) -> str:
+    return run("psql", f"{PG}/{database}", "-qtAc", sql)
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url, method="GET")
+            with urllib.request.urlopen(request, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def wrk(url: str, script: str, env: dict) -> dict:
+    """One wrk run: requests/s and latency percentiles in ms."""
+    output = run(
+        "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", "-s", str(ROOT / "bench" / script), url,
+        env=dict(os.environ, **env),
+    )
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    percentiles = {}
+    for label, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M):
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+        percentiles[label] = float(value) * scale
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return {"rps": rate, "p50": percentiles.get("50"), "p99": percentiles.get("99"),
+            "errors": int(non_2xx.group(1)) if non_2xx else 0}
+
+
+def repeated(measure) -> dict:
+    runs = [measure() for _ in range(REPEAT)]
+    def summary(key):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
+    return {key: summary(key) for key in runs[0]}
+
+
+class Process:
+    def __init__(self, args, env, log):
+        self.log = open(OUT / log, "w")
+        self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=self.log)
+
+    def peak_rss_mib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def metric_sum(name: str) -> tuple[float, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{SERVICE_PORT}/metrics").read().decode()
+    total = re.search(rf"^credential_ledger_{name}_sum\s+([\d.e+-]+)", text, re.M)
+    count = re.search(rf"^credential_ledger_{name}_count\s+(\d+)", text, re.M)
+    return (float(total.group(1)) if total else 0.0, float(count.group(1)) if count else 0.0)
+
+
+def fmt(summary, digits=0, unit="") -> str:
+    if not summary:
+        return "n/a"
+    f = f"{{:,.{digits}f}}"
+    return f"{f.format(summary['median'])}{unit} ({f.format(summary['min'])}–{f.format(summary['max'])})"
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = {"duration": DURATION, "repeat": REPEAT, "connections": CONNECTIONS}
+    run("psql", f"{PG}/postgres", "-qc", f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    run("rabbitmqctl", "-q", "delete_vhost", VHOST, check=False)
+    run("rabbitmqctl", "-q", "add_vhost", VHOST)
+    run("rabbitmqctl", "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
+    amqp = f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"{PG}/{DATABASE}",
+        LISTEN_ADDR=f"127.0.0.1:{SERVICE_PORT}",
+        AMQP_URL=amqp,
+        AMQP_EXCHANGE=EXCHANGE,
+        WEBHOOK_ALLOW_PRIVATE="true",
+        AUTH_FAILURES_PER_MINUTE="100000000",
+        RUST_LOG="warn",
+    )
+    binary = str(RELEASE / "credential-ledger")
+    tool = str(RELEASE / "examples" / "bench_tool")
+    run(binary, "migrate", env=env)
+
+    print("seeding: 10 credentials, 10,000 credentials, and 100,000 more for the memory figure", flush=True)
+    small = json.loads(run(tool, "seed", env["DATABASE_URL"], "Small", "10", env=env))
+    large = json.loads(run(tool, "seed", env["DATABASE_URL"], "Large", "10000", env=env))
+    run(tool, "seed", env["DATABASE_URL"], "Bulk", str(RSS_CREDENTIALS), env=env)
+    # Well-formed, with a valid checksum, never issued: every request costs a lookup.
+    unknown_key = run(tool, "key").strip()
+
+    service = Process([binary, "serve"], env, "service.log")
+    ceiling = Process([str(RELEASE / "examples" / "http_ceiling"), f"127.0.0.1:{CEILING_PORT}"], env, "ceiling.log")
+    try:
+        wait_http(f"http://127.0.0.1:{SERVICE_PORT}/readyz")
+        wait_http(f"http://127.0.0.1:{CEILING_PORT}/")
+        base = f"http://127.0.0.1:{SERVICE_PORT}"
+
+        print("HTTP ceiling", flush=True)
+        results["http_ceiling"] = repeated(lambda: wrk(f"http://127.0.0.1:{CEILING_PORT}/api/v1/credentials/list", "list.lua", {"BENCH_KEY": "x"}))
+        print("1. list, 10 credentials", flush=True)
+        results["list_10"] = repeated(lambda: wrk(base + "/api/v1/credentials/list", "list.lua", {"BENCH_KEY": small["key"]}))
+        print("2. list, 10,000 credentials", flush=True)
+        results["list_10000"] = repeated(lambda: wrk(base + "/api/v1/credentials/list", "list.lua", {"BENCH_KEY": large["key"]}))
+        print("3. failed authentication", flush=True)
+        results["unknown_key"] = repeated(lambda: wrk(base + "/api/v1/credentials/list", "unknown_key.lua", {"BENCH_UNKNOWN_KEY": unknown_key}))
+
+        print("PostgreSQL ceiling (pgbench)", flush=True)
+        psql(DATABASE, "CREATE TABLE IF NOT EXISTS bench_events (position bigserial PRIMARY KEY, stream_id uuid NOT NULL, "
+             "event_type text NOT NULL, payload jsonb NOT NULL, recorded_at timestamptz NOT NULL); "
+             "CREATE TABLE IF NOT EXISTS bench_view (uuid uuid PRIMARY KEY, name text NOT NULL, hold boolean NOT NULL)")
+        seconds = int(DURATION.rstrip("s"))
+        def pgbench():
+            output = run("pgbench", "-n", "-c", str(CONNECTIONS), "-j", str(THREADS), "-T", str(seconds), "-f",
+                         str(ROOT / "bench" / "pgbench_write.sql"), f"{PG}/{DATABASE}")
+            latency = re.search(r"latency average = ([\d.]+) ms", output)
+            return {"rps": float(re.search(r"tps = ([\d.]+)", output).group(1)),
+                    "p50": float(latency.group(1)) if latency else None}
+        results["pg_ceiling"] = repeated(pgbench)
+
+        print("4. create", flush=True)
+        batch_before = metric_sum("write_batch_size")
+        results["create"] = repeated(lambda: wrk(base + "/api/v1/credentials/create", "create.lua", {"BENCH_KEY": small["key"]}))
+        batch_after = metric_sum("write_batch_size")
+        commands = batch_after[0] - batch_before[0]
+        batches = batch_after[1] - batch_before[1]
+        results["mean_batch"] = commands / batches if batches else None
+
+        print("5. mixed 90/9/1", flush=True)
+        results["mixed"] = repeated(lambda: wrk(base + "/api/v1/credentials/list", "mixed.lua", {"BENCH_KEY": small["key"]}))
+        results["peak_rss_mib"] = service.peak_rss_mib()
+
+        print("6. revoke → bus and → webhook, idle", flush=True)
+        results["lag_idle"] = json.loads(run(tool, "lag", base, small["key"], amqp, EXCHANGE, "200", env=env))
+        print("6. the same under a full write load", flush=True)
+        loader = subprocess.Popen(
+            ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", "-d60s", "-s", str(ROOT / "bench" / "create.lua"), base + "/api/v1/credentials/create"],
+            env=dict(os.environ, BENCH_KEY=large["key"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(2)
+            results["lag_loaded"] = json.loads(run(tool, "lag", base, small["key"], amqp, EXCHANGE, "100", env=env))
+        finally:
+            loader.terminate()
+            loader.wait()
+    finally:
+        service.stop()
+        ceiling.stop()
+
+    print(f"7. projection rebuild of {REBUILD_EVENTS:,} events", flush=True)
+    present = int(psql(DATABASE, "SELECT position FROM chain_head"))
+    if present < REBUILD_EVENTS:
+        run(tool, "seed", env["DATABASE_URL"], "Rebuild", str(REBUILD_EVENTS - present), env=env)
+    rebuilds = [json.loads(run(binary, "projections", "rebuild", env=env)) for _ in range(REPEAT)]
+    rates = [r["events"] / r["seconds"] for r in rebuilds]
+    results["rebuild"] = {"events": rebuilds[0]["events"],
+                          "rate": {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}}
+
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    table = report(results)
+    (OUT / "results.md").write_text(table)
+    print(table)
+    run("rabbitmqctl", "-q", "delete_vhost", VHOST, check=False)
+    return 0
+
+
+def report(r: dict) -> str:
+    http = r["http_ceiling"]["rps"]["median"]
+    pg = r["pg_ceiling"]["rps"]["median"]
+    rows = [
+        ("HTTP ceiling (static axum list)", fmt(r["http_ceiling"]["rps"]), fmt(r["http_ceiling"]["p50"], 2, " ms"), fmt(r["http_ceiling"]["p99"], 2, " ms"), "1.00×"),
+        ("PostgreSQL ceiling (pgbench, naive write)", fmt(r["pg_ceiling"]["rps"]) + " tps", fmt(r["pg_ceiling"]["p50"], 2, " ms") + " (mean)", "", "1.00×"),
+        ("1. list, 10 credentials", fmt(r["list_10"]["rps"]), fmt(r["list_10"]["p50"], 2, " ms"), fmt(r["list_10"]["p99"], 2, " ms"), f"{r['list_10']['rps']['median'] / http:.2f}× HTTP"),
+        ("2. list, 10,000 credentials", fmt(r["list_10000"]["rps"]), fmt(r["list_10000"]["p50"], 2, " ms"), fmt(r["list_10000"]["p99"], 2, " ms"), f"{r['list_10000']['rps']['median'] / http:.3f}× HTTP"),
+        ("3. failed authentication (unknown key)", fmt(r["unknown_key"]["rps"]), fmt(r["unknown_key"]["p50"], 2, " ms"), fmt(r["unknown_key"]["p99"], 2, " ms"), f"{r['unknown_key']['rps']['median'] / http:.2f}× HTTP"),
+        ("4. create", fmt(r["create"]["rps"]), fmt(r["create"]["p50"], 2, " ms"), fmt(r["create"]["p99"], 2, " ms"), f"{r['create']['rps']['median'] / pg:.2f}× PostgreSQL"),
+        ("5. mixed 90% list / 9% create / 1% revoke", fmt(r["mixed"]["rps"]), fmt(r["mixed"]["p50"], 2, " ms"), fmt(r["mixed"]["p99"], 2, " ms"), f"{r['mixed']['rps']['median'] / http:.2f}× HTTP"),
+    ]
+    lines = [
+        f"wrk -t{THREADS} -c{r['connections']} -d{r['duration']}, {r['repeat']} run(s) each: median (min–max)",
+        "",
+        "| scenario | requests/s | p50 | p99 | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    lines += [
+        "",
+        f"- 4. mean group-commit batch during `create`: {r['mean_batch']:.1f} commands per transaction" if r.get("mean_batch") else "",
+        f"- 6. revoke → bus, idle: p50 {r['lag_idle']['bus_p50_ms']:.2f} ms, p99 {r['lag_idle']['bus_p99_ms']:.2f} ms; "
+        f"revoke → webhook: p50 {r['lag_idle']['webhook_p50_ms']:.2f} ms, p99 {r['lag_idle']['webhook_p99_ms']:.2f} ms ({r['lag_idle']['count']} revokes)",
+        f"- 6. under a full create load: revoke → bus p50 {r['lag_loaded']['bus_p50_ms']:.2f} ms, p99 {r['lag_loaded']['bus_p99_ms']:.2f} ms; "
+        f"revoke → webhook p50 {r['lag_loaded']['webhook_p50_ms']:.2f} ms, p99 {r['lag_loaded']['webhook_p99_ms']:.2f} ms ({r['lag_loaded']['count']} revokes)",
+        f"- 7. projection rebuild of {r['rebuild']['events']:,} events: {fmt(r['rebuild']['rate'])} events/s",
+        f"- 8. peak RSS of the service through scenarios 1–5 (≥ {RSS_CREDENTIALS:,} credentials in the database): {r['peak_rss_mib']:.1f} MiB",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

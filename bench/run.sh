@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The benchmark suite: builds in release mode, starts the service on a fresh database and its
+# own RabbitMQ vhost, seeds data, runs every scenario against ceilings measured in the same run,
+# and prints a table (also written to target/bench/results.md). See BENCHMARKS.md.
+#   bench/run.sh                 # full run (about 15 minutes)
+#   BENCH_QUICK=1 bench/run.sh   # shorter runs, one repetition
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+command -v pgbench >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-contrib >/dev/null; }
+cargo build --release --locked --quiet --bin credential-ledger --example http_ceiling --example bench_tool
+exec python3 bench/run.py "$@"

@@ -1,0 +1,186 @@
+//! Helpers for bench/run.py, against a running service's database and bus.
+//!
+//! - `seed DATABASE_URL SERVER_NAME COUNT`: a server with COUNT credentials, appended through the
+//!   store in large batches (the same decide/append/project path as the writer); prints the key.
+//! - `key`: prints a well-formed key that was never issued.
+//! - `lag BASE_URL KEY AMQP_URL EXCHANGE COUNT`: revokes COUNT credentials one after another and
+//!   measures revoke → bus message and revoke → webhook received; prints JSON with percentiles.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::routing::post;
+use axum::Router;
+use credential_ledger::domain::{
+    Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, ServerName,
+};
+use credential_ledger::provision::provision_server;
+use credential_ledger::store::{self, DatabaseSettings, NewEvent, Store};
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+const SEED_BATCH: usize = 2000;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("seed") => seed(&args[1], &args[2], args[3].parse()?).await,
+        Some("key") => {
+            println!("{}", ApiKey::generate(&mut rand::rngs::OsRng).expose_secret());
+            Ok(())
+        }
+        Some("lag") => lag(&args[1], &args[2], &args[3], &args[4], args[5].parse()?).await,
+        _ => anyhow::bail!("usage: bench_tool seed|lag …"),
+    }
+}
+
+async fn seed(database_url: &str, server_name: &str, count: usize) -> anyhow::Result<()> {
+    let settings =
+        DatabaseSettings { url: database_url.to_owned(), max_connections: 4, acquire_timeout: Duration::from_secs(30) };
+    let store = Store::new(store::connect(&settings).await?);
+    let first = provision_server(
+        &store,
+        &ServerName::parse(server_name).map_err(anyhow::Error::msg)?,
+        CredentialName::parse("Bench key").map_err(anyhow::Error::msg)?,
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
+    let mut rng = rand::rngs::OsRng;
+    let mut remaining = count.saturating_sub(1);
+    while remaining > 0 {
+        let batch = remaining.min(SEED_BATCH);
+        let mut txn = store.begin_append().await?;
+        let mut ledger = txn.load_ledger(&[]).await?;
+        let now = txn.now();
+        let mut events = Vec::with_capacity(batch);
+        for i in 0..batch {
+            let key = ApiKey::generate(&mut rng);
+            let command = Command::Create {
+                server_uuid: first.server_uuid,
+                credential_uuid: Uuid::new_v4(),
+                name: CredentialName::parse(&format!("Seeded {}", remaining - i)).map_err(anyhow::Error::msg)?,
+                credential_type: if i % 2 == 0 { CredentialType::Api } else { CredentialType::Smtp },
+                hold: false,
+                key: KeyMaterial::from(&key),
+            };
+            let handled = ledger.handle(&command, now)?;
+            events.extend(handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &metadata }));
+        }
+        txn.commit(&ledger, &events, now).await?;
+        remaining -= batch;
+    }
+    println!("{}", json!({"server_uuid": first.server_uuid, "key": first.key.expose_secret()}));
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn lag(base_url: &str, key: &str, amqp_url: &str, exchange: &str, count: usize) -> anyhow::Result<()> {
+    // The webhook receiver: remembers when each credential's webhook arrived.
+    let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let notify = Arc::new(Notify::new());
+    let app = {
+        let (arrived, notify) = (arrived.clone(), notify.clone());
+        Router::new().route(
+            "/hook",
+            post(move |body: Bytes| async move {
+                let now = Instant::now();
+                if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                    if let Some(uuid) = value["data"]["credential"]["uuid"].as_str() {
+                        arrived.lock().unwrap().insert(uuid.to_owned(), now);
+                        notify.notify_waiters();
+                    }
+                }
+                "ok"
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook_url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let client = reqwest::Client::new();
+    let call = |path: &str, body: Value| {
+        client.post(format!("{base_url}/api/v1/{path}")).header("X-Server-API-Key", key).json(&body).send()
+    };
+    let registered: Value = call("webhooks/create", json!({ "url": hook_url })).await?.json().await?;
+    anyhow::ensure!(registered["status"] == "success", "webhook registration failed: {registered}");
+
+    // The bus consumer.
+    let connection = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let queue = channel
+        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            "credential.locked".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+
+    let mut bus_ms = Vec::with_capacity(count);
+    let mut hook_ms = Vec::with_capacity(count);
+    for i in 0..count {
+        let created: Value = call("credentials/create", json!({"name": format!("lag {i}")})).await?.json().await?;
+        let uuid = created["data"]["uuid"].as_str().unwrap_or_default().to_owned();
+        let started = Instant::now();
+        let revoked = call("credentials/revoke", json!({ "uuid": uuid })).await?;
+        anyhow::ensure!(revoked.status().is_success(), "revoke failed");
+        loop {
+            let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the bus consumer ended"))??;
+            let body: Value = serde_json::from_slice(&delivery.data)?;
+            if body["stream_id"] == uuid.as_str() {
+                bus_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting = notify.notified();
+            if let Some(at) = arrived.lock().unwrap().get(&uuid) {
+                hook_ms.push((*at - started).as_secs_f64() * 1000.0);
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no webhook for {uuid}");
+            let _ = tokio::time::timeout(Duration::from_millis(100), waiting).await;
+        }
+    }
+    bus_ms.sort_by(f64::total_cmp);
+    hook_ms.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        json!({
+            "count": count,
+            "bus_p50_ms": percentile(&bus_ms, 0.5), "bus_p99_ms": percentile(&bus_ms, 0.99),
+            "webhook_p50_ms": percentile(&hook_ms, 0.5), "webhook_p99_ms": percentile(&hook_ms, 0.99),
+        })
+    );
+    Ok(())
+}

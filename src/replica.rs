@@ -1,0 +1,161 @@
+//! An in-memory replica of the credential view, so that authentication and `list` cost no
+//! database query, while a revoked key is still refused from the moment its revoke commits, on
+//! every instance.
+//!
+//! The rule that keeps it exact: before a request reads the replica, it waits for a read of the
+//! log's head position that *began after the request arrived*, and for the replica to have
+//! applied the log up to there. Whatever committed before the request arrived is then visible.
+//! One head read is shared by all the requests that arrived before it began, so under load a
+//! single cheap query serves a whole crowd; the replica applies new events with the same
+//! `apply` as the view, read from the log in order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use uuid::Uuid;
+
+use crate::domain::{apply, Credential, CredentialType, Event, KeyHash};
+use crate::store::{Caller, Store, StoreError, StoredEvent};
+
+const CATCH_UP_PAGE: i64 = 5000;
+
+#[derive(Default)]
+struct State {
+    position: i64,
+    credentials: HashMap<Uuid, Credential>,
+    by_key: HashMap<KeyHash, Uuid>,
+    /// Each server's credentials by id, the order `list` answers in.
+    by_server: HashMap<Uuid, BTreeMap<i64, Uuid>>,
+}
+
+impl State {
+    fn insert(&mut self, credential: Credential) {
+        self.by_key.insert(credential.key_hash, credential.uuid);
+        self.by_server.entry(credential.server_uuid).or_default().insert(credential.id, credential.uuid);
+        self.credentials.insert(credential.uuid, credential);
+    }
+
+    fn apply(&mut self, event: StoredEvent) -> Result<(), StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt { position: event.position, reason };
+        if event.position != self.position + 1 {
+            return Err(corrupt(format!(
+                "the replica is at {}, the next event is at {}",
+                self.position, event.position
+            )));
+        }
+        let decoded = Event::decode(&event.event_type, event.schema_version, event.payload)
+            .map_err(|error| corrupt(error.to_string()))?;
+        let next = apply(
+            self.credentials.get(&event.stream_id),
+            event.stream_id,
+            event.stream_version,
+            event.recorded_at,
+            &decoded,
+        )
+        .map_err(|error| corrupt(error.to_string()))?;
+        self.insert(next);
+        self.position = event.position;
+        Ok(())
+    }
+}
+
+type HeadRead = Shared<BoxFuture<'static, Result<i64, Arc<StoreError>>>>;
+
+pub struct Replica {
+    store: Store,
+    state: RwLock<State>,
+    /// One catch-up at a time; the others wait for it.
+    catching_up: tokio::sync::Mutex<()>,
+    /// The newest head read and when it began.
+    head_read: Mutex<Option<(Instant, HeadRead)>>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("position", &self.position()).finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// Loads the view as it stands, with the position it reflects.
+    pub async fn load(store: Store) -> Result<Arc<Replica>, StoreError> {
+        let snapshot = store.view_snapshot().await?;
+        let mut state = State { position: snapshot.position, ..State::default() };
+        for credential in snapshot.credentials {
+            state.insert(credential);
+        }
+        Ok(Arc::new(Replica {
+            store,
+            state: RwLock::new(state),
+            catching_up: tokio::sync::Mutex::new(()),
+            head_read: Mutex::new(None),
+        }))
+    }
+
+    pub fn position(&self) -> i64 {
+        self.read().position
+    }
+
+    /// Waits until the replica reflects everything committed before `arrived`.
+    pub async fn sync(&self, arrived: Instant) -> Result<(), StoreError> {
+        let head = self.head_since(arrived).await.map_err(|shared| StoreError::Unavailable(shared.to_string()))?;
+        self.catch_up(head).await
+    }
+
+    /// The caller a key belongs to: a non-held API credential.
+    pub fn authenticate(&self, key_hash: &KeyHash) -> Option<Caller> {
+        let state = self.read();
+        let credential = state.credentials.get(state.by_key.get(key_hash)?)?;
+        (credential.credential_type == CredentialType::Api && !credential.hold)
+            .then_some(Caller { credential_uuid: credential.uuid, server_uuid: credential.server_uuid })
+    }
+
+    /// A server's credentials, by ascending id.
+    pub fn list(&self, server_uuid: Uuid) -> Vec<Credential> {
+        let state = self.read();
+        state
+            .by_server
+            .get(&server_uuid)
+            .map(|ids| ids.values().filter_map(|uuid| state.credentials.get(uuid).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A head position read that began at or after `arrived`: the newest one if it qualifies,
+    /// else a new one, which every later arrival shares.
+    fn head_since(&self, arrived: Instant) -> HeadRead {
+        let mut slot = self.head_read.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((began, read)) = slot.as_ref() {
+            if *began >= arrived {
+                return read.clone();
+            }
+        }
+        let store = self.store.clone();
+        let read = async move { store.head_position().await.map_err(Arc::new) }.boxed().shared();
+        *slot = Some((Instant::now(), read.clone()));
+        read
+    }
+
+    async fn catch_up(&self, target: i64) -> Result<(), StoreError> {
+        if self.position() >= target {
+            return Ok(());
+        }
+        let _only_one = self.catching_up.lock().await;
+        while self.position() < target {
+            let events = self.store.events_since(self.position(), CATCH_UP_PAGE).await?;
+            if events.is_empty() {
+                break;
+            }
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            for event in events {
+                state.apply(event)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! The reads the in-memory replica of the credential view needs.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Store, StoreError, StoredEvent};
+use crate::domain::{Credential, CredentialName, CredentialType, KeyHash};
+
+/// The credential view and the log position it reflects, read in one snapshot.
+pub struct ViewSnapshot {
+    pub position: i64,
+    pub credentials: Vec<Credential>,
+}
+
+impl Store {
+    pub async fn view_snapshot(&self) -> Result<ViewSnapshot, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // One snapshot for both reads: the view is updated in the transaction that moves the head.
+        sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        let position = sqlx::query_scalar!("SELECT position FROM chain_head").fetch_one(&mut *tx).await?;
+        let rows = sqlx::query!(
+            r#"SELECT id, uuid, server_uuid, name, type AS credential_type, hold, key_hash, key_prefix, created_at,
+                      locked_at, version
+                 FROM credentials"#
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut credentials = Vec::with_capacity(rows.len());
+        for row in rows {
+            let corrupt =
+                |reason: &str| StoreError::Corrupt { position, reason: format!("view row {}: {reason}", row.uuid) };
+            credentials.push(Credential {
+                id: row.id,
+                uuid: row.uuid,
+                server_uuid: row.server_uuid,
+                name: CredentialName::parse(&row.name).map_err(|_| corrupt("invalid name"))?,
+                credential_type: CredentialType::parse(&row.credential_type).map_err(|_| corrupt("invalid type"))?,
+                hold: row.hold,
+                key_hash: KeyHash::from_slice(&row.key_hash).ok_or_else(|| corrupt("invalid key hash"))?,
+                key_prefix: row.key_prefix,
+                created_at: row.created_at,
+                locked_at: row.locked_at,
+                version: row.version,
+            });
+        }
+        Ok(ViewSnapshot { position, credentials })
+    }
+
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar!("SELECT position FROM chain_head").fetch_one(&self.pool).await?)
+    }
+
+    pub async fn events_since(&self, position: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        super::events_after(&mut connection, position, limit).await
+    }
+
+    /// Uses recorded (by any instance) since `since`.
+    pub async fn usage_since(&self, since: DateTime<Utc>) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
+        let rows =
+            sqlx::query!("SELECT credential_uuid, last_used_at FROM credential_usage WHERE last_used_at > $1", since,)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|row| (row.credential_uuid, row.last_used_at)).collect())
+    }
+}
