@@ -68,8 +68,14 @@ pub struct Replica {
     state: RwLock<State>,
     /// One catch-up at a time; the others wait for it.
     catching_up: tokio::sync::Mutex<()>,
-    /// The newest head read and when it began.
-    head_read: Mutex<Option<(Instant, HeadRead)>>,
+    head_reads: Arc<Mutex<HeadReads>>,
+}
+
+/// At most one head read runs at a time; requests that arrive while it runs share the next.
+#[derive(Default)]
+struct HeadReads {
+    running: Option<(Instant, HeadRead)>,
+    queued: Option<HeadRead>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -90,7 +96,7 @@ impl Replica {
             store,
             state: RwLock::new(state),
             catching_up: tokio::sync::Mutex::new(()),
-            head_read: Mutex::new(None),
+            head_reads: Arc::default(),
         }))
     }
 
@@ -126,18 +132,40 @@ impl Replica {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A head position read that began at or after `arrived`: the newest one if it qualifies,
-    /// else a new one, which every later arrival shares.
+    /// A head position read that began at or after `arrived`: the running one if it began late
+    /// enough, else the next one, which starts when the running one ends and is shared by every
+    /// request that arrives in the meantime.
     fn head_since(&self, arrived: Instant) -> HeadRead {
-        let mut slot = self.head_read.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((began, read)) = slot.as_ref() {
+        let mut reads = self.head_reads.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((began, running)) = &reads.running {
             if *began >= arrived {
-                return read.clone();
+                return running.clone();
+            }
+            if running.peek().is_none() {
+                if let Some(queued) = &reads.queued {
+                    return queued.clone();
+                }
+                let (previous, reads_handle, store) = (running.clone(), self.head_reads.clone(), self.store.clone());
+                let queued = async move {
+                    let _ = previous.await;
+                    {
+                        // This read begins now: it becomes the running one.
+                        let mut reads = reads_handle.lock().unwrap_or_else(PoisonError::into_inner);
+                        if let Some(me) = reads.queued.take() {
+                            reads.running = Some((Instant::now(), me));
+                        }
+                    }
+                    store.head_position().await.map_err(Arc::new)
+                }
+                .boxed()
+                .shared();
+                reads.queued = Some(queued.clone());
+                return queued;
             }
         }
         let store = self.store.clone();
         let read = async move { store.head_position().await.map_err(Arc::new) }.boxed().shared();
-        *slot = Some((Instant::now(), read.clone()));
+        reads.running = Some((Instant::now(), read.clone()));
         read
     }
 

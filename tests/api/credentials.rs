@@ -261,3 +261,23 @@ async fn request_ids_are_echoed_and_recorded_with_the_actor(pool: PgPool) {
     let id = response.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "a request id is generated when none is sent: {id}");
 }
+
+#[sqlx::test]
+async fn a_change_on_one_instance_is_seen_by_the_next_request_on_another(pool: PgPool) {
+    let first = spawn_app(pool.clone()).await;
+    let second = spawn_app(pool).await;
+    let key = first.tenant.key.clone();
+    let made = first.create_api_key(&key, "Shared").await;
+    let made_key = made["key"].as_str().unwrap();
+    // Created on the first instance, usable at once on the second.
+    assert_eq!(second.list(made_key).await.status, StatusCode::OK);
+    let listed = second.list(&key).await;
+    assert!(listed.body.to_string().contains(made["uuid"].as_str().unwrap()));
+    // Revoked on the first, refused at once by the second.
+    assert_eq!(first.revoke(&key, made["uuid"].as_str().unwrap()).await.status, StatusCode::OK);
+    let refused = second.list(made_key).await;
+    assert_eq!((refused.status, refused.error_code()), (StatusCode::UNAUTHORIZED, "invalid_api_key"));
+    let rotated = second.regenerate(&key, &first.tenant.credential_uuid.to_string()).await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    assert_eq!(first.list(&key).await.status, StatusCode::UNAUTHORIZED, "rotated away on the other instance");
+}
