@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::error::ErrorEnvelope;
+use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::JsonBody;
 use super::openapi::success_envelope;
 use super::{AppState, Success};
@@ -89,14 +89,8 @@ success_envelope!(EventPageAnswer, EventPage);
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The credential's events", body = HistoryAnswer),
-        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
         (status = 404, description = "Not found on this server", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
-        (status = 422, description = "A value out of range", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
-        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+        CommonErrors,
     ))]
 pub async fn history(
     State(app): State<AppState>,
@@ -118,13 +112,7 @@ pub async fn history(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "A page of events", body = EventPageAnswer),
-        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
-        (status = 422, description = "A value out of range", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
-        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+        CommonErrors,
     ))]
 pub async fn list_events(
     State(app): State<AppState>,

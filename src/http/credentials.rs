@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::error::ErrorEnvelope;
+use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::{JsonBody, RequestContext};
 use super::openapi::success_envelope;
 use super::{AppState, Success};
@@ -108,13 +108,7 @@ success_envelope!(RevokedAnswer, RevokedCredential);
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The credentials", body = CredentialListAnswer),
-        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
-        (status = 422, description = "Invalid `as_of`", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
-        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+        CommonErrors,
     ))]
 pub async fn list(
     State(app): State<AppState>,
@@ -183,13 +177,7 @@ async fn list_as_of(app: &AppState, caller: Caller, as_of: &str) -> Result<Vec<L
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The new credential and its key", body = CreatedAnswer),
-        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
-        (status = 422, description = "Invalid name or type", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
-        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+        CommonErrors,
     ))]
 pub async fn create(
     State(app): State<AppState>,
@@ -233,15 +221,9 @@ pub async fn create(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The old and the new credential, and the new key", body = RegeneratedAnswer),
-        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
         (status = 404, description = "No such credential on this server", body = ErrorEnvelope),
         (status = 409, description = "The credential is held", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
-        (status = 422, description = "Invalid uuid", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
-        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+        CommonErrors,
     ))]
 pub async fn regenerate(
     State(app): State<AppState>,
@@ -278,14 +260,8 @@ pub async fn regenerate(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The credential, held", body = RevokedAnswer),
-        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
         (status = 404, description = "No such credential on this server", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
-        (status = 422, description = "Invalid uuid", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
-        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+        CommonErrors,
     ))]
 pub async fn revoke(
     State(app): State<AppState>,

@@ -67,6 +67,26 @@ pub struct ErrorEnvelope {
     data: ErrorData,
 }
 
+/// The errors any authenticated call may answer with, as the OpenAPI document lists them.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only described, never built: `ApiError` is what answers.
+pub enum CommonErrors {
+    #[response(status = 400, description = "Malformed JSON or parameters")]
+    BadRequest(ErrorEnvelope),
+    #[response(status = 401, description = "Missing or invalid key")]
+    Unauthorized(ErrorEnvelope),
+    #[response(status = 413, description = "Body over 64 KiB")]
+    PayloadTooLarge(ErrorEnvelope),
+    #[response(status = 415, description = "Body not JSON")]
+    UnsupportedMediaType(ErrorEnvelope),
+    #[response(status = 422, description = "A value out of range")]
+    InvalidValue(ErrorEnvelope),
+    #[response(status = 429, description = "Too many failed authentications from this address")]
+    TooManyRequests(ErrorEnvelope),
+    #[response(status = 503, description = "Temporarily unavailable")]
+    Unavailable(ErrorEnvelope),
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorData {
     /// Stable, machine-readable: `invalid_api_key`, `credential_not_found`, `invalid_name`, …

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::error::ErrorEnvelope;
+use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::JsonBody;
 use super::openapi::success_envelope;
 use super::{AppState, Success};
@@ -100,13 +100,7 @@ success_envelope!(RetriedAnswer, RetriedDelivery);
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The endpoint and its secret", body = EndpointAnswer),
-        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
-        (status = 422, description = "A value out of range", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
-        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+        CommonErrors,
     ))]
 pub async fn create(
     State(app): State<AppState>,
@@ -137,13 +131,7 @@ pub async fn create(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The endpoints", body = EndpointListAnswer),
-        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
-        (status = 422, description = "A value out of range", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
-        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+        CommonErrors,
     ))]
 pub async fn list(
     State(app): State<AppState>,
@@ -158,14 +146,8 @@ pub async fn list(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Deleted", body = DeletedAnswer),
-        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
         (status = 404, description = "Not found on this server", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
-        (status = 422, description = "A value out of range", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
-        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+        CommonErrors,
     ))]
 pub async fn delete(
     State(app): State<AppState>,
@@ -184,13 +166,7 @@ pub async fn delete(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The attempts", body = AttemptListAnswer),
-        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
-        (status = 422, description = "A value out of range", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
-        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+        CommonErrors,
     ))]
 pub async fn deliveries(
     State(app): State<AppState>,
@@ -214,15 +190,9 @@ pub async fn deliveries(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Queued", body = RetriedAnswer),
-        (status = 400, description = "Malformed JSON or parameters", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
         (status = 404, description = "Not found on this server", body = ErrorEnvelope),
         (status = 409, description = "The delivery has not failed", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
-        (status = 422, description = "A value out of range", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed authentications", body = ErrorEnvelope),
-        (status = 503, description = "Temporarily unavailable", body = ErrorEnvelope),
+        CommonErrors,
     ))]
 pub async fn retry(
     State(app): State<AppState>,

@@ -7,7 +7,7 @@ mod bus_support;
 mod helpers;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use credential_ledger::bus::Relay;
@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use bus_support::{deduplicated_positions, TestBus};
-use helpers::{database_url, spawn_app, spawn_app_with};
+use helpers::{database_url, spawn_app, spawn_app_with, ChildGuard};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -130,22 +130,6 @@ async fn checkpoint(pool: &PgPool, bus: &TestBus) -> Option<i64> {
         .fetch_optional(pool)
         .await
         .unwrap()
-}
-
-/// A child process that is killed when dropped, so a failing test leaves nothing running.
-struct ChildGuard(Child);
-
-impl ChildGuard {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// Runs `credential-ledger relay` against the test's database and exchange.

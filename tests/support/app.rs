@@ -196,3 +196,19 @@ pub fn run_ledger(args: &[&str], database_url: &str) -> std::process::Output {
         .output()
         .expect("the binary runs")
 }
+
+/// A child process that is killed when dropped, so a failing test leaves nothing running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use bus_support::TestBus;
-use helpers::{spawn_app_with, Answer, TestApp};
+use helpers::{spawn_app_with, Answer, ChildGuard, TestApp};
 use receiver::{Hook, Receiver};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -328,7 +328,7 @@ async fn a_worker_killed_mid_delivery_is_replaced_and_the_webhook_still_arrives(
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("the worker starts");
-        KillOnDrop(child)
+        ChildGuard(child)
     };
 
     receiver.hold("slow", Duration::from_secs(30));
@@ -337,8 +337,7 @@ async fn a_worker_killed_mid_delivery_is_replaced_and_the_webhook_still_arrives(
     app.revoke(&app.tenant.key, doomed["uuid"].as_str().unwrap()).await;
     receiver.wait_for("slow", 1, WAIT).await;
     // The worker dies with the request in flight and the message unacknowledged.
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    first.kill();
     receiver.hold("slow", Duration::ZERO);
 
     let _second = worker(&url);
@@ -357,14 +356,4 @@ async fn a_worker_killed_mid_delivery_is_replaced_and_the_webhook_still_arrives(
     assert_eq!(attempts[0]["attempt"], 2, "the interrupted attempt counts");
     drop(_second);
     teardown(app, bus, &schedule).await;
-}
-
-/// A child process that is killed when dropped, so a failing test leaves nothing running.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
