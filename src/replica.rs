@@ -118,13 +118,14 @@ impl Replica {
             .then_some(Caller { credential_uuid: credential.uuid, server_uuid: credential.server_uuid })
     }
 
-    /// A server's credentials, by ascending id.
-    pub fn list(&self, server_uuid: Uuid) -> Vec<Credential> {
+    /// A server's credentials, by ascending id, each as `view` shows it. `view` runs under the
+    /// replica's read lock, so nothing is copied but what the caller keeps.
+    pub fn list<T>(&self, server_uuid: Uuid, view: impl Fn(&Credential) -> T) -> Vec<T> {
         let state = self.read();
         state
             .by_server
             .get(&server_uuid)
-            .map(|ids| ids.values().filter_map(|uuid| state.credentials.get(uuid).cloned()).collect())
+            .map(|ids| ids.values().filter_map(|uuid| state.credentials.get(uuid)).map(view).collect())
             .unwrap_or_default()
     }
 

@@ -13,6 +13,7 @@ pub use export::{export_records, ExportError};
 pub use verify::{ExpectedHead, Failure, VerifiedHead, Verifier};
 
 use crate::domain::{Credential, Event, Ledger};
+use crate::store::ServerEvent;
 
 /// One line of an export (JSON Lines).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +120,19 @@ impl Replay {
             .record(stream_id, stream_version, recorded_at, &event)
             .map_err(|error| failed(error.to_string()))?;
         Ok(())
+    }
+
+    /// Folds an event read from the database.
+    pub fn apply_server_event(&mut self, event: ServerEvent) -> Result<(), ReplayError> {
+        self.apply(
+            event.position,
+            event.stream_id,
+            event.stream_version,
+            event.recorded_at,
+            &event.event_type,
+            event.schema_version,
+            event.payload,
+        )
     }
 
     /// The credentials, by ascending id.

@@ -65,6 +65,19 @@ pub struct ListedCredential {
     last_used_at: Option<String>,
 }
 
+impl ListedCredential {
+    fn new(credential: &Credential, last_used_at: Option<DateTime<Utc>>) -> Self {
+        ListedCredential {
+            id: credential.id,
+            uuid: credential.uuid,
+            name: credential.name.as_str().to_owned(),
+            credential_type: credential.credential_type.as_str().to_owned(),
+            hold: credential.hold,
+            last_used_at: last_used_at.map(rfc3339),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedCredential {
     id: i64,
@@ -121,17 +134,7 @@ pub async fn list(
     // Authentication brought the replica up to date with everything committed before this request.
     let listed = app
         .replica
-        .list(caller.server_uuid)
-        .into_iter()
-        .map(|credential| ListedCredential {
-            id: credential.id,
-            uuid: credential.uuid,
-            last_used_at: app.usage.last_used(credential.uuid).map(rfc3339),
-            name: String::from(credential.name),
-            credential_type: credential.credential_type.as_str().to_owned(),
-            hold: credential.hold,
-        })
-        .collect();
+        .list(caller.server_uuid, |credential| ListedCredential::new(credential, app.usage.last_used(credential.uuid)));
     Ok(Success(listed))
 }
 
@@ -144,30 +147,9 @@ async fn list_as_of(app: &AppState, caller: Caller, as_of: &str) -> Result<Vec<L
     })?;
     let mut replay = Replay::new(None, None);
     for event in app.store.server_events_until(caller.server_uuid, as_of.with_timezone(&Utc)).await? {
-        replay
-            .apply(
-                event.position,
-                event.stream_id,
-                event.stream_version,
-                event.recorded_at,
-                &event.event_type,
-                event.schema_version,
-                event.payload,
-            )
-            .map_err(|error| ApiError::Internal(error.to_string()))?;
+        replay.apply_server_event(event).map_err(|error| ApiError::Internal(error.to_string()))?;
     }
-    Ok(replay
-        .finish()
-        .into_iter()
-        .map(|credential| ListedCredential {
-            id: credential.id,
-            uuid: credential.uuid,
-            name: credential.name.as_str().to_owned(),
-            credential_type: credential.credential_type.as_str().to_owned(),
-            hold: credential.hold,
-            last_used_at: None,
-        })
-        .collect())
+    Ok(replay.finish().iter().map(|credential| ListedCredential::new(credential, None)).collect())
 }
 
 /// Create a new credential.

@@ -38,11 +38,21 @@ pub enum StoreError {
 }
 
 /// How to reach the database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    // The URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Connects to the database named in the settings, creating it first if it does not exist.
