@@ -17,7 +17,7 @@ use credential_ledger::domain::{
     Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, ServerName,
 };
 use credential_ledger::provision::provision_server;
-use credential_ledger::store::{self, DatabaseSettings, NewEvent, Store};
+use credential_ledger::store::{self, DatabaseSettings, Decision, NewEvent, Store};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -55,26 +55,35 @@ async fn seed(database_url: &str, server_name: &str, count: usize) -> anyhow::Re
     let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
     let mut rng = rand::rngs::OsRng;
     let mut remaining = count.saturating_sub(1);
+    let mut head = None;
     while remaining > 0 {
         let batch = remaining.min(SEED_BATCH);
-        let mut txn = store.begin_append().await?;
-        let mut ledger = txn.load_ledger(&[]).await?;
-        let now = txn.now();
-        let mut events = Vec::with_capacity(batch);
+        let mut commands = Vec::with_capacity(batch);
         for i in 0..batch {
             let key = ApiKey::generate(&mut rng);
-            let command = Command::Create {
+            commands.push(Command::Create {
                 server_uuid: first.server_uuid,
                 credential_uuid: Uuid::new_v4(),
                 name: CredentialName::parse(&format!("Seeded {}", remaining - i)).map_err(anyhow::Error::msg)?,
                 credential_type: if i % 2 == 0 { CredentialType::Api } else { CredentialType::Smtp },
                 hold: false,
                 key: KeyMaterial::from(&key),
-            };
-            let handled = ledger.handle(&command, now)?;
-            events.extend(handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &metadata }));
+            });
         }
-        txn.commit(&ledger, &events, now).await?;
+        let appended = store
+            .append(head.take(), &[], |ledger, now| {
+                let mut events = Vec::with_capacity(batch);
+                for command in &commands {
+                    if let Ok(handled) = ledger.handle(command, now) {
+                        events.extend(
+                            handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &metadata }),
+                        );
+                    }
+                }
+                Decision { servers: Vec::new(), events, value: () }
+            })
+            .await?;
+        head = Some(appended.head);
         remaining -= batch;
     }
     println!("{}", json!({"server_uuid": first.server_uuid, "key": first.key.expose_secret()}));

@@ -7,7 +7,7 @@ use crate::domain::{
     Actor, ApiKey, Command, Credential, CredentialName, CredentialType, DomainError, EventMetadata, KeyMaterial,
     Outcome, ServerName,
 };
-use crate::store::{NewEvent, Store};
+use crate::store::{Decision, NewEvent, Store};
 use crate::writer::WriteError;
 
 pub struct ProvisionedServer {
@@ -34,14 +34,19 @@ pub async fn provision_server(
     };
     let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
 
-    let mut txn = store.begin_append().await.map_err(unavailable)?;
-    txn.insert_server(server_uuid, name).await.map_err(unavailable)?;
-    let mut ledger = txn.load_ledger(&[]).await.map_err(unavailable)?;
-    let recorded_at = txn.now();
-    let handled = ledger.handle(&command, recorded_at)?;
-    let events: Vec<_> = handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &metadata }).collect();
-    txn.commit(&ledger, &events, recorded_at).await.map_err(unavailable)?;
-    let Outcome::Created(credential) = handled.outcome else {
+    let appended = store
+        .append(None, &[], |ledger, now| match ledger.handle(&command, now) {
+            Ok(handled) => Decision {
+                servers: vec![(server_uuid, name.clone())],
+                events: handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &metadata }).collect(),
+                value: Ok(handled.outcome),
+            },
+            Err(refused) => Decision { servers: Vec::new(), events: Vec::new(), value: Err(refused) },
+        })
+        .await
+        .map_err(unavailable)?;
+    let outcome = appended.value?;
+    let Outcome::Created(credential) = outcome else {
         return Err(DomainError::Inconsistent("a create command had another outcome".into()).into());
     };
     Ok(ProvisionedServer { server_uuid, credential, key })

@@ -7,7 +7,8 @@
 //! applied the log up to there. Whatever committed before the request arrived is then visible.
 //! One head read is shared by all the requests that arrived before it began, so under load a
 //! single cheap query serves a whole crowd; the replica applies new events with the same
-//! `apply` as the view, read from the log in order.
+//! `apply` as the view, read from the log in order, or takes the credentials this process's
+//! writer just committed, folded by that same `apply`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -39,6 +40,10 @@ impl State {
 
     fn apply(&mut self, event: StoredEvent) -> Result<(), StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt { position: event.position, reason };
+        if event.position <= self.position {
+            // The writer of this process handed it over already.
+            return Ok(());
+        }
         if event.position != self.position + 1 {
             return Err(corrupt(format!(
                 "the replica is at {}, the next event is at {}",
@@ -108,6 +113,19 @@ impl Replica {
     pub async fn sync(&self, arrived: Instant) -> Result<(), StoreError> {
         let head = self.head_since(arrived).await.map_err(|shared| StoreError::Unavailable(shared.to_string()))?;
         self.catch_up(head).await
+    }
+
+    /// Takes in a batch this process's writer committed, which moved the log from `previous` to
+    /// `head` and left `changed` in these states, if the replica stood exactly at `previous`;
+    /// otherwise the next catch-up reads the batch from the log like any other.
+    pub fn committed<'a>(&self, previous: i64, head: i64, changed: impl Iterator<Item = &'a Credential>) {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if state.position == previous {
+            for credential in changed {
+                state.insert(credential.clone());
+            }
+            state.position = head;
+        }
     }
 
     /// The caller a key belongs to: a non-held API credential.

@@ -65,7 +65,7 @@ impl Application {
         store::prepare(&pool).await?;
         let store = Store::new(pool);
         let replica = Replica::load(store.clone()).await?;
-        let (writer, writer_task) = Writer::spawn(store.clone());
+        let (writer, writer_task) = Writer::spawn(store.clone(), replica.clone());
         let usage = UsageRecorder::default();
         let stop_flusher = CancellationToken::new();
         let flusher = usage.spawn_flusher(store.clone(), settings.usage_flush_interval, stop_flusher.clone());

@@ -1,9 +1,11 @@
 //! The writer: one task per process that turns concurrent commands into group commits.
 //!
 //! Requests queue their commands here. The writer takes everything waiting (up to a cap),
-//! decides it against the state loaded in one transaction that holds the chain head, appends all
-//! resulting events, updates the view, commits once, and only then answers every request. One
-//! fsync is shared by the whole batch; the head lock orders batches from every instance.
+//! decides it against the state of the credentials it touches, appends all resulting events and
+//! view rows in one statement, and only then answers every request. One fsync is shared by the
+//! whole batch; the chain head orders batches from every instance. The writer remembers the head
+//! it last moved, so a batch of creates costs one round trip, and hands what it committed to the
+//! replica, which then need not read it back from the log.
 
 use std::sync::Arc;
 
@@ -12,7 +14,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::domain::{Command, DomainError, EventMetadata, Outcome};
-use crate::store::{NewEvent, Store, StoreError};
+use crate::replica::Replica;
+use crate::store::{Appended, ChainHead, Decision, NewEvent, Store, StoreError};
 
 /// The most commands decided in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -42,9 +45,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(store: Store) -> (Writer, JoinHandle<()>) {
+    pub fn spawn(store: Store, replica: Arc<Replica>) -> (Writer, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(run(store, queue));
+        let task = tokio::spawn(run(store, replica, queue));
         (Writer { jobs }, task)
     }
 
@@ -62,14 +65,18 @@ impl std::fmt::Debug for Job {
     }
 }
 
-async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
+async fn run(store: Store, replica: Arc<Replica>, mut queue: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Where this writer last left the log; unknown at first and after any failure.
+    let mut head = None;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let size = batch.len();
         let started = std::time::Instant::now();
-        match commit_batch(&store, &batch).await {
-            Ok(results) => {
-                for (job, result) in batch.drain(..).zip(results) {
+        match commit_batch(&store, head.take(), &batch).await {
+            Ok(appended) => {
+                replica.committed(appended.previous, appended.head.position, appended.ledger.changed());
+                head = Some(appended.head);
+                for (job, result) in batch.drain(..).zip(appended.value) {
                     // A caller that went away still had its command committed; nobody to tell.
                     let _ = job.reply.send(result.map_err(WriteError::from));
                 }
@@ -89,24 +96,29 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
-/// Decides and commits one batch in one transaction. Commands the domain refuses get their
-/// error; the others commit together or not at all.
-async fn commit_batch(store: &Store, batch: &[Job]) -> Result<Vec<Result<Outcome, DomainError>>, StoreError> {
-    let mut txn = store.begin_append().await?;
+/// Decides and commits one batch. Commands the domain refuses get their error; the others
+/// commit together or not at all.
+async fn commit_batch(
+    store: &Store,
+    head: Option<ChainHead>,
+    batch: &[Job],
+) -> Result<Appended<Vec<Result<Outcome, DomainError>>>, StoreError> {
     let touched: Vec<Uuid> = batch.iter().filter_map(|job| job.command.touches()).collect();
-    let mut ledger = txn.load_ledger(&touched).await?;
-    let now = txn.now();
-    let mut events = Vec::new();
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        match ledger.handle(&job.command, now) {
-            Ok(handled) => {
-                events.extend(handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &job.metadata }));
-                results.push(Ok(handled.outcome));
+    store
+        .append(head, &touched, |ledger, now| {
+            let mut events = Vec::new();
+            let mut results = Vec::with_capacity(batch.len());
+            for job in batch {
+                match ledger.handle(&job.command, now) {
+                    Ok(handled) => {
+                        let metadata = &job.metadata;
+                        events.extend(handled.events.into_iter().map(|pending| NewEvent { pending, metadata }));
+                        results.push(Ok(handled.outcome));
+                    }
+                    Err(refused) => results.push(Err(refused)),
+                }
             }
-            Err(refused) => results.push(Err(refused)),
-        }
-    }
-    txn.commit(&ledger, &events, now).await?;
-    Ok(results)
+            Decision { servers: Vec::new(), events, value: results }
+        })
+        .await
 }

@@ -1,11 +1,17 @@
-//! Appending to the log: one transaction per batch of commands, holding the chain head.
+//! Appending to the log: a batch of decided commands becomes one statement that moves the chain
+//! head, appends the events, upserts the view rows and notifies listeners, all or nothing.
+//!
+//! The head is read without a lock and the statement moves it only if it is still where it was
+//! read (a compare-and-set on `chain_head.position`), so an uncontended batch costs a single
+//! round trip. If another instance appended in between, the batch is decided again, this time
+//! in a transaction that holds the head's row lock, which cannot lose.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::{Postgres, Transaction};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::{Store, StoreError};
-use crate::domain::{chain_hash, ChainLink, Credential, Event, EventMetadata, Hash, Ledger, PendingEvent, ServerName};
+use crate::domain::{chain_hash, ChainLink, Event, EventMetadata, Hash, Ledger, PendingEvent, ServerName};
 
 /// The channel every commit notifies with its new head position.
 pub const EVENTS_CHANNEL: &str = "credential_ledger_events";
@@ -17,38 +23,16 @@ pub struct NewEvent<'a> {
     pub metadata: &'a EventMetadata,
 }
 
-/// An open append: the chain head is locked until `commit` or drop (which rolls back).
-pub struct AppendTxn {
-    tx: Transaction<'static, Postgres>,
-    position: i64,
+/// The end of the log, as an appender chains to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub position: i64,
     hash: Hash,
     last_credential_id: i64,
     last_recorded_at: Option<DateTime<Utc>>,
 }
 
-impl Store {
-    /// Starts an append, waiting for the chain head if another writer (here or on another
-    /// instance) holds it.
-    pub async fn begin_append(&self) -> Result<AppendTxn, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let head = sqlx::query!("SELECT position, hash, last_credential_id, recorded_at FROM chain_head FOR UPDATE")
-            .fetch_one(&mut *tx)
-            .await?;
-        let hash = head.hash.as_slice().try_into().map_err(|_| StoreError::Corrupt {
-            position: head.position,
-            reason: "the chain head's hash is not 32 bytes".into(),
-        })?;
-        Ok(AppendTxn {
-            tx,
-            position: head.position,
-            hash,
-            last_credential_id: head.last_credential_id,
-            last_recorded_at: head.recorded_at,
-        })
-    }
-}
-
-impl AppendTxn {
+impl ChainHead {
     /// The time to record new events with: now, but never before the last append, so that
     /// `recorded_at` does not decrease along the log even if the clock steps back. Microseconds,
     /// as PostgreSQL keeps them (the hash must cover exactly what is stored).
@@ -56,81 +40,249 @@ impl AppendTxn {
         let now = Utc::now().trunc_subsecs(6);
         self.last_recorded_at.map_or(now, |last| now.max(last))
     }
+}
 
-    /// The current state of `credential_uuids`, folded from their streams.
-    pub async fn load_ledger(&mut self, credential_uuids: &[Uuid]) -> Result<Ledger, StoreError> {
-        let mut ledger = Ledger::new(self.last_credential_id);
-        if credential_uuids.is_empty() {
-            return Ok(ledger);
+/// What one decision over the ledger produced: new servers (tenants), events to append, and
+/// whatever the caller wants back (answers to its commands).
+pub struct Decision<'a, T> {
+    pub servers: Vec<(Uuid, ServerName)>,
+    pub events: Vec<NewEvent<'a>>,
+    pub value: T,
+}
+
+/// A committed append: the caller's value, the ledger with the credentials it changed, and the
+/// new head to chain the next append to.
+pub struct Appended<T> {
+    pub value: T,
+    pub ledger: Ledger,
+    pub previous: i64,
+    pub head: ChainHead,
+}
+
+impl Store {
+    /// Loads the state of `touched` at the head, lets `decide` decide against it at a time no
+    /// earlier than the last append, and appends the result. `head` is where the caller last
+    /// saw the log end (a writer keeps it between batches); `None` reads it. `decide` runs
+    /// again if another instance appended first.
+    pub async fn append<'a, T>(
+        &self,
+        head: Option<ChainHead>,
+        touched: &[Uuid],
+        mut decide: impl FnMut(&mut Ledger, DateTime<Utc>) -> Decision<'a, T>,
+    ) -> Result<Appended<T>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let head = match head {
+            Some(head) => head,
+            None => read_head(&mut connection).await?,
+        };
+        if let Some(appended) = try_append(&mut connection, head, touched, &mut decide).await? {
+            return Ok(appended);
         }
-        let rows = sqlx::query!(
-            r#"SELECT position, stream_id, stream_version, event_type, schema_version, payload, recorded_at
-                 FROM events WHERE stream_id = ANY($1) ORDER BY position"#,
-            credential_uuids,
-        )
-        .fetch_all(&mut *self.tx)
+        // Another instance appended since `head`: again, holding the head this time.
+        let mut tx = connection.begin().await?;
+        let head = lock_head(&mut tx).await?;
+        let position = head.position;
+        let appended = try_append(&mut tx, head, touched, &mut decide).await?.ok_or_else(|| StoreError::Corrupt {
+            position,
+            reason: "the chain head moved while its row lock was held".into(),
+        })?;
+        tx.commit().await?;
+        Ok(appended)
+    }
+}
+
+async fn read_head(connection: &mut PgConnection) -> Result<ChainHead, StoreError> {
+    let row = sqlx::query!("SELECT position, hash, last_credential_id, recorded_at FROM chain_head")
+        .fetch_one(connection)
         .await?;
-        for row in rows {
-            let corrupt = |reason: String| StoreError::Corrupt { position: row.position, reason };
-            let event = Event::decode(&row.event_type, row.schema_version, row.payload)
-                .map_err(|error| corrupt(error.to_string()))?;
-            ledger
-                .record(row.stream_id, row.stream_version, row.recorded_at, &event)
-                .map_err(|error| corrupt(error.to_string()))?;
-        }
-        Ok(ledger)
-    }
+    chain_head(row.position, &row.hash, row.last_credential_id, row.recorded_at)
+}
 
-    pub async fn insert_server(&mut self, uuid: Uuid, name: &ServerName) -> Result<(), StoreError> {
-        sqlx::query!("INSERT INTO servers (uuid, name) VALUES ($1, $2)", uuid, name.as_str())
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
-    }
+async fn lock_head(connection: &mut PgConnection) -> Result<ChainHead, StoreError> {
+    let row = sqlx::query!("SELECT position, hash, last_credential_id, recorded_at FROM chain_head FOR UPDATE")
+        .fetch_one(connection)
+        .await?;
+    chain_head(row.position, &row.hash, row.last_credential_id, row.recorded_at)
+}
 
-    /// Appends `events` after the head, brings the view up to date with the credentials the
-    /// ledger changed, moves the head, notifies listeners and commits: all or nothing.
-    pub async fn commit(
-        mut self,
+fn chain_head(
+    position: i64,
+    hash: &[u8],
+    last_credential_id: i64,
+    last_recorded_at: Option<DateTime<Utc>>,
+) -> Result<ChainHead, StoreError> {
+    let hash = hash
+        .try_into()
+        .map_err(|_| StoreError::Corrupt { position, reason: "the chain head's hash is not 32 bytes".into() })?;
+    Ok(ChainHead { position, hash, last_credential_id, last_recorded_at })
+}
+
+/// Decides against the state at `head` and appends, or says `None` if the head has moved.
+async fn try_append<'a, T>(
+    connection: &mut PgConnection,
+    head: ChainHead,
+    touched: &[Uuid],
+    decide: &mut impl FnMut(&mut Ledger, DateTime<Utc>) -> Decision<'a, T>,
+) -> Result<Option<Appended<T>>, StoreError> {
+    let mut ledger = load_ledger(connection, head.last_credential_id, touched).await?;
+    let recorded_at = head.now();
+    let Decision { servers, events, value } = decide(&mut ledger, recorded_at);
+    if events.is_empty() && servers.is_empty() {
+        let previous = head.position;
+        return Ok(Some(Appended { value, ledger, previous, head }));
+    }
+    let rows = Rows::new(&head, &ledger, &servers, &events, recorded_at);
+    let next = ChainHead {
+        position: head.position + events.len() as i64,
+        hash: rows.last_hash,
+        last_credential_id: ledger.last_credential_id(),
+        last_recorded_at: Some(recorded_at),
+    };
+    let moved = sqlx::query_scalar!(
+        r#"WITH head AS (
+               UPDATE chain_head SET position = $1, hash = $2, last_credential_id = $3, recorded_at = $4
+                WHERE position = $5
+            RETURNING position
+           ), new_servers AS (
+               INSERT INTO servers (uuid, name)
+               SELECT server.uuid, server.name FROM UNNEST($6::uuid[], $7::text[]) AS server (uuid, name), head
+           ), new_events AS (
+               INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version,
+                                   server_uuid, payload, metadata, recorded_at, prev_hash, hash)
+               SELECT e.position, e.stream_id, e.stream_version, e.event_id, e.event_type, e.schema_version,
+                      e.server_uuid, e.payload, e.metadata, $4, e.prev_hash, e.hash
+                 FROM UNNEST($8::bigint[], $9::uuid[], $10::int[], $11::uuid[], $12::text[], $13::int[],
+                             $14::uuid[], $15::jsonb[], $16::jsonb[], $17::bytea[], $18::bytea[])
+                      AS e (position, stream_id, stream_version, event_id, event_type, schema_version,
+                            server_uuid, payload, metadata, prev_hash, hash),
+                      head
+           ), view_rows AS (
+               INSERT INTO credentials (id, uuid, server_uuid, name, type, hold, key_hash, key_prefix,
+                                        created_at, locked_at, version)
+               SELECT c.id, c.uuid, c.server_uuid, c.name, c.type, c.hold, c.key_hash, c.key_prefix,
+                      c.created_at, c.locked_at, c.version
+                 FROM UNNEST($19::bigint[], $20::uuid[], $21::uuid[], $22::text[], $23::text[], $24::bool[],
+                             $25::bytea[], $26::text[], $27::timestamptz[], $28::timestamptz[], $29::int[])
+                      AS c (id, uuid, server_uuid, name, type, hold, key_hash, key_prefix, created_at,
+                            locked_at, version),
+                      head
+                   ON CONFLICT (uuid) DO UPDATE
+                  SET name = EXCLUDED.name, hold = EXCLUDED.hold, locked_at = EXCLUDED.locked_at,
+                      version = EXCLUDED.version
+           )
+           SELECT pg_notify($30, position::text) AS "notified!" FROM head"#,
+        next.position,
+        &next.hash[..],
+        next.last_credential_id,
+        recorded_at,
+        head.position,
+        &rows.server_uuids,
+        &rows.server_names,
+        &rows.positions,
+        &rows.stream_ids,
+        &rows.stream_versions,
+        &rows.event_ids,
+        &rows.event_types,
+        &rows.schema_versions,
+        &rows.event_server_uuids,
+        &rows.payloads,
+        &rows.metadatas,
+        &rows.prev_hashes,
+        &rows.hashes,
+        &rows.ids,
+        &rows.uuids,
+        &rows.credential_server_uuids,
+        &rows.names,
+        &rows.types,
+        &rows.holds,
+        &rows.key_hashes,
+        &rows.key_prefixes,
+        &rows.created_ats,
+        &rows.locked_ats as &[Option<DateTime<Utc>>],
+        &rows.versions,
+        EVENTS_CHANNEL,
+    )
+    .fetch_optional(connection)
+    .await?;
+    let previous = head.position;
+    Ok(moved.map(|_| Appended { value, ledger, previous, head: next }))
+}
+
+/// The state of `credential_uuids`, folded from their streams.
+async fn load_ledger(
+    connection: &mut PgConnection,
+    last_credential_id: i64,
+    credential_uuids: &[Uuid],
+) -> Result<Ledger, StoreError> {
+    let mut ledger = Ledger::new(last_credential_id);
+    if credential_uuids.is_empty() {
+        return Ok(ledger);
+    }
+    let rows = sqlx::query!(
+        r#"SELECT position, stream_id, stream_version, event_type, schema_version, payload, recorded_at
+             FROM events WHERE stream_id = ANY($1) ORDER BY position"#,
+        credential_uuids,
+    )
+    .fetch_all(connection)
+    .await?;
+    for row in rows {
+        let corrupt = |reason: String| StoreError::Corrupt { position: row.position, reason };
+        let event = Event::decode(&row.event_type, row.schema_version, row.payload)
+            .map_err(|error| corrupt(error.to_string()))?;
+        ledger
+            .record(row.stream_id, row.stream_version, row.recorded_at, &event)
+            .map_err(|error| corrupt(error.to_string()))?;
+    }
+    Ok(ledger)
+}
+
+/// The statement's parameters: one array per column, each event chained to the one before.
+#[derive(Default)]
+struct Rows {
+    /// The hash of the last event: the new head's.
+    last_hash: Hash,
+    server_uuids: Vec<Uuid>,
+    server_names: Vec<String>,
+    positions: Vec<i64>,
+    stream_ids: Vec<Uuid>,
+    stream_versions: Vec<i32>,
+    event_ids: Vec<Uuid>,
+    event_types: Vec<String>,
+    schema_versions: Vec<i32>,
+    event_server_uuids: Vec<Uuid>,
+    payloads: Vec<serde_json::Value>,
+    metadatas: Vec<serde_json::Value>,
+    prev_hashes: Vec<Vec<u8>>,
+    hashes: Vec<Vec<u8>>,
+    ids: Vec<i64>,
+    uuids: Vec<Uuid>,
+    credential_server_uuids: Vec<Uuid>,
+    names: Vec<String>,
+    types: Vec<String>,
+    holds: Vec<bool>,
+    key_hashes: Vec<Vec<u8>>,
+    key_prefixes: Vec<String>,
+    created_ats: Vec<DateTime<Utc>>,
+    locked_ats: Vec<Option<DateTime<Utc>>>,
+    versions: Vec<i32>,
+}
+
+impl Rows {
+    fn new(
+        head: &ChainHead,
         ledger: &Ledger,
+        servers: &[(Uuid, ServerName)],
         events: &[NewEvent<'_>],
         recorded_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        if !events.is_empty() {
-            self.append(events, recorded_at).await?;
-            write_credential_rows(&mut self.tx, ledger.changed()).await?;
-            sqlx::query!(
-                "UPDATE chain_head SET position = $1, hash = $2, last_credential_id = $3, recorded_at = $4",
-                self.position,
-                &self.hash[..],
-                ledger.last_credential_id(),
-                recorded_at,
-            )
-            .execute(&mut *self.tx)
-            .await?;
-            sqlx::query!("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, self.position.to_string())
-                .execute(&mut *self.tx)
-                .await?;
+    ) -> Rows {
+        let mut rows = Rows { last_hash: head.hash, ..Rows::default() };
+        for (uuid, name) in servers {
+            rows.server_uuids.push(*uuid);
+            rows.server_names.push(name.as_str().to_owned());
         }
-        self.tx.commit().await?;
-        Ok(())
-    }
-
-    async fn append(&mut self, events: &[NewEvent<'_>], recorded_at: DateTime<Utc>) -> Result<(), StoreError> {
-        let count = events.len();
-        let mut positions = Vec::with_capacity(count);
-        let mut stream_ids = Vec::with_capacity(count);
-        let mut stream_versions = Vec::with_capacity(count);
-        let mut event_ids = Vec::with_capacity(count);
-        let mut event_types = Vec::with_capacity(count);
-        let mut schema_versions = Vec::with_capacity(count);
-        let mut server_uuids = Vec::with_capacity(count);
-        let mut payloads = Vec::with_capacity(count);
-        let mut metadatas = Vec::with_capacity(count);
-        let mut prev_hashes = Vec::with_capacity(count);
-        let mut hashes = Vec::with_capacity(count);
+        let mut position = head.position;
         for NewEvent { pending, metadata } in events {
-            let position = self.position + 1;
+            position += 1;
             let event_id = Uuid::new_v4();
             let payload = pending.event.payload();
             let metadata = serde_json::to_value(metadata).unwrap_or(serde_json::Value::Null);
@@ -146,101 +298,33 @@ impl AppendTxn {
                 metadata: &metadata,
                 recorded_at,
             };
-            let hash = chain_hash(&self.hash, &link);
-            positions.push(position);
-            stream_ids.push(pending.stream_id);
-            stream_versions.push(pending.stream_version);
-            event_ids.push(event_id);
-            event_types.push(pending.event.event_type().to_owned());
-            schema_versions.push(Event::SCHEMA_VERSION);
-            server_uuids.push(pending.server_uuid);
-            payloads.push(payload);
-            metadatas.push(metadata);
-            prev_hashes.push(self.hash.to_vec());
-            hashes.push(hash.to_vec());
-            self.position = position;
-            self.hash = hash;
+            let hash = chain_hash(&rows.last_hash, &link);
+            rows.positions.push(position);
+            rows.stream_ids.push(pending.stream_id);
+            rows.stream_versions.push(pending.stream_version);
+            rows.event_ids.push(event_id);
+            rows.event_types.push(pending.event.event_type().to_owned());
+            rows.schema_versions.push(Event::SCHEMA_VERSION);
+            rows.event_server_uuids.push(pending.server_uuid);
+            rows.payloads.push(payload);
+            rows.metadatas.push(metadata);
+            rows.prev_hashes.push(rows.last_hash.to_vec());
+            rows.hashes.push(hash.to_vec());
+            rows.last_hash = hash;
         }
-        let recorded_ats = vec![recorded_at; count];
-        sqlx::query!(
-            r#"INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version,
-                                   server_uuid, payload, metadata, recorded_at, prev_hash, hash)
-               SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::int[], $4::uuid[], $5::text[], $6::int[],
-                                    $7::uuid[], $8::jsonb[], $9::jsonb[], $10::timestamptz[], $11::bytea[],
-                                    $12::bytea[])"#,
-            &positions,
-            &stream_ids,
-            &stream_versions,
-            &event_ids,
-            &event_types,
-            &schema_versions,
-            &server_uuids,
-            &payloads,
-            &metadatas,
-            &recorded_ats,
-            &prev_hashes,
-            &hashes,
-        )
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+        for credential in ledger.changed() {
+            rows.ids.push(credential.id);
+            rows.uuids.push(credential.uuid);
+            rows.credential_server_uuids.push(credential.server_uuid);
+            rows.names.push(credential.name.as_str().to_owned());
+            rows.types.push(credential.credential_type.as_str().to_owned());
+            rows.holds.push(credential.hold);
+            rows.key_hashes.push(credential.key_hash.0.to_vec());
+            rows.key_prefixes.push(credential.key_prefix.clone());
+            rows.created_ats.push(credential.created_at);
+            rows.locked_ats.push(credential.locked_at);
+            rows.versions.push(credential.version);
+        }
+        rows
     }
-}
-
-/// Writes credential rows into the view, replacing the rows of the same credentials: used by
-/// the inline projection and by the rebuild.
-pub(super) async fn write_credential_rows<'a>(
-    tx: &mut Transaction<'static, Postgres>,
-    credentials: impl Iterator<Item = &'a Credential>,
-) -> Result<(), StoreError> {
-    let mut ids = Vec::new();
-    let mut uuids = Vec::new();
-    let mut server_uuids = Vec::new();
-    let mut names = Vec::new();
-    let mut types = Vec::new();
-    let mut holds = Vec::new();
-    let mut key_hashes = Vec::new();
-    let mut key_prefixes = Vec::new();
-    let mut created_ats = Vec::new();
-    let mut locked_ats = Vec::new();
-    let mut versions = Vec::new();
-    for credential in credentials {
-        ids.push(credential.id);
-        uuids.push(credential.uuid);
-        server_uuids.push(credential.server_uuid);
-        names.push(credential.name.as_str().to_owned());
-        types.push(credential.credential_type.as_str().to_owned());
-        holds.push(credential.hold);
-        key_hashes.push(credential.key_hash.0.to_vec());
-        key_prefixes.push(credential.key_prefix.clone());
-        created_ats.push(credential.created_at);
-        locked_ats.push(credential.locked_at);
-        versions.push(credential.version);
-    }
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query!(
-        r#"INSERT INTO credentials (id, uuid, server_uuid, name, type, hold, key_hash, key_prefix,
-                                    created_at, locked_at, version)
-           SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bool[],
-                                $7::bytea[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::int[])
-           ON CONFLICT (uuid) DO UPDATE
-              SET name = EXCLUDED.name, hold = EXCLUDED.hold, locked_at = EXCLUDED.locked_at,
-                  version = EXCLUDED.version"#,
-        &ids,
-        &uuids,
-        &server_uuids,
-        &names,
-        &types,
-        &holds,
-        &key_hashes,
-        &key_prefixes,
-        &created_ats,
-        &locked_ats as &[Option<DateTime<Utc>>],
-        &versions,
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

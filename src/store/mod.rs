@@ -14,7 +14,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-pub use append::{AppendTxn, NewEvent, EVENTS_CHANNEL};
+pub use append::{Appended, ChainHead, Decision, NewEvent, EVENTS_CHANNEL};
 pub use credentials::Caller;
 pub use events::{
     events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress, ServerEvent, StoredEvent,

@@ -1,18 +1,22 @@
 //! Schema management: migrations for the event store, projections for the read models.
 
+use std::io::Write;
+
+use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use super::append::write_credential_rows;
 use super::StoreError;
-use crate::domain::{Event, Ledger};
+use crate::domain::{Credential, Event, Ledger};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 const CREDENTIALS_PROJECTION: &str = "credentials";
 const CREDENTIALS_SCHEMA: &str = include_str!("../../projections/credentials.sql");
-const REPLAY_PAGE: i64 = 20_000;
-const WRITE_CHUNK: usize = 10_000;
+/// Where the projection file's bare table ends and its indexes begin.
+const INDEXES_MARKER: &str = "\n-- indexes\n";
+/// How much COPY text to send at once.
+const COPY_CHUNK: usize = 1 << 20;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,30 +53,28 @@ fn schema_checksum() -> [u8; 32] {
 }
 
 /// Drops the credential view and replays the whole log into a new one, in one transaction that
-/// holds the chain head, so no append is missed and readers see the old view until commit.
+/// holds the chain head, so no append is missed and readers see the old view until commit. The
+/// log is streamed and folded in memory, the bare table is loaded with COPY, and the indexes are
+/// built last.
 pub async fn rebuild_projections(pool: &PgPool) -> Result<RebuildReport, StoreError> {
+    let (table, indexes) = CREDENTIALS_SCHEMA.split_once(INDEXES_MARKER).unwrap_or((CREDENTIALS_SCHEMA, ""));
     let mut tx = pool.begin().await?;
     let head = sqlx::query_scalar!("SELECT position FROM chain_head FOR UPDATE").fetch_one(&mut *tx).await?;
     sqlx::raw_sql("DROP TABLE IF EXISTS credentials").execute(&mut *tx).await?;
-    sqlx::raw_sql(CREDENTIALS_SCHEMA).execute(&mut *tx).await?;
+    sqlx::raw_sql(table).execute(&mut *tx).await?;
 
     let mut ledger = Ledger::new(0);
     let mut events = 0u64;
-    let mut after = 0i64;
-    loop {
-        let page = sqlx::query!(
-            r#"SELECT position, stream_id, stream_version, event_type, schema_version, payload, recorded_at
-                 FROM events WHERE position > $1 ORDER BY position LIMIT $2"#,
-            after,
-            REPLAY_PAGE,
+    {
+        let mut log = sqlx::query!(
+            r#"SELECT position, stream_id, stream_version, event_type, schema_version, payload::text AS "payload!",
+                      recorded_at
+                 FROM events ORDER BY position"#
         )
-        .fetch_all(&mut *tx)
-        .await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        for row in page {
+        .fetch(&mut *tx);
+        while let Some(row) = log.try_next().await? {
             let corrupt = |reason: String| StoreError::Corrupt { position: row.position, reason };
-            let event = Event::decode(&row.event_type, row.schema_version, row.payload)
+            let event = Event::decode_text(&row.event_type, row.schema_version, &row.payload)
                 .map_err(|error| corrupt(error.to_string()))?;
             ledger
                 .record(row.stream_id, row.stream_version, row.recorded_at, &event)
@@ -81,10 +83,29 @@ pub async fn rebuild_projections(pool: &PgPool) -> Result<RebuildReport, StoreEr
         }
     }
 
-    let credentials: Vec<_> = ledger.into_credentials().collect();
-    for chunk in credentials.chunks(WRITE_CHUNK) {
-        write_credential_rows(&mut tx, chunk.iter()).await?;
+    let mut copy = tx
+        .copy_in_raw(
+            "COPY credentials (id, uuid, server_uuid, name, type, hold, key_hash, key_prefix, created_at, locked_at, \
+             version) FROM STDIN",
+        )
+        .await?;
+    let mut text = Vec::with_capacity(COPY_CHUNK + 1024);
+    let mut credentials = 0u64;
+    for credential in ledger.credentials() {
+        copy_row(&mut text, credential);
+        credentials += 1;
+        if text.len() >= COPY_CHUNK {
+            copy.send(text.as_slice()).await?;
+            text.clear();
+        }
     }
+    copy.send(text.as_slice()).await?;
+    copy.finish().await?;
+    drop(ledger);
+
+    // Sorting a million keys fits in memory with this, instead of spilling to disk.
+    sqlx::query!("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut *tx).await?;
+    sqlx::raw_sql(indexes).execute(&mut *tx).await?;
     sqlx::query!(
         r#"INSERT INTO projection_versions (name, checksum, position, rebuilt_at) VALUES ($1, $2, $3, now())
            ON CONFLICT (name) DO UPDATE
@@ -96,5 +117,41 @@ pub async fn rebuild_projections(pool: &PgPool) -> Result<RebuildReport, StoreEr
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(RebuildReport { events, credentials: credentials.len() as u64, position: head })
+    Ok(RebuildReport { events, credentials, position: head })
+}
+
+/// One view row in COPY's text format: tab-separated, `\N` for NULL, bytea as `\\x` hex.
+fn copy_row(out: &mut Vec<u8>, credential: &Credential) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{}\t{}\t{}\t", credential.id, credential.uuid, credential.server_uuid);
+    copy_text(out, credential.name.as_str());
+    let _ = write!(
+        out,
+        "\t{}\t{}\t\\\\x{}\t",
+        credential.credential_type.as_str(),
+        if credential.hold { 't' } else { 'f' },
+        hex::encode(credential.key_hash.0)
+    );
+    copy_text(out, &credential.key_prefix);
+    let _ = write!(out, "\t{}\t", credential.created_at.to_rfc3339());
+    match credential.locked_at {
+        Some(locked_at) => {
+            let _ = write!(out, "{}", locked_at.to_rfc3339());
+        }
+        None => out.extend_from_slice(b"\\N"),
+    }
+    let _ = writeln!(out, "\t{}", credential.version);
+}
+
+/// A text value escaped for COPY: the characters its format gives meaning to are backslashed.
+fn copy_text(out: &mut Vec<u8>, value: &str) {
+    for byte in value.bytes() {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            other => out.push(other),
+        }
+    }
 }

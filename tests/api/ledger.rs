@@ -31,7 +31,7 @@ type EventRow =
     (i64, Uuid, i32, Uuid, String, i32, Uuid, Value, Value, chrono::DateTime<chrono::Utc>, Vec<u8>, Vec<u8>);
 
 /// Recomputes the chain from the stored rows, as an auditor would.
-async fn assert_chain_is_intact(app: &TestApp) {
+pub(crate) async fn assert_chain_is_intact(app: &TestApp) {
     let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT position, stream_id, stream_version, event_id, event_type, schema_version, server_uuid,
                 payload, metadata, recorded_at, prev_hash, hash FROM events ORDER BY position",
@@ -90,7 +90,10 @@ async fn a_rebuilt_view_equals_the_live_one_for_random_histories(pool: PgPool) {
                 0..=4 => {
                     let kind = if rng.gen_bool(0.5) { "API" } else { "SMTP" };
                     let answer = app
-                        .create(&key, json!({"name": format!("r{round}"), "type": kind, "hold": rng.gen_bool(0.2)}))
+                        .create(
+                            &key,
+                            json!({"name": format!("r{round} \\ ✓"), "type": kind, "hold": rng.gen_bool(0.2)}),
+                        )
                         .await;
                     known.push((owner, answer.data()["uuid"].as_str().unwrap().to_owned()));
                 }
