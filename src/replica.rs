@@ -136,15 +136,18 @@ impl Replica {
             .then_some(Caller { credential_uuid: credential.uuid, server_uuid: credential.server_uuid })
     }
 
-    /// A server's credentials, by ascending id, each as `view` shows it. `view` runs under the
-    /// replica's read lock, so nothing is copied but what the caller keeps.
-    pub fn list<T>(&self, server_uuid: Uuid, view: impl Fn(&Credential) -> T) -> Vec<T> {
+    /// Lets `read` go through a server's credentials, by ascending id, under the replica's read
+    /// lock: nothing is copied but what `read` keeps. It also gets their number.
+    pub fn list<R>(
+        &self,
+        server_uuid: Uuid,
+        read: impl FnOnce(usize, &mut dyn Iterator<Item = &Credential>) -> R,
+    ) -> R {
         let state = self.read();
-        state
-            .by_server
-            .get(&server_uuid)
-            .map(|ids| ids.values().filter_map(|uuid| state.credentials.get(uuid)).map(view).collect())
-            .unwrap_or_default()
+        match state.by_server.get(&server_uuid) {
+            Some(ids) => read(ids.len(), &mut ids.values().filter_map(|uuid| state.credentials.get(uuid))),
+            None => read(0, &mut std::iter::empty()),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {

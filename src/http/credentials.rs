@@ -1,6 +1,7 @@
 //! The credentials API, exactly as the seed document shows it.
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
@@ -53,25 +54,28 @@ pub struct UuidRequest {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ListedCredential {
+pub struct ListedCredential<'a> {
     id: i64,
     uuid: Uuid,
-    name: String,
+    name: &'a str,
     #[serde(rename = "type")]
-    credential_type: String,
+    credential_type: &'a str,
     hold: bool,
     /// RFC 3339 UTC, to the second; null if never used.
     #[schema(format = DateTime)]
     last_used_at: Option<String>,
 }
 
-impl ListedCredential {
-    fn new(credential: &Credential, last_used_at: Option<DateTime<Utc>>) -> Self {
+/// About what one listed credential takes in JSON, to size the answer's buffer.
+const LISTED_CREDENTIAL_BYTES: usize = 128;
+
+impl<'a> ListedCredential<'a> {
+    fn new(credential: &'a Credential, last_used_at: Option<DateTime<Utc>>) -> Self {
         ListedCredential {
             id: credential.id,
             uuid: credential.uuid,
-            name: credential.name.as_str().to_owned(),
-            credential_type: credential.credential_type.as_str().to_owned(),
+            name: credential.name.as_str(),
+            credential_type: credential.credential_type.as_str(),
             hold: credential.hold,
             last_used_at: last_used_at.map(rfc3339),
         }
@@ -108,7 +112,7 @@ pub struct RevokedCredential {
     hold: bool,
 }
 
-success_envelope!(CredentialListAnswer, Vec<ListedCredential>);
+success_envelope!(CredentialListAnswer, Vec<ListedCredential<'static>>);
 success_envelope!(CreatedAnswer, CreatedCredential);
 success_envelope!(RegeneratedAnswer, RegeneratedCredential);
 success_envelope!(RevokedAnswer, RevokedCredential);
@@ -127,20 +131,25 @@ pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
     JsonBody(request): JsonBody<ListRequest>,
-) -> Result<Success<Vec<ListedCredential>>, ApiError> {
+) -> Result<Response, ApiError> {
     if let Some(as_of) = request.as_of {
-        return list_as_of(&app, caller, &as_of).await.map(Success);
+        let credentials = credentials_as_of(&app, caller, &as_of).await?;
+        let listed: Vec<_> = credentials.iter().map(|credential| ListedCredential::new(credential, None)).collect();
+        return Ok(Success(listed).into_response());
     }
-    // Authentication brought the replica up to date with everything committed before this request.
-    let listed = app
-        .replica
-        .list(caller.server_uuid, |credential| ListedCredential::new(credential, app.usage.last_used(credential.uuid)));
-    Ok(Success(listed))
+    // Authentication brought the replica up to date with everything committed before this
+    // request. A server may hold thousands of credentials: the answer is written straight from
+    // the replica, with no copy of them in between.
+    Ok(app.replica.list(caller.server_uuid, |count, credentials| {
+        let listed =
+            credentials.map(|credential| ListedCredential::new(credential, app.usage.last_used(credential.uuid)));
+        Success(SerializeOnce::new(listed)).render(64 + count * LISTED_CREDENTIAL_BYTES)
+    }))
 }
 
 /// The caller's credentials as they stood at `as_of`, folded from the log with the same
 /// `apply` as the live view. `last_used_at` is operational data, not history: it is null here.
-async fn list_as_of(app: &AppState, caller: Caller, as_of: &str) -> Result<Vec<ListedCredential>, ApiError> {
+async fn credentials_as_of(app: &AppState, caller: Caller, as_of: &str) -> Result<Vec<Credential>, ApiError> {
     let as_of = DateTime::parse_from_rfc3339(as_of).map_err(|_| ApiError::InvalidValue {
         code: "invalid_as_of",
         message: "as_of must be an RFC 3339 date-time such as 2026-11-30T12:00:00Z".into(),
@@ -149,7 +158,23 @@ async fn list_as_of(app: &AppState, caller: Caller, as_of: &str) -> Result<Vec<L
     for event in app.store.server_events_until(caller.server_uuid, as_of.with_timezone(&Utc)).await? {
         replay.apply_server_event(event).map_err(|error| ApiError::Internal(error.to_string()))?;
     }
-    Ok(replay.finish().iter().map(|credential| ListedCredential::new(credential, None)).collect())
+    Ok(replay.finish())
+}
+
+/// An iterator serialised as a JSON array, without collecting it first.
+struct SerializeOnce<I>(std::cell::Cell<Option<I>>);
+
+impl<I> SerializeOnce<I> {
+    fn new(items: I) -> Self {
+        SerializeOnce(std::cell::Cell::new(Some(items)))
+    }
+}
+
+impl<I: Iterator<Item = T>, T: Serialize> Serialize for SerializeOnce<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let items = self.0.take().ok_or_else(|| serde::ser::Error::custom("an iterator serialises only once"))?;
+        serializer.collect_seq(items)
+    }
 }
 
 /// Create a new credential.

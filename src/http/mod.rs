@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -163,13 +164,26 @@ pub enum SuccessStatus {
     Success,
 }
 
+#[derive(Serialize)]
+struct Envelope<T> {
+    status: SuccessStatus,
+    data: T,
+}
+
 impl<T: Serialize> IntoResponse for Success<T> {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Envelope<T> {
-            status: SuccessStatus,
-            data: T,
-        }
         Json(Envelope { status: SuccessStatus::Success, data: self.0 }).into_response()
+    }
+}
+
+impl<T: Serialize> Success<T> {
+    /// The answer, serialised now into a buffer of `capacity` bytes: for large answers built
+    /// under a lock, where growing the buffer again and again would cost time and memory.
+    pub fn render(self, capacity: usize) -> Response {
+        let mut body = Vec::with_capacity(capacity);
+        match serde_json::to_writer(&mut body, &Envelope { status: SuccessStatus::Success, data: self.0 }) {
+            Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+            Err(error) => ApiError::Internal(error.to_string()).into_response(),
+        }
     }
 }
