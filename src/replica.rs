@@ -32,6 +32,11 @@ struct State {
 }
 
 impl State {
+    fn reserve(&mut self, credentials: usize) {
+        self.credentials.reserve(credentials);
+        self.by_key.reserve(credentials);
+    }
+
     fn insert(&mut self, credential: Credential) {
         self.by_key.insert(credential.key_hash, credential.uuid);
         self.by_server.entry(credential.server_uuid).or_default().insert(credential.id, credential.uuid);
@@ -92,11 +97,14 @@ impl std::fmt::Debug for Replica {
 impl Replica {
     /// Loads the view as it stands, with the position it reflects.
     pub async fn load(store: Store) -> Result<Arc<Replica>, StoreError> {
-        let snapshot = store.view_snapshot().await?;
-        let mut state = State { position: snapshot.position, ..State::default() };
-        for credential in snapshot.credentials {
-            state.insert(credential);
-        }
+        let loading = std::cell::RefCell::new(State::default());
+        let position = store
+            .view_snapshot(
+                |count| loading.borrow_mut().reserve(count),
+                |credential| loading.borrow_mut().insert(credential),
+            )
+            .await?;
+        let state = State { position, ..loading.into_inner() };
         Ok(Arc::new(Replica {
             store,
             state: RwLock::new(state),

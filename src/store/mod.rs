@@ -19,7 +19,6 @@ pub use credentials::Caller;
 pub use events::{
     events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress, ServerEvent, StoredEvent,
 };
-pub use replica::ViewSnapshot;
 pub use schema::{applied_migrations, prepare, rebuild_projections, RebuildReport};
 pub use webhooks::{
     AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, Requeue, WebhookEndpoint,

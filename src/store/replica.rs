@@ -1,36 +1,37 @@
 //! The reads the in-memory replica of the credential view needs.
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use uuid::Uuid;
 
 use super::{Store, StoreError, StoredEvent};
 use crate::domain::{Credential, CredentialName, CredentialType, KeyHash};
 
-/// The credential view and the log position it reflects, read in one snapshot.
-pub struct ViewSnapshot {
-    pub position: i64,
-    pub credentials: Vec<Credential>,
-}
-
 impl Store {
-    pub async fn view_snapshot(&self) -> Result<ViewSnapshot, StoreError> {
+    /// Reads the credential view in one snapshot, row by row into `each` (a million credentials
+    /// never sit in a list on their way), after telling `starting` how many there are. Returns
+    /// the log position the view reflects.
+    pub async fn view_snapshot(
+        &self,
+        starting: impl FnOnce(usize),
+        mut each: impl FnMut(Credential),
+    ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // One snapshot for both reads: the view is updated in the transaction that moves the head.
+        // One snapshot for every read: the view is updated in the transaction that moves the head.
         sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
         let position = sqlx::query_scalar!("SELECT position FROM chain_head").fetch_one(&mut *tx).await?;
-        let rows = sqlx::query!(
+        let count = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM credentials"#).fetch_one(&mut *tx).await?;
+        starting(usize::try_from(count).unwrap_or_default());
+        let mut rows = sqlx::query!(
             r#"SELECT id, uuid, server_uuid, name, type AS credential_type, hold, key_hash, key_prefix, created_at,
                       locked_at, version
                  FROM credentials"#
         )
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let mut credentials = Vec::with_capacity(rows.len());
-        for row in rows {
+        .fetch(&mut *tx);
+        while let Some(row) = rows.try_next().await? {
             let corrupt =
                 |reason: &str| StoreError::Corrupt { position, reason: format!("view row {}: {reason}", row.uuid) };
-            credentials.push(Credential {
+            each(Credential {
                 id: row.id,
                 uuid: row.uuid,
                 server_uuid: row.server_uuid,
@@ -44,7 +45,9 @@ impl Store {
                 version: row.version,
             });
         }
-        Ok(ViewSnapshot { position, credentials })
+        drop(rows);
+        tx.commit().await?;
+        Ok(position)
     }
 
     pub async fn head_position(&self) -> Result<i64, StoreError> {
