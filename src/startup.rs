@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Relay, RelaySettings};
-use crate::http::{router, AppState, AuthGuard, Limits, RelayHandle};
+use crate::http::{router, App, AppState, AuthGuard, Limits, RelayHandle};
 use crate::replica::Replica;
 use crate::store::{self, Store};
 use crate::usage::UsageRecorder;
@@ -86,7 +86,7 @@ impl Application {
             None
         };
         let listener = TcpListener::bind(settings.listen_addr).await?;
-        let state = AppState {
+        let state = std::sync::Arc::new(App {
             store,
             replica,
             writer,
@@ -96,7 +96,7 @@ impl Application {
             auth_guard: AuthGuard::new(settings.auth_failures_per_minute),
             webhook_worker: webhook_worker.is_some(),
             health_timeout: Duration::from_secs(2),
-        };
+        });
         Ok(Application {
             listener,
             state,

@@ -38,9 +38,11 @@ use crate::usage::UsageRecorder;
 use crate::webhooks::WebhookSettings;
 use crate::writer::Writer;
 
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
+/// What every handler can reach: shared, since every request's extractors take a copy.
+pub type AppState = std::sync::Arc<App>;
+
+#[derive(Debug)]
+pub struct App {
     pub store: Store,
     /// The credential view in memory: what authentication and `list` read.
     pub replica: std::sync::Arc<Replica>,
