@@ -6,11 +6,15 @@
 //! batch is published with publisher confirms and the checkpoint moves only past confirmed
 //! messages: a crash in between repeats those messages, never loses one (at-least-once).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use lapin::options::BasicPublishOptions;
+use lapin::PublisherConfirm;
 use serde::Serialize;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -167,51 +171,94 @@ impl Relay {
             crate::webhooks::declare_work_queue(&channel, exchange).await?;
         }
         self.status.broker_connected.store(true, Ordering::Relaxed);
-        let mut position = relay_checkpoint(&mut leader, exchange).await?;
-        self.status.position.store(position, Ordering::Relaxed);
-        tracing::info!(exchange, position, "relay publishing from its checkpoint");
+        let mut checkpoint = relay_checkpoint(&mut leader, exchange).await?;
+        self.status.position.store(checkpoint, Ordering::Relaxed);
+        tracing::info!(exchange, position = checkpoint, "relay publishing from its checkpoint");
 
+        // Batches published and not yet confirmed, oldest first: the next batch goes out while
+        // the broker confirms the previous ones, and the checkpoint follows the confirms in order.
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut published = checkpoint;
+        let mut more = true;
         loop {
-            let events = events_after(&mut leader, position, self.settings.batch_size).await?;
-            if let Some(last) = events.last().map(|event| event.position) {
-                let mut confirms = Vec::with_capacity(events.len());
-                for event in &events {
-                    let message = encode(event);
-                    let confirm = channel
-                        .basic_publish(
-                            exchange.into(),
-                            message.routing_key.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &message.body,
-                            message.properties,
-                        )
-                        .await?;
-                    confirms.push((event.position, confirm));
-                }
-                for (event_position, confirm) in confirms {
-                    if !confirm.await?.is_ack() {
-                        return Err(BusError::Nacked(format!("the event at position {event_position}")).into());
+            if more && in_flight.len() < MAX_BATCHES_IN_FLIGHT {
+                let events = events_after(&mut leader, published, self.settings.batch_size).await?;
+                more = events.len() as i64 == self.settings.batch_size;
+                if let Some(last) = events.last().map(|event| event.position) {
+                    let mut confirms = Vec::with_capacity(events.len());
+                    for event in &events {
+                        let message = encode(event);
+                        let confirm = channel
+                            .basic_publish(
+                                exchange.into(),
+                                message.routing_key.as_str().into(),
+                                BasicPublishOptions::default(),
+                                &message.body,
+                                message.properties,
+                            )
+                            .await?;
+                        confirms.push((event.position, confirm));
                     }
-                }
-                save_relay_checkpoint(&mut leader, exchange, last).await?;
-                position = last;
-                self.status.position.store(position, Ordering::Relaxed);
-                self.status.published.fetch_add(events.len() as u64, Ordering::Relaxed);
-                crate::metrics::metrics().relay_published.inc_by(events.len() as u64);
-                tracing::debug!(exchange, position, batch = events.len(), "published");
-                if events.len() as i64 == self.settings.batch_size {
+                    in_flight.push_back(InFlight { last, count: events.len() as u64, confirmed: confirmed(confirms) });
+                    published = last;
                     continue;
                 }
             }
+            let (awaiting_confirms, window_open) = (!in_flight.is_empty(), in_flight.len() < MAX_BATCHES_IN_FLIGHT);
             tokio::select! {
-                notification = listener.recv() => { notification?; }
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                outcome = next_confirmed(&mut in_flight), if awaiting_confirms => {
+                    let count = outcome?;
+                    if let Some(batch) = in_flight.pop_front() {
+                        save_relay_checkpoint(&mut leader, exchange, batch.last).await?;
+                        checkpoint = batch.last;
+                    }
+                    self.status.position.store(checkpoint, Ordering::Relaxed);
+                    self.status.published.fetch_add(count, Ordering::Relaxed);
+                    crate::metrics::metrics().relay_published.inc_by(count);
+                    tracing::debug!(exchange, position = checkpoint, batch = count, "published");
+                }
+                notification = listener.recv() => { notification?; more = true; }
+                _ = tokio::time::sleep(self.settings.poll_interval), if window_open => { more = true; }
             }
             if !broker.status().connected() {
                 return Err(BusError::Disconnected.into());
             }
-            // No ping for the leader's connection here: the next read goes through it, and fails
-            // if it (and with it the lock) is gone.
+            // No ping for the leader's connection here: the next read or checkpoint goes through
+            // it, and fails if it (and with it the lock) is gone.
         }
+    }
+}
+
+/// How many published batches may wait for their confirms at once.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
+
+struct InFlight {
+    /// The position of the batch's last event: where the checkpoint goes once it is confirmed.
+    last: i64,
+    count: u64,
+    confirmed: BoxFuture<'static, Result<(), RelayError>>,
+}
+
+/// Resolves once the broker has confirmed every message of a batch, or fails on the first nack.
+fn confirmed(confirms: Vec<(i64, PublisherConfirm)>) -> BoxFuture<'static, Result<(), RelayError>> {
+    async move {
+        for (position, confirm) in confirms {
+            if !confirm.await?.is_ack() {
+                return Err(BusError::Nacked(format!("the event at position {position}")).into());
+            }
+        }
+        Ok(())
+    }
+    .boxed()
+}
+
+/// The oldest batch in flight, once confirmed: its size. Leaves it at the front.
+async fn next_confirmed(in_flight: &mut VecDeque<InFlight>) -> Result<u64, RelayError> {
+    match in_flight.front_mut() {
+        Some(batch) => {
+            (&mut batch.confirmed).await?;
+            Ok(batch.count)
+        }
+        None => std::future::pending().await,
     }
 }
