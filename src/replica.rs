@@ -22,13 +22,16 @@ use crate::store::{Caller, Store, StoreError, StoredEvent};
 
 const CATCH_UP_PAGE: i64 = 5000;
 
+/// Each credential is held once and shared by the three indexes, so that a hash table's spare
+/// capacity costs a pointer per slot rather than a whole credential, and growing one does not
+/// copy them all.
 #[derive(Default)]
 struct State {
     position: i64,
-    credentials: HashMap<Uuid, Credential>,
-    by_key: HashMap<KeyHash, Uuid>,
+    credentials: HashMap<Uuid, Arc<Credential>>,
+    by_key: HashMap<KeyHash, Arc<Credential>>,
     /// Each server's credentials by id, the order `list` answers in.
-    by_server: HashMap<Uuid, BTreeMap<i64, Uuid>>,
+    by_server: HashMap<Uuid, BTreeMap<i64, Arc<Credential>>>,
 }
 
 impl State {
@@ -37,9 +40,11 @@ impl State {
         self.by_key.reserve(credentials);
     }
 
+    /// Adds a credential, or replaces its previous state (its key, server and id never change).
     fn insert(&mut self, credential: Credential) {
-        self.by_key.insert(credential.key_hash, credential.uuid);
-        self.by_server.entry(credential.server_uuid).or_default().insert(credential.id, credential.uuid);
+        let credential = Arc::new(credential);
+        self.by_key.insert(credential.key_hash, credential.clone());
+        self.by_server.entry(credential.server_uuid).or_default().insert(credential.id, credential.clone());
         self.credentials.insert(credential.uuid, credential);
     }
 
@@ -58,7 +63,7 @@ impl State {
         let decoded = Event::decode(&event.event_type, event.schema_version, event.payload)
             .map_err(|error| corrupt(error.to_string()))?;
         let next = apply(
-            self.credentials.get(&event.stream_id),
+            self.credentials.get(&event.stream_id).map(Arc::as_ref),
             event.stream_id,
             event.stream_version,
             event.recorded_at,
@@ -139,7 +144,7 @@ impl Replica {
     /// The caller a key belongs to: a non-held API credential.
     pub fn authenticate(&self, key_hash: &KeyHash) -> Option<Caller> {
         let state = self.read();
-        let credential = state.credentials.get(state.by_key.get(key_hash)?)?;
+        let credential = state.by_key.get(key_hash)?;
         (credential.credential_type == CredentialType::Api && !credential.hold)
             .then_some(Caller { credential_uuid: credential.uuid, server_uuid: credential.server_uuid })
     }
@@ -153,7 +158,7 @@ impl Replica {
     ) -> R {
         let state = self.read();
         match state.by_server.get(&server_uuid) {
-            Some(ids) => read(ids.len(), &mut ids.values().filter_map(|uuid| state.credentials.get(uuid))),
+            Some(credentials) => read(credentials.len(), &mut credentials.values().map(Arc::as_ref)),
             None => read(0, &mut std::iter::empty()),
         }
     }
