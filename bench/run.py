@@ -154,6 +154,9 @@ def main() -> int:
         results["list_10000"] = repeated(lambda: wrk(base + "/api/v1/credentials/list", "list.lua", {"BENCH_KEY": large["key"]}))
         print("3. failed authentication", flush=True)
         results["unknown_key"] = repeated(lambda: wrk(base + "/api/v1/credentials/list", "unknown_key.lua", {"BENCH_UNKNOWN_KEY": unknown_key}))
+        # Scenarios 4 and 5 add hundreds of thousands of credentials: the peak is also taken here.
+        results["peak_rss_reads_mib"] = service.peak_rss_mib()
+        results["credentials_reads"] = int(psql(DATABASE, "SELECT count(*) FROM credentials"))
 
         print("PostgreSQL ceiling (pgbench)", flush=True)
         psql(DATABASE, "CREATE TABLE IF NOT EXISTS bench_events (position bigserial PRIMARY KEY, stream_id uuid NOT NULL, "
@@ -180,6 +183,7 @@ def main() -> int:
         results["mixed"] = repeated(lambda: wrk(base + "/api/v1/credentials/list", "mixed.lua",
                                                 {"BENCH_KEY": small["key"], "BENCH_WRITE_KEY": mixed_writes["key"]}))
         results["peak_rss_mib"] = service.peak_rss_mib()
+        results["credentials_end"] = int(psql(DATABASE, "SELECT count(*) FROM credentials"))
 
         print("6. revoke → bus and → webhook, idle", flush=True)
         results["lag_idle"] = json.loads(run(tool, "lag", base, small["key"], amqp, EXCHANGE, "200", env=env))
@@ -247,7 +251,8 @@ def report(r: dict) -> str:
         lag_line("idle", r["lag_idle"]),
         lag_line("under a full create load", r["lag_loaded"]),
         f"- 7. projection rebuild of {r['rebuild']['events']:,} events: {fmt(r['rebuild']['rate'])} events/s",
-        f"- 8. peak RSS of the service through scenarios 1–5 (≥ {RSS_CREDENTIALS:,} credentials in the database): {r['peak_rss_mib']:.1f} MiB",
+        f"- 8. peak RSS of the service through scenarios 1–3, {r['credentials_reads']:,} credentials: {r['peak_rss_reads_mib']:.1f} MiB; "
+        f"through scenarios 1–5, which end with {r['credentials_end']:,} credentials: {r['peak_rss_mib']:.1f} MiB",
     ]
     return "\n".join(lines) + "\n"
 
