@@ -79,6 +79,14 @@ pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
     app
 }
 
+impl Drop for TestApp {
+    /// A test that ends without `stop` still shuts the service down, so that its relay (on a
+    /// thread of its own) lets go of the test database before it is dropped.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl TestApp {
     /// Shuts the service down as SIGTERM would, and waits until it has stopped.
     pub async fn stop(&mut self) {
