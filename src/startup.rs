@@ -73,9 +73,9 @@ impl Application {
         let (relay, relay_handle) = match settings.relay {
             Some(relay_settings) => {
                 let exchange = relay_settings.bus.exchange.clone();
-                let database = store.pool().connect_options().as_ref().clone();
-                let (status, task) = Relay::spawn_dedicated(database, relay_settings, stop_background.clone())?;
-                (Some(task), Some(RelayHandle { exchange, status }))
+                let relay = Relay::new(store.pool().clone(), relay_settings);
+                let handle = RelayHandle { exchange, status: relay.status() };
+                (Some(tokio::spawn(relay.run(stop_background.clone()))), Some(handle))
             }
             None => (None, None),
         };
@@ -117,9 +117,6 @@ impl Application {
     /// Serves until `shutdown` resolves, then finishes in-flight requests, drains the writer,
     /// flushes `last_used_at` and stops the relay.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        // The relay runs on a thread of its own: should this future be dropped instead of
-        // finishing (its runtime shutting down), the relay must stop too.
-        let _stop_relay_on_drop = self.stop_background.clone().drop_guard();
         let service = router(self.state, self.limits).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await?;
         // The last handle on the writer went with the router: the writer ends once it is drained.

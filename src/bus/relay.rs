@@ -17,7 +17,6 @@ use lapin::options::BasicPublishOptions;
 use lapin::PublisherConfirm;
 use serde::Serialize;
 use sqlx::postgres::PgListener;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -117,45 +116,6 @@ impl Relay {
 
     pub fn status(&self) -> Arc<RelayStatus> {
         self.status.clone()
-    }
-
-    /// Starts a relay on a thread and a runtime of its own, with its own connections: beside a
-    /// busy API its work then does not queue behind every request's tasks, which halved the
-    /// p99 of revoke → bus under a full create load (BENCHMARKS.md). The handle resolves once the
-    /// relay has stopped.
-    pub fn spawn_dedicated(
-        database: PgConnectOptions,
-        settings: RelaySettings,
-        stop: CancellationToken,
-    ) -> std::io::Result<(Arc<RelayStatus>, tokio::task::JoinHandle<()>)> {
-        let status = Arc::<RelayStatus>::default();
-        let relay_status = status.clone();
-        let (stopped, done) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new().name("relay".into()).spawn(move || {
-            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => {
-                    runtime.block_on(async move {
-                        // Lazy, so that its connections open here, on this runtime: the
-                        // leader's, the listener's, and one to spare.
-                        let pool = PgPoolOptions::new().max_connections(3).connect_lazy_with(database);
-                        Relay { pool, settings, status: relay_status }.run(stop).await;
-                    });
-                    let _ = stopped.send(());
-                    // The relay has stopped; what is left (idle connections) need not be waited for.
-                    runtime.shutdown_background();
-                }
-                Err(error) => {
-                    tracing::error!(%error, "the relay's runtime did not start");
-                    let _ = stopped.send(());
-                }
-            }
-        })?;
-        Ok((
-            status,
-            tokio::spawn(async move {
-                let _ = done.await;
-            }),
-        ))
     }
 
     /// Runs until `stop` is cancelled: stands by, leads, and after any failure backs off and

@@ -80,8 +80,8 @@ pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
 }
 
 impl Drop for TestApp {
-    /// A test that ends without `stop` still shuts the service down, so that its relay (on a
-    /// thread of its own) lets go of the test database before it is dropped.
+    /// A test that ends without `stop` still shuts the service down, so that its detached
+    /// connections (the relay's) let go of the test database before sqlx drops it.
     fn drop(&mut self) {
         self.stop.cancel();
     }
