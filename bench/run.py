@@ -100,6 +100,19 @@ def metric_sum(name: str) -> tuple[float, float]:
     return (float(total.group(1)) if total else 0.0, float(count.group(1)) if count else 0.0)
 
 
+def lag_under_load(tool, base, small, writes, amqp, env) -> dict:
+    """Revokes one after another while wrk creates at full speed on 64 connections."""
+    loader = subprocess.Popen(
+        ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", "-d60s", "-s", str(ROOT / "bench" / "create.lua"), base + "/api/v1/credentials/create"],
+        env=dict(os.environ, BENCH_KEY=writes["key"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        return json.loads(run(tool, "lag", base, small["key"], amqp, EXCHANGE, "100", env=env))
+    finally:
+        loader.terminate()
+        loader.wait()
+
+
 def fmt(summary, digits=0, unit="") -> str:
     if not summary:
         return "n/a"
@@ -188,18 +201,20 @@ def main() -> int:
         print("6. revoke → bus and → webhook, idle", flush=True)
         results["lag_idle"] = json.loads(run(tool, "lag", base, small["key"], amqp, EXCHANGE, "200", env=env))
         print("6. the same under a full write load", flush=True)
-        loader = subprocess.Popen(
-            ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", "-d60s", "-s", str(ROOT / "bench" / "create.lua"), base + "/api/v1/credentials/create"],
-            env=dict(os.environ, BENCH_KEY=writes["key"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(2)
-            results["lag_loaded"] = json.loads(run(tool, "lag", base, small["key"], amqp, EXCHANGE, "100", env=env))
-        finally:
-            loader.terminate()
-            loader.wait()
+        results["lag_loaded"] = lag_under_load(tool, base, small, writes, amqp, env)
     finally:
         service.stop()
         ceiling.stop()
+
+    print("6. the same, with the relay as a process of its own", flush=True)
+    service = Process([binary, "serve", "--no-relay"], env, "service.log")
+    relay = Process([binary, "relay"], env, "relay.log")
+    try:
+        wait_http(f"http://127.0.0.1:{SERVICE_PORT}/readyz")
+        results["lag_loaded_own_relay"] = lag_under_load(tool, base, small, writes, amqp, env)
+    finally:
+        service.stop()
+        relay.stop()
 
     print(f"7. projection rebuild of {REBUILD_EVENTS:,} events", flush=True)
     present = int(psql(DATABASE, "SELECT position FROM chain_head"))
@@ -250,6 +265,7 @@ def report(r: dict) -> str:
         f"- 4. mean group-commit batch during `create`: {r['mean_batch']:.1f} commands per transaction" if r.get("mean_batch") else "",
         lag_line("idle", r["lag_idle"]),
         lag_line("under a full create load", r["lag_loaded"]),
+        lag_line("under a full create load, relay in a process of its own", r["lag_loaded_own_relay"]),
         f"- 7. projection rebuild of {r['rebuild']['events']:,} events: {fmt(r['rebuild']['rate'])} events/s",
         f"- 8. peak RSS of the service through scenarios 1–3, {r['credentials_reads']:,} credentials: {r['peak_rss_reads_mib']:.1f} MiB; "
         f"through scenarios 1–5, which end with {r['credentials_end']:,} credentials: {r['peak_rss_mib']:.1f} MiB",
