@@ -53,14 +53,18 @@ fn schema_checksum() -> [u8; 32] {
 }
 
 /// Drops the credential view and replays the whole log into a new one, in one transaction that
-/// holds the chain head, so no append is missed and readers see the old view until commit. The
+/// holds the chain head's table, so no append is missed and readers see the old view until commit. The
 /// log is streamed and folded in memory, the bare table is loaded with COPY, and the indexes are
 /// built last.
 pub async fn rebuild_projections(pool: &PgPool) -> Result<RebuildReport, StoreError> {
     let (table, indexes) = CREDENTIALS_SCHEMA.split_once(INDEXES_MARKER).unwrap_or((CREDENTIALS_SCHEMA, ""));
     let mut tx = pool.begin().await?;
-    let head = sqlx::query_scalar!("SELECT position FROM chain_head FOR UPDATE").fetch_one(&mut *tx).await?;
+    // Every appender locks chain_head before it touches the view (the append statement's first
+    // table, the locked path's FOR UPDATE), so this does too: appends wait here instead of
+    // deadlocking with the DROP, and plain reads of the head go on.
+    sqlx::raw_sql("LOCK TABLE chain_head IN EXCLUSIVE MODE").execute(&mut *tx).await?;
     sqlx::raw_sql("DROP TABLE IF EXISTS credentials").execute(&mut *tx).await?;
+    let head = sqlx::query_scalar!("SELECT position FROM chain_head").fetch_one(&mut *tx).await?;
     sqlx::raw_sql(table).execute(&mut *tx).await?;
 
     let mut ledger = Ledger::new(0);

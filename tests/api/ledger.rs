@@ -140,3 +140,30 @@ async fn a_changed_projection_schema_is_rebuilt_at_start(pool: PgPool) {
     credential_ledger::store::prepare(&pool).await.unwrap();
     assert_eq!(app.view().await, live);
 }
+
+/// A rebuild while two instances write (so that both the one-statement append and the locked
+/// retry run): the writes wait for it instead of failing, and nothing is lost.
+#[sqlx::test]
+async fn a_rebuild_during_writes_neither_fails_them_nor_loses_them(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let other = spawn_app(pool).await;
+    let creates = futures::future::join_all((0..200).map(|i| {
+        let instance = if i % 2 == 0 { &app } else { &other };
+        instance.create(&app.tenant.key, json!({"name": format!("During rebuild {i}")}))
+    }));
+    let rebuilds = async {
+        let mut reports = Vec::new();
+        for _ in 0..3 {
+            reports.push(rebuild_projections(&app.pool).await);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        reports
+    };
+    let (answers, reports) = tokio::join!(creates, rebuilds);
+    assert!(answers.iter().all(|answer| answer.status == StatusCode::OK), "every create commits");
+    assert!(reports.iter().all(Result::is_ok), "every rebuild commits: {reports:?}");
+    assert_eq!(app.list(&app.tenant.key).await.data().as_array().unwrap().len(), 201);
+    let live = app.view().await;
+    rebuild_projections(&app.pool).await.unwrap();
+    assert_eq!(app.view().await, live);
+}
