@@ -149,18 +149,12 @@ impl Replica {
             .then_some(Caller { credential_uuid: credential.uuid, server_uuid: credential.server_uuid })
     }
 
-    /// Lets `read` go through a server's credentials, by ascending id, under the replica's read
-    /// lock: nothing is copied but what `read` keeps. It also gets their number.
-    pub fn list<R>(
-        &self,
-        server_uuid: Uuid,
-        read: impl FnOnce(usize, &mut dyn Iterator<Item = &Credential>) -> R,
-    ) -> R {
+    /// A server's credentials, by ascending id: shared, not copied, and taken under the
+    /// replica's read lock only for as long as it takes to collect the pointers, so that
+    /// answering for a large server does not hold up authentication or the writer.
+    pub fn list(&self, server_uuid: Uuid) -> Vec<Arc<Credential>> {
         let state = self.read();
-        match state.by_server.get(&server_uuid) {
-            Some(credentials) => read(credentials.len(), &mut credentials.values().map(Arc::as_ref)),
-            None => read(0, &mut std::iter::empty()),
-        }
+        state.by_server.get(&server_uuid).map(|credentials| credentials.values().cloned().collect()).unwrap_or_default()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {

@@ -138,12 +138,11 @@ pub async fn list(
     }
     // Authentication brought the replica up to date with everything committed before this
     // request. A server may hold thousands of credentials: the answer is written straight from
-    // the replica, with no copy of them in between.
-    Ok(app.replica.list(caller.server_uuid, |count, credentials| {
-        let listed =
-            credentials.map(|credential| ListedCredential::new(credential, app.usage.last_used(credential.uuid)));
-        Success(SerializeOnce::new(listed)).render(64 + count * LISTED_CREDENTIAL_BYTES)
-    }))
+    // the replica's shared credentials, with no copy of them in between.
+    let credentials = app.replica.list(caller.server_uuid);
+    let listed =
+        credentials.iter().map(|credential| ListedCredential::new(credential, app.usage.last_used(credential.uuid)));
+    Ok(Success(SerializeOnce::new(listed)).render(64 + credentials.len() * LISTED_CREDENTIAL_BYTES))
 }
 
 /// The caller's credentials as they stood at `as_of`, folded from the log with the same
