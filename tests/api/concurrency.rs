@@ -3,7 +3,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, Answer};
 use crate::ledger::assert_chain_is_intact;
 
 #[sqlx::test]
@@ -40,9 +40,7 @@ async fn concurrent_creates_share_commits_and_get_distinct_gap_free_ids(pool: Pg
     let app = spawn_app(pool).await;
     let answers =
         join_all((0..100).map(|i| app.create(&app.tenant.key, json!({"name": format!("Parallel {i}")})))).await;
-    let mut ids: Vec<i64> = answers.iter().map(|answer| answer.data()["id"].as_i64().unwrap()).collect();
-    ids.sort_unstable();
-    assert_eq!(ids, (2..=101).collect::<Vec<_>>());
+    assert_eq!(sorted_ids(&answers), (2..=101).collect::<Vec<_>>());
     let positions: Vec<i64> =
         sqlx::query_scalar("SELECT position FROM events ORDER BY position").fetch_all(&app.pool).await.unwrap();
     assert_eq!(positions, (1..=101).collect::<Vec<_>>(), "positions are gap-free");
@@ -62,18 +60,21 @@ async fn two_instances_writing_at_once_interleave_without_gaps(pool: PgPool) {
     });
     let answers = join_all(creates).await;
     assert!(answers.iter().all(|answer| answer.status == StatusCode::OK), "every create commits");
-    let mut ids: Vec<i64> = answers.iter().map(|answer| answer.data()["id"].as_i64().unwrap()).collect();
-    ids.sort_unstable();
     // The second instance's own tenant took id 2.
-    assert_eq!(ids, (3..=122).collect::<Vec<_>>());
-    let positions: Vec<i64> =
-        sqlx::query_scalar("SELECT position FROM events ORDER BY position").fetch_all(&first.pool).await.unwrap();
-    assert_eq!(positions, (1..=122).collect::<Vec<_>>(), "positions are gap-free");
+    assert_eq!(sorted_ids(&answers), (3..=122).collect::<Vec<_>>());
     for instance in [&first, &second] {
         assert_eq!(instance.list(&key).await.data().as_array().unwrap().len(), 121, "both see every create");
     }
     let live = first.view().await;
     credential_ledger::store::rebuild_projections(&first.pool).await.unwrap();
     assert_eq!(first.view().await, live, "the view is the fold of the log");
+    // Gap-free positions 1..=122, each event chained to the one before.
     assert_chain_is_intact(&first).await;
+    assert_eq!(first.log_head().await.0, 122);
+}
+
+fn sorted_ids(answers: &[Answer]) -> Vec<i64> {
+    let mut ids: Vec<i64> = answers.iter().map(|answer| answer.data()["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    ids
 }
