@@ -74,7 +74,7 @@ async fn seed(database_url: &str, server_name: &str, count: usize) -> anyhow::Re
             .append(head.take(), &[], |ledger, now| {
                 let mut events = Vec::with_capacity(batch);
                 for command in &commands {
-                    if let Ok(handled) = ledger.handle(command, now) {
+                    if let Ok(handled) = ledger.handle(command, &metadata.actor, now) {
                         events.extend(
                             handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &metadata }),
                         );

@@ -35,7 +35,7 @@ pub async fn provision_server(
     let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
 
     let appended = store
-        .append(None, &[], |ledger, now| match ledger.handle(&command, now) {
+        .append(None, &[], |ledger, now| match ledger.handle(&command, &metadata.actor, now) {
             Ok(handled) => Decision {
                 servers: vec![(server_uuid, name.clone())],
                 events: handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &metadata }).collect(),

@@ -103,13 +103,19 @@ async fn commit_batch(
     head: Option<ChainHead>,
     batch: &[Job],
 ) -> Result<Appended<Vec<Result<Outcome, DomainError>>>, StoreError> {
-    let touched: Vec<Uuid> = batch.iter().filter_map(|job| job.command.touches()).collect();
+    // The callers' own credentials too: each must still be live where its events are appended.
+    let mut touched: Vec<Uuid> = batch
+        .iter()
+        .flat_map(|job| job.command.touches().into_iter().chain(job.metadata.actor.credential_uuid()))
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
     store
         .append(head, &touched, |ledger, now| {
             let mut events = Vec::new();
             let mut results = Vec::with_capacity(batch.len());
             for job in batch {
-                match ledger.handle(&job.command, now) {
+                match ledger.handle(&job.command, &job.metadata.actor, now) {
                     Ok(handled) => {
                         let metadata = &job.metadata;
                         events.extend(handled.events.into_iter().map(|pending| NewEvent { pending, metadata }));

@@ -1,14 +1,16 @@
 //! Verification of the chain: positions gap-free, every `prev_hash` the previous `hash`, every
 //! hash recomputed from the event, stream versions consecutive, time never going backwards,
-//! and every event a valid step for its credential.
+//! and every event one that `decide` could have produced at its position (the domain's
+//! `LogRules`: no actor acting after its own lock, no second lock, rotations in pairs, ids in
+//! order, one server per credential).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{ChainGap, ExportRecord, ExportedEvent, Replay};
-use crate::domain::{chain_hash, ChainLink, Hash, GENESIS_HASH};
+use super::{ChainGap, ExportRecord, ExportedEvent};
+use crate::domain::{chain_hash, Actor, ChainLink, Event, Hash, LogRules, RecordedEvent, GENESIS_HASH};
 
 /// A head an auditor recorded earlier: `POSITION:HASH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +54,7 @@ pub struct Verifier {
     prev_hash: Hash,
     last_recorded_at: Option<DateTime<Utc>>,
     versions: HashMap<uuid::Uuid, i32>,
-    replay: Replay,
+    rules: LogRules,
     expect_head: Option<ExpectedHead>,
     events: u64,
     linked_only: u64,
@@ -65,7 +67,7 @@ impl Verifier {
             prev_hash: GENESIS_HASH,
             last_recorded_at: None,
             versions: HashMap::new(),
-            replay: Replay::new(None, None),
+            rules: LogRules::new(),
             expect_head,
             events: 0,
             linked_only: 0,
@@ -98,6 +100,7 @@ impl Verifier {
     /// The verified head, once every record was pushed.
     pub fn finish(self) -> Result<VerifiedHead, Failure> {
         let last = self.next_position - 1;
+        self.rules.finish().map_err(|violation| self.fail(last + 1, &violation.to_string()))?;
         if let Some(expected) = self.expect_head {
             if expected.position > last {
                 return Err(Failure {
@@ -153,17 +156,23 @@ impl Verifier {
         if self.last_recorded_at.is_some_and(|last| event.recorded_at < last) {
             return Err(self.fail(position, "recorded_at is earlier than the previous event's"));
         }
-        self.replay
-            .apply(
-                position,
-                event.stream_id,
-                event.stream_version,
-                event.recorded_at,
-                &event.event_type,
-                event.schema_version,
-                event.payload.clone(),
-            )
-            .map_err(|error| self.fail(position, &error.problem))?;
+        let decoded = Event::decode(&event.event_type, event.schema_version, event.payload.clone())
+            .map_err(|error| self.fail(position, &error.to_string()))?;
+        let actor = event
+            .metadata
+            .get("actor")
+            .and_then(|actor| Actor::deserialize(actor).ok())
+            .ok_or_else(|| self.fail(position, "metadata.actor is missing or unreadable"))?;
+        self.rules
+            .record(RecordedEvent {
+                stream_id: event.stream_id,
+                stream_version: event.stream_version,
+                server_uuid: event.server_uuid,
+                recorded_at: event.recorded_at,
+                actor: &actor,
+                event: &decoded,
+            })
+            .map_err(|violation| Failure { position, problem: violation.to_string() })?;
         self.versions.insert(event.stream_id, event.stream_version);
         self.last_recorded_at = Some(event.recorded_at);
         self.prev_hash = hash;
@@ -183,6 +192,7 @@ impl Verifier {
         }
         self.prev_hash =
             parse_hash(&gap.hash).ok_or_else(|| self.fail(gap.to_position, "hash is not 64 hex digits"))?;
+        self.rules.skip();
         self.linked_only += (gap.to_position - gap.from_position + 1) as u64;
         self.next_position = gap.to_position + 1;
         Ok(())

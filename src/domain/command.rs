@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::credential::{Credential, CredentialName, CredentialType};
-use super::event::{CredentialCreated, CredentialLocked, Event, LockReason};
+use super::event::{Actor, CredentialCreated, CredentialLocked, Event, LockReason};
 use super::key::{ApiKey, KeyHash};
 use super::ledger::Ledger;
 
@@ -65,6 +65,10 @@ pub enum DomainError {
     CredentialHeld,
     #[error("a credential with that uuid already exists")]
     CredentialExists,
+    /// The calling credential was held, or is not one that may act for the server, at the log
+    /// position where the command's events would go: it is refused as if its key were unknown.
+    #[error("the calling credential may not act for this server")]
+    ActorNotAuthorized,
     #[error("the ledger is inconsistent: {0}")]
     Inconsistent(String),
 }
@@ -81,9 +85,24 @@ pub enum Outcome {
     Revoked(Credential),
 }
 
-/// Decides which events `command` produces against the current `ledger`, or why it may not.
-/// Events are listed as `(stream_id, event)` in the order they are to be appended.
-pub fn decide(ledger: &Ledger, command: &Command) -> Result<Vec<(Uuid, Event)>, DomainError> {
+impl Command {
+    pub fn server_uuid(&self) -> Uuid {
+        match self {
+            Command::Create { server_uuid, .. }
+            | Command::Regenerate { server_uuid, .. }
+            | Command::Revoke { server_uuid, .. } => *server_uuid,
+        }
+    }
+}
+
+/// Decides which events `command`, asked for by `actor`, produces against the current `ledger`,
+/// or why it may not. Events are listed as `(stream_id, event)` in the order they are to be
+/// appended.
+///
+/// The actor is checked here, against the ledger the events will be appended to, and not only
+/// when the request arrived: a key revoked while its request waited in a batch writes nothing.
+pub fn decide(ledger: &Ledger, actor: &Actor, command: &Command) -> Result<Vec<(Uuid, Event)>, DomainError> {
+    authorize(ledger, actor, command.server_uuid())?;
     match command {
         Command::Create { server_uuid, credential_uuid, name, credential_type, hold, key } => {
             if ledger.credential(*credential_uuid).is_some() {
@@ -133,6 +152,25 @@ pub fn decide(ledger: &Ledger, command: &Command) -> Result<Vec<(Uuid, Event)>, 
             let locked = CredentialLocked { reason: LockReason::Revoked, replaced_by: None };
             Ok(vec![(credential.uuid, Event::CredentialLocked(locked))])
         }
+    }
+}
+
+/// Whether `actor` may act for `server_uuid` at the state `ledger` holds: an operator at the
+/// command line always may; a credential only while it is a live API credential of that server.
+/// The ledger must hold the actor's credential (a writer loads it with the touched ones).
+pub fn authorize(ledger: &Ledger, actor: &Actor, server_uuid: Uuid) -> Result<(), DomainError> {
+    match actor {
+        Actor::Cli => Ok(()),
+        Actor::Credential { uuid } => match ledger.credential(*uuid) {
+            Some(credential)
+                if credential.server_uuid == server_uuid
+                    && credential.credential_type == CredentialType::Api
+                    && !credential.hold =>
+            {
+                Ok(())
+            }
+            _ => Err(DomainError::ActorNotAuthorized),
+        },
     }
 }
 

@@ -135,6 +135,8 @@ pub enum ApplyError {
     AlreadyExists(Uuid),
     #[error("credential {0} is locked before it was created")]
     Missing(Uuid),
+    #[error("credential {0} is locked again while already held")]
+    AlreadyHeld(Uuid),
     #[error("credential {stream_id} expects version {expected}, the event has {actual}")]
     VersionGap { stream_id: Uuid, expected: i32, actual: i32 },
 }
@@ -158,6 +160,8 @@ pub fn apply(
         (Some(_), Event::CredentialCreated(_)) => Err(ApplyError::AlreadyExists(stream_id)),
         (None, Event::CredentialLocked(_)) => Err(ApplyError::Missing(stream_id)),
         (None, Event::CredentialCreated(created)) => Ok(created_credential(stream_id, recorded_at, created)),
+        // `decide` never locks a held credential: revoking one again appends nothing.
+        (Some(credential), Event::CredentialLocked(_)) if credential.hold => Err(ApplyError::AlreadyHeld(stream_id)),
         (Some(credential), Event::CredentialLocked(CredentialLocked { .. })) => {
             Ok(Credential { hold: true, locked_at: Some(recorded_at), version: stream_version, ..credential.clone() })
         }

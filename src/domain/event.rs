@@ -117,6 +117,16 @@ pub enum Actor {
     Cli,
 }
 
+impl Actor {
+    /// The credential that acted, if a credential did.
+    pub fn credential_uuid(&self) -> Option<Uuid> {
+        match self {
+            Actor::Credential { uuid } => Some(*uuid),
+            Actor::Cli => None,
+        }
+    }
+}
+
 /// Context recorded with every event, for auditors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {

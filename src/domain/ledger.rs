@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::command::{decide, Command, DomainError, Outcome};
 use super::credential::{apply, ApplyError, Credential};
+use super::event::Actor;
 use super::event::{Event, PendingEvent};
 
 /// The credentials a batch needs (or, for a replay, all of them) and the id counter.
@@ -71,10 +72,10 @@ impl Ledger {
         Ok(slot.into_mut())
     }
 
-    /// Decides `command`, applies its events here and says what happened. A refused command
-    /// leaves the ledger as it was.
-    pub fn handle(&mut self, command: &Command, now: DateTime<Utc>) -> Result<Handled, DomainError> {
-        let decided = decide(self, command)?;
+    /// Decides `command` on behalf of `actor`, applies its events here and says what happened.
+    /// A refused command leaves the ledger as it was.
+    pub fn handle(&mut self, command: &Command, actor: &Actor, now: DateTime<Utc>) -> Result<Handled, DomainError> {
+        let decided = decide(self, actor, command)?;
         let mut events = Vec::with_capacity(decided.len());
         for (stream_id, event) in decided {
             let stream_version = self.credential(stream_id).map_or(1, |credential| credential.version + 1);
@@ -155,7 +156,7 @@ mod tests {
     fn given(commands: &[Command]) -> Ledger {
         let mut ledger = Ledger::new(0);
         for command in commands {
-            ledger.handle(command, at(0)).unwrap();
+            ledger.handle(command, &Actor::Cli, at(0)).unwrap();
         }
         ledger
     }
@@ -167,7 +168,7 @@ mod tests {
     #[test]
     fn create_records_one_event_with_the_next_id_and_no_key() {
         let mut ledger = given(&[create(1, CredentialType::Api, false)]);
-        let handled = ledger.handle(&create(2, CredentialType::Smtp, true), at(1)).unwrap();
+        let handled = ledger.handle(&create(2, CredentialType::Smtp, true), &Actor::Cli, at(1)).unwrap();
         assert_eq!(
             events_of(&handled),
             vec![(
@@ -192,7 +193,7 @@ mod tests {
     #[test]
     fn regenerate_creates_the_replacement_then_locks_the_old_one() {
         let mut ledger = given(&[create(1, CredentialType::Api, false)]);
-        let handled = ledger.handle(&regenerate(SERVER, 1, 2), at(5)).unwrap();
+        let handled = ledger.handle(&regenerate(SERVER, 1, 2), &Actor::Cli, at(5)).unwrap();
         let events = events_of(&handled);
         assert_eq!(events.len(), 2);
         assert!(matches!(&events[0], (uuid, 1, Event::CredentialCreated(c))
@@ -219,14 +220,14 @@ mod tests {
     fn regenerating_a_held_credential_is_refused_and_changes_nothing() {
         let mut ledger = given(&[create(1, CredentialType::Api, false), revoke(SERVER, 1)]);
         let before = ledger.clone();
-        assert_eq!(ledger.handle(&regenerate(SERVER, 1, 2), at(9)), Err(DomainError::CredentialHeld));
+        assert_eq!(ledger.handle(&regenerate(SERVER, 1, 2), &Actor::Cli, at(9)), Err(DomainError::CredentialHeld));
         assert_eq!(ledger, before);
     }
 
     #[test]
     fn revoke_locks_once_and_is_idempotent_after() {
         let mut ledger = given(&[create(1, CredentialType::Smtp, false)]);
-        let first = ledger.handle(&revoke(SERVER, 1), at(1)).unwrap();
+        let first = ledger.handle(&revoke(SERVER, 1), &Actor::Cli, at(1)).unwrap();
         assert_eq!(
             events_of(&first),
             vec![(
@@ -235,7 +236,7 @@ mod tests {
                 Event::CredentialLocked(CredentialLocked { reason: LockReason::Revoked, replaced_by: None })
             )]
         );
-        let again = ledger.handle(&revoke(SERVER, 1), at(2)).unwrap();
+        let again = ledger.handle(&revoke(SERVER, 1), &Actor::Cli, at(2)).unwrap();
         assert!(again.events.is_empty());
         assert_eq!(again.outcome, first.outcome);
     }
@@ -243,9 +244,12 @@ mod tests {
     #[test]
     fn another_servers_credential_does_not_exist() {
         let mut ledger = given(&[create(1, CredentialType::Api, false)]);
-        assert_eq!(ledger.handle(&revoke(OTHER_SERVER, 1), at(1)), Err(DomainError::CredentialNotFound));
-        assert_eq!(ledger.handle(&regenerate(OTHER_SERVER, 1, 2), at(1)), Err(DomainError::CredentialNotFound));
-        assert_eq!(ledger.handle(&revoke(SERVER, 99), at(1)), Err(DomainError::CredentialNotFound));
+        assert_eq!(ledger.handle(&revoke(OTHER_SERVER, 1), &Actor::Cli, at(1)), Err(DomainError::CredentialNotFound));
+        assert_eq!(
+            ledger.handle(&regenerate(OTHER_SERVER, 1, 2), &Actor::Cli, at(1)),
+            Err(DomainError::CredentialNotFound)
+        );
+        assert_eq!(ledger.handle(&revoke(SERVER, 99), &Actor::Cli, at(1)), Err(DomainError::CredentialNotFound));
     }
 
     #[test]
@@ -285,7 +289,7 @@ mod tests {
                     1 => { next_uuid += 1; regenerate(server_uuid, target, next_uuid) }
                     _ => revoke(server_uuid, target),
                 };
-                if let Ok(handled) = live.handle(&command, at(i as u32 % 60)) {
+                if let Ok(handled) = live.handle(&command, &Actor::Cli, at(i as u32 % 60)) {
                     log.extend(handled.events);
                 }
             }

@@ -9,10 +9,11 @@ mod credential;
 mod event;
 mod key;
 mod ledger;
+mod trail;
 mod webhook;
 
 pub use chain::{canonical_json, chain_hash, ChainLink, Hash, GENESIS_HASH};
-pub use command::{decide, Command, DomainError, KeyMaterial, Outcome};
+pub use command::{authorize, decide, Command, DomainError, KeyMaterial, Outcome};
 pub use credential::{
     apply, ApplyError, Credential, CredentialName, CredentialType, InvalidName, InvalidType, ServerName,
 };
@@ -22,6 +23,7 @@ pub use event::{
 };
 pub use key::{ApiKey, InvalidKey, KeyHash, KEY_PREFIX};
 pub use ledger::{Handled, Ledger};
+pub use trail::{LogRules, RecordedEvent, Violation};
 pub use webhook::{
     is_public_address, EventFilter, InvalidEventFilter, InvalidSecret, InvalidUrl, WebhookSecret, WebhookUrl,
     DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS,

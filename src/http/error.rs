@@ -178,6 +178,7 @@ impl From<DomainError> for ApiError {
             DomainError::CredentialNotFound => ApiError::CredentialNotFound,
             DomainError::CredentialHeld => ApiError::CredentialHeld,
             DomainError::CredentialExists => ApiError::CredentialExists,
+            DomainError::ActorNotAuthorized => ApiError::InvalidApiKey,
             DomainError::Inconsistent(reason) => ApiError::Internal(reason),
         }
     }

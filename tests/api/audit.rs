@@ -7,6 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
+use credential_ledger::domain::{chain_hash, ChainLink, GENESIS_HASH};
+
 use crate::helpers::{database_url, run_ledger, spawn_app, TestApp};
 
 async fn history(app: &TestApp, key: &str, uuid: &str) -> crate::helpers::Answer {
@@ -254,13 +256,14 @@ async fn a_truncated_tail_is_found_against_a_recorded_head(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     some_history(&app).await;
     let (position, hash) = head(&pool).await;
-    tamper(&pool, &["DELETE FROM events WHERE position > 5"]).await;
+    // Position 6 ends the rotation begun at 5: a prefix a commit could have left.
+    tamper(&pool, &["DELETE FROM events WHERE position > 6"]).await;
     let url = database_url(&pool).await;
     let (ok, _) = verify(&[], &url);
     assert!(ok, "a consistent prefix verifies by itself: only a recorded head shows what is missing");
     let (ok, report) = verify(&["--expect-head", &format!("{position}:{hash}")], &url);
     assert!(!ok);
-    assert_eq!(report["first_bad_position"], 6, "{report}");
+    assert_eq!(report["first_bad_position"], 7, "{report}");
     assert!(report["problem"].as_str().unwrap().contains("truncated"), "{report}");
 }
 
@@ -326,6 +329,94 @@ async fn an_export_verifies_offline_and_every_tampering_of_it_is_found(pool: PgP
         let (ok, report) = verify(&[&["--file", tampered.to_str().unwrap()], args.as_slice()].concat(), offline);
         assert!(!ok, "{}: {report}", tampered.display());
         assert_eq!(report["first_bad_position"], bad_position, "{}: {report}", tampered.display());
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Recomputes every `prev_hash` and `hash` of an export's lines, as a forger who rewrote the
+/// whole chain would: only the ledger's own rules can then tell what is wrong.
+fn rechain(lines: &mut [String]) {
+    let mut prev = GENESIS_HASH;
+    for line in lines.iter_mut() {
+        let mut record: Value = serde_json::from_str(line).unwrap();
+        let field = |name: &str| record[name].as_str().unwrap().parse::<uuid::Uuid>().unwrap();
+        let link = ChainLink {
+            position: record["position"].as_i64().unwrap(),
+            stream_id: field("stream_id"),
+            stream_version: record["stream_version"].as_i64().unwrap() as i32,
+            event_id: field("event_id"),
+            event_type: record["event_type"].as_str().unwrap(),
+            schema_version: record["schema_version"].as_i64().unwrap() as i32,
+            server_uuid: field("server_uuid"),
+            payload: &record["payload"],
+            metadata: &record["metadata"],
+            recorded_at: record["recorded_at"].as_str().unwrap().parse().unwrap(),
+        };
+        let hash = chain_hash(&prev, &link);
+        record["prev_hash"] = json!(hex::encode(prev));
+        record["hash"] = json!(hex::encode(hash));
+        prev = hash;
+        *line = record.to_string();
+    }
+}
+
+/// Sequences `decide` never produces are refused even with every hash recomputed to match.
+#[sqlx::test]
+async fn verify_refuses_histories_the_service_could_not_have_written(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let other = some_history(&app).await;
+    let url = database_url(&pool).await;
+    let dir = scratch_dir();
+    let file = export(&url, &dir, "ledger.jsonl", &[]);
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&file).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    // Position 6 locks the rotated API credential; position 8 revokes "Revoked".
+    let rotated_uuid = lines[5]["stream_id"].clone();
+    let forged = |name: &str, edit: &dyn Fn(&mut Vec<String>)| {
+        rewrite(&file, name, |lines| {
+            edit(lines);
+            rechain(lines);
+        })
+    };
+    let edit_line = |lines: &mut Vec<String>, index: usize, change: &dyn Fn(&mut Value)| {
+        let mut record: Value = serde_json::from_str(&lines[index]).unwrap();
+        change(&mut record);
+        lines[index] = record.to_string();
+    };
+    let second_lock = forged("second-lock.jsonl", &|lines| {
+        let mut again: Value = serde_json::from_str(&lines[7]).unwrap();
+        again["position"] = json!(9);
+        again["stream_version"] = json!(3);
+        again["event_id"] = json!(uuid::Uuid::new_v4());
+        lines.push(again.to_string());
+    });
+    let other_server = other.server_uuid.to_string();
+    let moved_lock = forged("moved-lock.jsonl", &|lines| {
+        edit_line(lines, 7, &|record| record["server_uuid"] = json!(other_server));
+    });
+    let after_own_lock = forged("after-own-lock.jsonl", &|lines| {
+        let mut created: Value = serde_json::from_str(&lines[6]).unwrap();
+        let last: Value = serde_json::from_str(&lines[7]).unwrap();
+        created["recorded_at"] = last["recorded_at"].clone();
+        created["position"] = json!(9);
+        created["stream_id"] = json!(uuid::Uuid::new_v4());
+        created["event_id"] = json!(uuid::Uuid::new_v4());
+        created["payload"]["credential_id"] = json!(7);
+        created["metadata"]["actor"] = json!({"kind": "credential", "uuid": rotated_uuid});
+        lines.push(created.to_string());
+    });
+    let offline = "postgres://nobody@127.0.0.1:1/none";
+    let (ok, report) = verify(&["--file", forged("rechained.jsonl", &|_| {}).to_str().unwrap()], offline);
+    assert!(ok, "rechaining alone changes nothing: {report}");
+    for (forgery, position, problem) in [
+        (&second_lock, 9, "locked again"),
+        (&moved_lock, 8, "server_uuid"),
+        (&after_own_lock, 9, "not a live API credential"),
+    ] {
+        let (ok, report) = verify(&["--file", forgery.to_str().unwrap()], offline);
+        assert!(!ok, "{}: {report}", forgery.display());
+        assert_eq!(report["first_bad_position"], position, "{}: {report}", forgery.display());
+        assert!(report["problem"].as_str().unwrap().contains(problem), "{}: {report}", forgery.display());
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

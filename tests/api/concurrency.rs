@@ -1,9 +1,12 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::{spawn_app, Answer};
+use crate::helpers::{spawn_app, verify_database, Answer};
 use crate::ledger::assert_chain_is_intact;
 
 #[sqlx::test]
@@ -71,6 +74,75 @@ async fn two_instances_writing_at_once_interleave_without_gaps(pool: PgPool) {
     // Gap-free positions 1..=122, each event chained to the one before.
     assert_chain_is_intact(&first).await;
     assert_eq!(first.log_head().await.0, 122);
+}
+
+/// A key revoked while its own creates wait in batches writes nothing after its lock, on either
+/// instance: the caller is authorised at the log position where its events go, not only when
+/// its request arrived.
+#[sqlx::test]
+async fn a_key_revoked_under_its_own_write_storm_writes_nothing_after_its_lock(pool: PgPool) {
+    let first = spawn_app(pool.clone()).await;
+    let second = spawn_app(pool.clone()).await;
+    let victim = first.create_api_key(&first.tenant.key, "Victim").await;
+    let (victim_key, victim_uuid) = (victim["key"].as_str().unwrap(), victim["uuid"].as_str().unwrap());
+    let stop = AtomicBool::new(false);
+    let storm = (0..48).map(|worker| {
+        let (instance, stop) = (if worker % 2 == 0 { &first } else { &second }, &stop);
+        async move {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("Storm {worker}-{}", answers.len());
+                answers.push(instance.create(victim_key, json!({"name": name, "type": "API"})).await);
+            }
+            answers
+        }
+    });
+    let revoke = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let answer = first.revoke(&first.tenant.key, victim_uuid).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        answer
+    };
+    let (answers, revoked) = tokio::join!(join_all(storm), revoke);
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    let answers: Vec<Answer> = answers.into_iter().flatten().collect();
+    let created: Vec<&str> = answers
+        .iter()
+        .filter(|answer| answer.status == StatusCode::OK)
+        .map(|answer| answer.data()["uuid"].as_str().unwrap())
+        .collect();
+    let refused = answers.iter().filter(|answer| answer.status == StatusCode::UNAUTHORIZED).count();
+    assert!(!created.is_empty() && refused > 0, "the storm ran across the revoke: {} created", created.len());
+    assert!(
+        answers.iter().all(|answer| answer.status == StatusCode::OK || answer.error_code() == "invalid_api_key"),
+        "only successes and 401s"
+    );
+
+    let lock: i64 = sqlx::query_scalar(
+        "SELECT position FROM events WHERE stream_id = $1::uuid AND event_type = 'CredentialLocked'",
+    )
+    .bind(victim_uuid)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let after_lock: Vec<i64> = sqlx::query_scalar(
+        "SELECT position FROM events WHERE metadata->'actor'->>'uuid' = $1 AND position > $2 ORDER BY position",
+    )
+    .bind(victim_uuid)
+    .bind(lock)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(after_lock, Vec::<i64>::new(), "events by the victim after its lock at {lock}");
+    let by_victim: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE metadata->'actor'->>'uuid' = $1")
+        .bind(victim_uuid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(by_victim as usize, created.len(), "every acknowledged create is in the log, and nothing else");
+    let (ok, report) = verify_database(&pool).await;
+    assert!(ok, "{report}");
 }
 
 fn sorted_ids(answers: &[Answer]) -> Vec<i64> {

@@ -205,6 +205,14 @@ pub fn run_ledger(args: &[&str], database_url: &str) -> std::process::Output {
         .expect("the binary runs")
 }
 
+/// Runs `verify` on the database `pool` is connected to: whether it passed, and its report.
+pub async fn verify_database(pool: &PgPool) -> (bool, Value) {
+    let output = run_ledger(&["verify"], &database_url(pool).await);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{stdout} {:?}", output.stderr));
+    (output.status.success(), report)
+}
+
 /// A child process that is killed when dropped, so a failing test leaves nothing running.
 pub struct ChildGuard(pub std::process::Child);
 
