@@ -47,6 +47,8 @@ pub struct Metrics {
     pub relay_lag: Gauge,
     pub log_head: Gauge,
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    pub replica_reloads: Counter,
+    pub writer_timeouts: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -86,8 +88,22 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry.register("log_head_position", "Position of the last event in the log", log_head.clone());
     let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
     registry.register("webhook_attempts", "Webhook attempts by outcome", webhook_deliveries.clone());
+    let replica_reloads = Counter::default();
+    registry.register(
+        "replica_reloads",
+        "Times the in-memory replica found the log inconsistent with itself and reloaded the view",
+        replica_reloads.clone(),
+    );
+    let writer_timeouts = Counter::default();
+    registry.register(
+        "writer_timeouts",
+        "Batches abandoned because the database did not answer in time (their connection is discarded)",
+        writer_timeouts.clone(),
+    );
     Metrics {
         registry,
+        replica_reloads,
+        writer_timeouts,
         http_requests,
         http_request_duration,
         auth_failures,

@@ -11,6 +11,7 @@
 //! writer just committed, folded by that same `apply`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -84,6 +85,15 @@ pub struct Replica {
     /// One catch-up at a time; the others wait for it.
     catching_up: tokio::sync::Mutex<()>,
     head_reads: Arc<Mutex<HeadReads>>,
+    consistent: AtomicBool,
+}
+
+async fn load_state(store: &Store) -> Result<State, StoreError> {
+    // A Mutex only because the future must be Send: the two closures never run at once.
+    let loading = Mutex::new(State::default());
+    let lock = || loading.lock().unwrap_or_else(PoisonError::into_inner);
+    let position = store.view_snapshot(|count| lock().reserve(count), |credential| lock().insert(credential)).await?;
+    Ok(State { position, ..loading.into_inner().unwrap_or_else(PoisonError::into_inner) })
 }
 
 /// At most one head read runs at a time; requests that arrive while it runs share the next.
@@ -102,20 +112,20 @@ impl std::fmt::Debug for Replica {
 impl Replica {
     /// Loads the view as it stands, with the position it reflects.
     pub async fn load(store: Store) -> Result<Arc<Replica>, StoreError> {
-        let loading = std::cell::RefCell::new(State::default());
-        let position = store
-            .view_snapshot(
-                |count| loading.borrow_mut().reserve(count),
-                |credential| loading.borrow_mut().insert(credential),
-            )
-            .await?;
-        let state = State { position, ..loading.into_inner() };
+        let state = load_state(&store).await?;
         Ok(Arc::new(Replica {
             store,
             state: RwLock::new(state),
             catching_up: tokio::sync::Mutex::new(()),
             head_reads: Arc::default(),
+            consistent: AtomicBool::new(true),
         }))
+    }
+
+    /// False while the replica reloads after finding itself out of step with the log: the
+    /// instance is then not ready (requests wait for the reload rather than fail).
+    pub fn is_consistent(&self) -> bool {
+        self.consistent.load(Ordering::Relaxed)
     }
 
     pub fn position(&self) -> i64 {
@@ -203,16 +213,76 @@ impl Replica {
             return Ok(());
         }
         let _only_one = self.catching_up.lock().await;
+        let mut reloaded = false;
         while self.position() < target {
             let events = self.store.events_since(self.position(), CATCH_UP_PAGE).await?;
             if events.is_empty() {
                 break;
             }
-            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-            for event in events {
-                state.apply(event)?;
+            let applied = {
+                let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+                events.into_iter().try_for_each(|event| state.apply(event))
+            };
+            match applied {
+                Ok(()) => {}
+                // Once: a view that is itself at odds with the log would only fail again.
+                Err(error) if !reloaded => {
+                    reloaded = true;
+                    self.reload(error).await?;
+                }
+                Err(error) => return Err(error),
             }
         }
         Ok(())
+    }
+
+    /// Replaces the whole state with a fresh snapshot of the view, which is consistent with the
+    /// log by construction (both move in one transaction).
+    async fn reload(&self, cause: StoreError) -> Result<(), StoreError> {
+        tracing::error!(error = %cause, "the replica is out of step with the log: reloading the credential view");
+        crate::metrics::metrics().replica_reloads.inc();
+        self.consistent.store(false, Ordering::Relaxed);
+        let state = load_state(&self.store).await?;
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
+        self.consistent.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::PgPool;
+
+    use super::*;
+    use crate::domain::{Actor, Command, CredentialName, EventMetadata, ServerName};
+    use crate::provision::provision_server;
+    use crate::writer::Writer;
+
+    /// A replica that finds an event it cannot apply (here: the lock of a credential it lost)
+    /// reloads the view instead of answering 500s, and counts it.
+    #[sqlx::test]
+    async fn a_replica_out_of_step_with_the_log_reloads_the_view(pool: PgPool) {
+        crate::store::prepare(&pool).await.unwrap();
+        let store = Store::new(pool);
+        let name = ServerName::parse("Acme").unwrap();
+        let server = provision_server(&store, &name, CredentialName::parse("First").unwrap()).await.unwrap();
+        let replica = Replica::load(store.clone()).await.unwrap();
+        {
+            let mut state = replica.state.write().unwrap();
+            *state = State { position: state.position, ..State::default() };
+        }
+        let (writer, _task) = Writer::spawn(store.clone(), Replica::load(store.clone()).await.unwrap());
+        let revoke = Command::Revoke { server_uuid: server.server_uuid, credential_uuid: server.credential.uuid };
+        let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
+        writer.execute(revoke, metadata).await.unwrap();
+
+        let reloads = crate::metrics::metrics().replica_reloads.get();
+        replica.sync(Instant::now()).await.unwrap();
+        assert!(replica.is_consistent());
+        assert!(crate::metrics::metrics().replica_reloads.get() > reloads);
+        let listed = replica.list(server.server_uuid);
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].hold, "the revoke is in the reloaded replica");
+        assert_eq!(replica.authenticate(&server.key.hash()), None);
     }
 }

@@ -190,7 +190,7 @@ impl From<StoreError> for ApiError {
             StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Unavailable(_) => {
                 ApiError::Unavailable(error.to_string())
             }
-            StoreError::Corrupt { .. } => ApiError::Internal(error.to_string()),
+            StoreError::Corrupt { .. } | StoreError::InconsistentView { .. } => ApiError::Internal(error.to_string()),
         }
     }
 }

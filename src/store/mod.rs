@@ -32,6 +32,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the stored event at position {position} cannot be read: {reason}")]
     Corrupt { position: i64, reason: String },
+    #[error("the credential view is inconsistent with the log at position {position}: {reason}")]
+    InconsistentView { position: i64, reason: String },
     #[error("{0}")]
     Unavailable(String),
 }

@@ -19,8 +19,23 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // One snapshot for every read: the view is updated in the transaction that moves the head.
         sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-        let position = sqlx::query_scalar!("SELECT position FROM chain_head").fetch_one(&mut *tx).await?;
+        // The lock comes before the snapshot, which the first SELECT takes: a rebuild that has
+        // dropped the view commits first, so the snapshot sees the new table and its rows. Taken
+        // after, the snapshot would predate the new table's rows and find it empty.
+        sqlx::query!("LOCK TABLE credentials IN ACCESS SHARE MODE").execute(&mut *tx).await?;
+        let head = sqlx::query!("SELECT position, last_credential_id FROM chain_head").fetch_one(&mut *tx).await?;
+        let position = head.position;
         let count = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM credentials"#).fetch_one(&mut *tx).await?;
+        // Credential ids are handed out without gaps, one view row each.
+        if count != head.last_credential_id {
+            return Err(StoreError::InconsistentView {
+                position,
+                reason: format!(
+                    "it has {count} rows where the log created {} credentials: run `projections rebuild`",
+                    head.last_credential_id
+                ),
+            });
+        }
         starting(usize::try_from(count).unwrap_or_default());
         let mut rows = sqlx::query!(
             r#"SELECT id, uuid, server_uuid, name, type AS credential_type, hold, key_hash, key_prefix, created_at,

@@ -167,3 +167,53 @@ async fn a_rebuild_during_writes_neither_fails_them_nor_loses_them(pool: PgPool)
     rebuild_projections(&app.pool).await.unwrap();
     assert_eq!(app.view().await, live);
 }
+
+/// An instance that starts while a rebuild has dropped the view loads the rebuilt view, not an
+/// empty one: its keys work, and a revoke made elsewhere afterwards reaches it without errors.
+#[sqlx::test]
+async fn an_instance_started_during_a_rebuild_serves_every_key(pool: PgPool) {
+    let first = spawn_app(pool.clone()).await;
+    let extra = first.create_api_key(&first.tenant.key, "Existing").await;
+    // A reader holding the view makes the rebuild wait right after it locked the chain head,
+    // with the old view dropped but not yet replaced: the window a start-up can fall into.
+    let mut reader = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM credentials LIMIT 1").execute(&mut *reader).await.unwrap();
+    let start = async {
+        wait_for_lock_waiters(&pool, 1).await;
+        let release = async {
+            // The starting instance queues behind the rebuild too, then the reader lets go.
+            wait_for_lock_waiters(&pool, 2).await;
+            reader.commit().await.unwrap();
+        };
+        tokio::join!(spawn_app(pool.clone()), release).0
+    };
+    let (rebuilt, second) = tokio::join!(rebuild_projections(&first.pool), start);
+    rebuilt.unwrap();
+
+    let listed = second.list(&first.tenant.key).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    assert_eq!(listed.data().as_array().unwrap().len(), 2);
+    first.revoke(&first.tenant.key, extra["uuid"].as_str().unwrap()).await.data();
+    let listed = second.list(&first.tenant.key).await;
+    assert_eq!(listed.data()[1]["hold"], true, "{}", listed.body);
+    assert_eq!(second.list(extra["key"].as_str().unwrap()).await.error_code(), "invalid_api_key");
+    let ready = second.client.get(format!("{}/readyz", second.address)).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}
+
+/// Waits until at least `count` sessions of this test database wait for a lock.
+async fn wait_for_lock_waiters(pool: &PgPool, count: i64) {
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting >= count {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {count} sessions ever waited for a lock");
+}
