@@ -158,44 +158,119 @@ impl fmt::Debug for WebhookSecret {
     }
 }
 
-/// Whether a webhook may be sent to `ip`: only globally routable unicast addresses may.
-/// Loopback, private, shared, link-local, unspecified, multicast, broadcast and documentation
-/// ranges are refused (they reach the service's own network, not a customer's).
+/// Whether a webhook may be sent to `ip`.
+///
+/// An address may be called only if IANA's special-purpose address registries
+/// (iana-ipv4-special-registry, iana-ipv6-special-registry) leave it globally reachable: every
+/// block they list without "Globally Reachable = True" is refused, since it reaches the service's
+/// own network or nobody. Refused as well: multicast, the deprecated 6to4 relay anycast block
+/// 192.88.99.0/24, and the deprecated IPv6 site-local, IPv4-compatible and IPv4-translated forms.
+/// An IPv6 form that the network delivers to an IPv4 address (IPv4-mapped `::ffff:0:0/96`, NAT64
+/// well-known `64:ff9b::/96`) is judged by that IPv4 address instead. The anycast addresses the
+/// registries mark reachable inside 192.0.0.0/24 and 2001::/23 (PCP, TURN, DNS-SD SRP) are refused
+/// too: the nearest such server is the service's own or its provider's, never a customer's.
 pub fn is_public_address(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => is_public_v4(ip),
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(mapped) => is_public_v4(mapped),
+        IpAddr::V6(ip) => match embedded_ipv4(ip) {
+            Some(embedded) => is_public_v4(embedded),
             None => is_public_v6(ip),
         },
     }
 }
 
+type V4Block = (Ipv4Addr, u32, &'static str);
+type V6Block = (Ipv6Addr, u32, &'static str);
+
+const V4_REFUSED: [V4Block; 15] = [
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "this network"),
+    (Ipv4Addr::new(10, 0, 0, 0), 8, "private use"),
+    (Ipv4Addr::new(100, 64, 0, 0), 10, "shared address space (carrier-grade NAT)"),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback"),
+    (Ipv4Addr::new(169, 254, 0, 0), 16, "link-local, home of cloud metadata services"),
+    (Ipv4Addr::new(172, 16, 0, 0), 12, "private use"),
+    // The whole /24, although the registry marks 192.0.0.9 (PCP) and 192.0.0.10 (TURN) anycast
+    // reachable: the nearest such server is the caller's own or its provider's, never a customer's.
+    (Ipv4Addr::new(192, 0, 0, 0), 24, "IETF protocol assignments"),
+    (Ipv4Addr::new(192, 0, 2, 0), 24, "documentation (TEST-NET-1)"),
+    // Hands packets to whichever 6to4 relay is nearest (deprecated by RFC 7526).
+    (Ipv4Addr::new(192, 88, 99, 0), 24, "6to4 relay anycast"),
+    (Ipv4Addr::new(192, 168, 0, 0), 16, "private use"),
+    (Ipv4Addr::new(198, 18, 0, 0), 15, "benchmarking"),
+    (Ipv4Addr::new(198, 51, 100, 0), 24, "documentation (TEST-NET-2)"),
+    (Ipv4Addr::new(203, 0, 113, 0), 24, "documentation (TEST-NET-3)"),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast"),
+    (Ipv4Addr::new(240, 0, 0, 0), 4, "reserved, and the limited broadcast 255.255.255.255"),
+];
+
+// Judged by the IPv4 address in their last 32 bits, because that is where packets end up: the
+// socket layer turns a mapped address into IPv4, a NAT64 gateway translates to the embedded one.
+const V6_EMBEDDING_IPV4: [V6Block; 2] = [
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96, "IPv4-mapped"),
+    (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96, "NAT64 well-known prefix"),
+];
+
+const V6_REFUSED: [V6Block; 17] = [
+    (Ipv6Addr::UNSPECIFIED, 128, "unspecified"),
+    (Ipv6Addr::LOCALHOST, 128, "loopback"),
+    // Deprecated forms that embed an IPv4 address; nothing legitimate uses them any more, so
+    // they are refused whatever address they carry.
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96, "IPv4-compatible (deprecated)"),
+    (Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96, "IPv4-translated (obsolete SIIT)"),
+    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48, "local-use IPv4/IPv6 translation"),
+    (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64, "discard-only"),
+    (Ipv6Addr::new(0x100, 0, 0, 1, 0, 0, 0, 0), 64, "dummy prefix"),
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23, "IETF protocol assignments"),
+    // Inside the block above, but named because it tunnels to an (obfuscated) IPv4 address.
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 32, "Teredo"),
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32, "documentation"),
+    // All of it, not only the 6to4 addresses of refused IPv4 addresses: the registry leaves its
+    // reachability open and the relays that would carry it are deprecated.
+    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16, "6to4"),
+    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20, "documentation"),
+    (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16, "segment routing (SRv6) SIDs"),
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, "unique local"),
+    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "link-local"),
+    (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10, "site-local (deprecated)"),
+    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "multicast"),
+];
+
+// The registry marks these reachable although they lie in 2001::/23. The anycast addresses
+// 2001:1::1 to 2001:1::3 are left out for the same reason as 192.0.0.9 and 192.0.0.10.
+const V6_REACHABLE_IN_REFUSED: [V6Block; 4] = [
+    (Ipv6Addr::new(0x2001, 3, 0, 0, 0, 0, 0, 0), 32, "AMT"),
+    (Ipv6Addr::new(0x2001, 4, 0x112, 0, 0, 0, 0, 0), 48, "AS112-v6"),
+    (Ipv6Addr::new(0x2001, 0x20, 0, 0, 0, 0, 0, 0), 28, "ORCHIDv2"),
+    (Ipv6Addr::new(0x2001, 0x30, 0, 0, 0, 0, 0, 0), 28, "drone remote ID entity tags"),
+];
+
 fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // shared address space (carrier-grade NAT)
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 198 && (18..20).contains(&b)) // benchmarking
-        || a >= 240) // reserved
+    !V4_REFUSED.iter().any(|&(network, len, _)| in_v4_block(ip, network, len))
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local
-        || (first & 0xffc0) == 0xfe80 // link-local
-        || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
-        || first == 0x0064 && ip.segments()[1] == 0xff9b) // NAT64, which can reach IPv4 private space
+    let within = |&(network, len, _): &V6Block| in_v6_block(ip, network, len);
+    // Only 2000::/3 is allocated as global unicast; the rest of the space is reserved.
+    in_v6_block(ip, Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3)
+        && (V6_REACHABLE_IN_REFUSED.iter().any(within) || !V6_REFUSED.iter().any(within))
+}
+
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let [.., a, b, c, d] = ip.octets();
+    V6_EMBEDDING_IPV4
+        .iter()
+        .any(|&(network, len, _)| in_v6_block(ip, network, len))
+        .then_some(Ipv4Addr::new(a, b, c, d))
+}
+
+fn in_v4_block(ip: Ipv4Addr, network: Ipv4Addr, len: u32) -> bool {
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    (u32::from(ip) & mask) == (u32::from(network) & mask)
+}
+
+fn in_v6_block(ip: Ipv6Addr, network: Ipv6Addr, len: u32) -> bool {
+    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+    (u128::from(ip) & mask) == (u128::from(network) & mask)
 }
 
 #[cfg(test)]
@@ -255,27 +330,133 @@ mod tests {
 
     #[test]
     fn only_public_addresses_are_called() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
+        for refused in [
+            // IPv4
             "0.0.0.0",
+            "0.1.2.3",
+            "10.1.2.3",
+            "100.64.0.0",
             "100.64.0.1",
-            "255.255.255.255",
+            "100.127.255.255",
+            "127.0.0.1",
+            "169.254.169.254",
+            "172.16.0.0",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.1",
+            "192.0.0.9",
+            "192.0.0.10",
+            "192.0.0.170",
+            "192.0.2.1",
+            "192.88.99.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
             "224.0.0.1",
-            "::1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            // IPv6
             "::",
-            "fe80::1",
-            "fd00::1",
+            "::1",
+            "::127.0.0.1",
+            "::8.8.8.8",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:0:7f00:1",
+            "::ffff:0:808:808",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b:1::8.8.8.8",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
+            "100:0:0:1::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:1::1",
+            "2001:1::2",
+            "2001:1::3",
+            "2001:1::4",
+            "2001:2::1",
+            "2001:4:113::1",
+            "2001:10::1",
+            "2001:1f::1",
+            "2001:40::1",
+            "2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2001:db8::",
+            "2001:db8::1",
+            "2002:7f00:1::",
+            "2002:808:808::1",
+            "3fff::1",
+            "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "5f00::1",
+            "fc00::1",
+            "fd00::1",
+            "fe80::1",
+            "febf:ffff::1",
+            "fec0::1",
+            "feff::1",
+            "ff02::1",
+            "ff0e::1",
+            "4000::1",
+            "::1:0:0:1",
         ] {
-            assert!(!is_public_address(private.parse().unwrap()), "{private}");
+            assert!(!is_public_address(refused.parse().unwrap()), "{refused}");
         }
-        for public in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"] {
+        for public in [
+            // IPv4
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.31.196.1",
+            "192.52.193.1",
+            "198.17.255.255",
+            "198.20.0.0",
+            "223.255.255.255",
+            // IPv6
+            "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "2001:3::1",
+            "2001:4:112::1",
+            "2001:20::1",
+            "2001:30::1",
+            "2001:200::1",
+            "2001:db7:ffff::",
+            "2001:db9::",
+            "2003::1",
+            "2606:4700:4700::1111",
+            "2620:4f:8000::1",
+            "2a00:1450:4001::1",
+            "3fff:1000::",
+        ] {
             assert!(is_public_address(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn every_block_is_judged_from_its_first_to_its_last_address() {
+        for (network, len, name) in V4_REFUSED {
+            let first = u32::from(network);
+            for ip in [first, first | u32::MAX.checked_shr(len).unwrap_or(0)] {
+                let ip = Ipv4Addr::from(ip);
+                assert!(!is_public_address(IpAddr::V4(ip)), "{name}: {ip}");
+            }
+        }
+        for (blocks, public) in [(&V6_REFUSED[..], false), (&V6_REACHABLE_IN_REFUSED[..], true)] {
+            for &(network, len, name) in blocks {
+                let first = u128::from(network);
+                for ip in [first, first | u128::MAX.checked_shr(len).unwrap_or(0)] {
+                    let ip = Ipv6Addr::from(ip);
+                    assert_eq!(is_public_address(IpAddr::V6(ip)), public, "{name}: {ip}");
+                }
+            }
         }
     }
 }

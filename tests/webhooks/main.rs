@@ -273,6 +273,15 @@ async fn internal_destinations_bad_urls_and_unknown_events_are_refused(pool: PgP
         "http://[fd00::1]/hook",
         "http://0.0.0.0/",
         "http://203.0.113.10/documentation-range",
+        // IPv6 forms that embed or tunnel to an IPv4 address, and other special-purpose blocks.
+        "http://[::127.0.0.1]/ipv4-compatible",
+        "http://[2002:7f00:1::]/6to4",
+        "http://[::ffff:0:7f00:1]/ipv4-translated",
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/teredo",
+        "http://[fec0::1]/site-local",
+        "http://[100::1]/discard-only",
+        "http://192.88.99.1/6to4-relay",
+        "http://[64:ff9b::10.0.0.1]/nat64-of-private",
     ] {
         let answer = create(json!({ "url": url })).await;
         assert_eq!(
