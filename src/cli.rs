@@ -191,7 +191,8 @@ fn read_export(path: &Path, mut each: impl FnMut(ExportRecord) -> anyhow::Result
 async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
     let pool = store::connect(&args.database.settings()).await.context("connecting to PostgreSQL")?;
     store::prepare(&pool).await?;
-    let worker = WebhookWorker::new(Store::new(pool), args.webhooks.settings(&args.bus))?;
+    let store = Store::new(pool).with_query_timeout(args.database.settings().query_timeout);
+    let worker = WebhookWorker::new(store, args.webhooks.settings(&args.bus))?;
     let stop = CancellationToken::new();
     let running = tokio::spawn(worker.run(stop.clone()));
     shutdown_signal().await;
@@ -213,6 +214,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_requests: args.max_concurrent_requests.max(1),
         },
         auth_failures_per_minute: args.auth_failures_per_minute,
+        query_timeout: args.relay.database.settings().query_timeout,
+        shutdown_timeout: std::time::Duration::from_millis(args.shutdown_timeout_ms),
     };
     let application = Application::build(pool, settings).await?;
     tracing::info!(address = %application.local_addr()?, "serving");

@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bus::{BusSettings, RelaySettings, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE};
-use crate::store::DatabaseSettings;
+use crate::startup::DEFAULT_SHUTDOWN_TIMEOUT;
+use crate::store::{DatabaseSettings, DEFAULT_QUERY_TIMEOUT};
 use crate::webhooks::{parse_schedule, WebhookSettings, DEFAULT_RETRY_SCHEDULE};
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/credential_ledger";
@@ -224,6 +225,10 @@ pub struct DatabaseArgs {
     /// How long a request waits for a pooled connection before failing with 503.
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 1000)]
     pub database_acquire_timeout_ms: u64,
+    /// How long the service's queries (appends, the read barrier, health checks) may take;
+    /// a connection that does not answer in time is closed and replaced.
+    #[arg(long, env = "DATABASE_QUERY_TIMEOUT_MS", default_value_t = DEFAULT_QUERY_TIMEOUT.as_millis() as u64)]
+    pub database_query_timeout_ms: u64,
 }
 
 impl DatabaseArgs {
@@ -232,6 +237,7 @@ impl DatabaseArgs {
             url: self.database_url.clone(),
             max_connections: self.database_max_connections,
             acquire_timeout: Duration::from_millis(self.database_acquire_timeout_ms),
+            query_timeout: Duration::from_millis(self.database_query_timeout_ms.max(1)),
         }
     }
 }
@@ -263,4 +269,7 @@ pub struct ServeArgs {
     /// Failed authentications allowed per client address and minute; beyond, 429.
     #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
     pub auth_failures_per_minute: u32,
+    /// After SIGTERM, how long draining may take before the process exits with an error.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64)]
+    pub shutdown_timeout_ms: u64,
 }

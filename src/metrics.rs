@@ -48,7 +48,7 @@ pub struct Metrics {
     pub log_head: Gauge,
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
     pub replica_reloads: Counter,
-    pub writer_timeouts: Counter,
+    pub database_timeouts: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -94,16 +94,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Times the in-memory replica found the log inconsistent with itself and reloaded the view",
         replica_reloads.clone(),
     );
-    let writer_timeouts = Counter::default();
+    let database_timeouts = Counter::default();
     registry.register(
-        "writer_timeouts",
-        "Batches abandoned because the database did not answer in time (their connection is discarded)",
-        writer_timeouts.clone(),
+        "database_timeouts",
+        "Queries abandoned because the database did not answer in time (their connection is closed)",
+        database_timeouts.clone(),
     );
     Metrics {
         registry,
         replica_reloads,
-        writer_timeouts,
+        database_timeouts,
         http_requests,
         http_request_duration,
         auth_failures,

@@ -31,7 +31,14 @@ pub struct Settings {
     pub limits: Limits,
     /// Failed authentications allowed per client address and minute before it gets 429s.
     pub auth_failures_per_minute: u32,
+    /// How long the service's own queries may take before their connection is replaced.
+    pub query_timeout: Duration,
+    /// After SIGTERM, how long draining may take before the process gives up and exits.
+    pub shutdown_timeout: Duration,
 }
+
+/// The default of `SHUTDOWN_TIMEOUT_MS`: the request timeout plus the query timeout, with room.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -43,6 +50,8 @@ impl Default for Settings {
             run_webhook_worker: false,
             limits: Limits { request_timeout: Duration::from_secs(10), max_concurrent_requests: 1024 },
             auth_failures_per_minute: 10_000,
+            query_timeout: crate::store::DEFAULT_QUERY_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -57,13 +66,14 @@ pub struct Application {
     stop_background: CancellationToken,
     webhook_worker: Option<JoinHandle<()>>,
     limits: Limits,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
     /// Prepares the schema, starts the background tasks and binds the listener.
     pub async fn build(pool: PgPool, settings: Settings) -> anyhow::Result<Application> {
         store::prepare(&pool).await?;
-        let store = Store::new(pool);
+        let store = Store::new(pool).with_query_timeout(settings.query_timeout);
         let replica = Replica::load(store.clone()).await?;
         let (writer, writer_task) = Writer::spawn(store.clone(), replica.clone());
         let usage = UsageRecorder::default();
@@ -107,6 +117,7 @@ impl Application {
             stop_background,
             webhook_worker,
             limits: settings.limits,
+            shutdown_timeout: settings.shutdown_timeout,
         })
     }
 
@@ -115,8 +126,32 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests, drains the writer,
-    /// flushes `last_used_at` and stops the relay.
+    /// flushes `last_used_at` and stops the relay: all within the shutdown timeout, after which
+    /// it gives up with an error (whatever was acknowledged is committed already).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (signalled, on_signal) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = signalled.send(());
+        };
+        let grace = self.shutdown_timeout;
+        let deadline = async move {
+            match on_signal.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                // The server ended without a signal: nothing to bound.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            stopped = self.serve_and_drain(shutdown) => stopped,
+            () = deadline => {
+                tracing::error!(timeout_ms = grace.as_millis() as u64, "shutdown did not finish in time: giving up");
+                anyhow::bail!("shutdown did not finish within {grace:?}")
+            }
+        }
+    }
+
+    async fn serve_and_drain(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let service = router(self.state, self.limits).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await?;
         // The last handle on the writer went with the router: the writer ends once it is drained.

@@ -7,7 +7,8 @@
 //! it last moved, so a batch of creates costs one round trip, and hands what it committed to the
 //! replica, which then need not read it back from the log.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -42,13 +43,55 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    health: Arc<WriterHealth>,
+}
+
+/// Whether the writer can write, for readiness: a batch that runs long, or a recent failure with
+/// no commit since, means this instance should get no writes for now.
+#[derive(Debug, Default)]
+pub struct WriterHealth {
+    state: Mutex<HealthState>,
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    batch_started: Option<Instant>,
+    /// The last batch failed at this instant, and none has committed since.
+    failed_at: Option<Instant>,
+}
+
+/// How long after a failed batch the instance reports itself not ready. Bounded, so that an
+/// instance a load balancer stopped sending writes to becomes ready again and is tried.
+const FAILURE_NOT_READY_FOR: Duration = Duration::from_secs(5);
+
+impl WriterHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Why the writer cannot write now, if it cannot.
+    pub fn problem(&self, stuck_after: Duration) -> Option<String> {
+        let state = self.lock();
+        if let Some(started) = state.batch_started.filter(|started| started.elapsed() > stuck_after) {
+            return Some(format!("a write has waited {} ms for the database", started.elapsed().as_millis()));
+        }
+        state
+            .failed_at
+            .filter(|failed| failed.elapsed() < FAILURE_NOT_READY_FOR)
+            .map(|_| "the last write failed and none has committed since".to_owned())
+    }
 }
 
 impl Writer {
     pub fn spawn(store: Store, replica: Arc<Replica>) -> (Writer, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(run(store, replica, queue));
-        (Writer { jobs }, task)
+        let health = Arc::new(WriterHealth::default());
+        let task = tokio::spawn(run(store, replica, queue, health.clone()));
+        (Writer { jobs, health }, task)
+    }
+
+    pub fn health(&self) -> &WriterHealth {
+        &self.health
     }
 
     /// Submits a command and waits until it is committed (or refused).
@@ -65,14 +108,21 @@ impl std::fmt::Debug for Job {
     }
 }
 
-async fn run(store: Store, replica: Arc<Replica>, mut queue: mpsc::Receiver<Job>) {
+async fn run(store: Store, replica: Arc<Replica>, mut queue: mpsc::Receiver<Job>, health: Arc<WriterHealth>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Where this writer last left the log; unknown at first and after any failure.
     let mut head = None;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let size = batch.len();
-        let started = std::time::Instant::now();
-        match commit_batch(&store, head.take(), &batch).await {
+        let started = Instant::now();
+        health.lock().batch_started = Some(started);
+        let committed = commit_batch(&store, head.take(), &batch).await;
+        {
+            let mut state = health.lock();
+            state.batch_started = None;
+            state.failed_at = committed.is_err().then(Instant::now);
+        }
+        match committed {
             Ok(appended) => {
                 replica.committed(appended.previous, appended.head.position, appended.ledger.changed());
                 head = Some(appended.head);

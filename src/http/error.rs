@@ -191,6 +191,8 @@ impl From<StoreError> for ApiError {
                 ApiError::Unavailable(error.to_string())
             }
             StoreError::Corrupt { .. } | StoreError::InconsistentView { .. } => ApiError::Internal(error.to_string()),
+            // A write may have committed: the answer must say "unknown", not "retry".
+            StoreError::TimedOut(_) => ApiError::Timeout,
         }
     }
 }
@@ -199,6 +201,7 @@ impl From<WriteError> for ApiError {
     fn from(error: WriteError) -> Self {
         match error {
             WriteError::Rejected(refused) => refused.into(),
+            WriteError::Unavailable(cause) if matches!(*cause, StoreError::TimedOut(_)) => ApiError::Timeout,
             WriteError::Unavailable(_) | WriteError::Stopped => ApiError::Unavailable(error.to_string()),
         }
     }

@@ -87,6 +87,9 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Success<Readiness>, A
     if applied < expected {
         return Err(ApiError::Unavailable(format!("{applied} of {expected} migrations are applied")));
     }
+    if let Some(problem) = app.writer.health().problem(app.health_timeout) {
+        return Err(ApiError::Unavailable(problem));
+    }
     if !app.replica.is_consistent() {
         return Err(ApiError::Unavailable("the credential replica is reloading".into()));
     }

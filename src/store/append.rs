@@ -70,25 +70,37 @@ impl Store {
         touched: &[Uuid],
         mut decide: impl FnMut(&mut Ledger, DateTime<Utc>) -> Decision<'a, T>,
     ) -> Result<Appended<T>, StoreError> {
+        // Bounded as a whole: a connection that went silent must not hold the writer for ever.
         let mut connection = self.pool.acquire().await?;
-        let head = match head {
-            Some(head) => head,
-            None => read_head(&mut connection).await?,
-        };
-        if let Some(appended) = try_append(&mut connection, head, touched, &mut decide).await? {
-            return Ok(appended);
-        }
-        // Another instance appended since `head`: again, holding the head this time.
-        let mut tx = connection.begin().await?;
-        let head = lock_head(&mut tx).await?;
-        let position = head.position;
-        let appended = try_append(&mut tx, head, touched, &mut decide).await?.ok_or_else(|| StoreError::Corrupt {
-            position,
-            reason: "the chain head moved while its row lock was held".into(),
-        })?;
-        tx.commit().await?;
-        Ok(appended)
+        let outcome =
+            tokio::time::timeout(self.query_timeout, append_on(&mut connection, head, touched, &mut decide)).await;
+        self.settle(connection, outcome)
     }
+}
+
+async fn append_on<'a, T>(
+    connection: &mut PgConnection,
+    head: Option<ChainHead>,
+    touched: &[Uuid],
+    decide: &mut impl FnMut(&mut Ledger, DateTime<Utc>) -> Decision<'a, T>,
+) -> Result<Appended<T>, StoreError> {
+    let head = match head {
+        Some(head) => head,
+        None => read_head(connection).await?,
+    };
+    if let Some(appended) = try_append(connection, head, touched, decide).await? {
+        return Ok(appended);
+    }
+    // Another instance appended since `head`: again, holding the head this time.
+    let mut tx = connection.begin().await?;
+    let head = lock_head(&mut tx).await?;
+    let position = head.position;
+    let appended = try_append(&mut tx, head, touched, decide).await?.ok_or_else(|| StoreError::Corrupt {
+        position,
+        reason: "the chain head moved while its row lock was held".into(),
+    })?;
+    tx.commit().await?;
+    Ok(appended)
 }
 
 async fn read_head(connection: &mut PgConnection) -> Result<ChainHead, StoreError> {

@@ -16,7 +16,8 @@ impl Store {
     /// Records when credentials were last used; an older time never overwrites a newer one.
     pub async fn record_usage(&self, usage: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
         let (uuids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = usage.iter().copied().unzip();
-        sqlx::query!(
+        let mut connection = self.pool.acquire().await?;
+        let write = sqlx::query!(
             r#"INSERT INTO credential_usage (credential_uuid, last_used_at)
                SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[])
                ON CONFLICT (credential_uuid) DO UPDATE
@@ -24,8 +25,8 @@ impl Store {
             &uuids,
             &times,
         )
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .execute(&mut *connection);
+        let outcome = tokio::time::timeout(self.query_timeout, async { Ok(write.await.map(drop)?) }).await;
+        self.settle(connection, outcome)
     }
 }

@@ -85,14 +85,19 @@ pub struct LogProgress {
 
 impl Store {
     pub async fn log_progress(&self, exchange: &str) -> Result<LogProgress, StoreError> {
-        let row = sqlx::query!(
-            r#"SELECT (SELECT position FROM chain_head) AS "head!",
+        let mut connection = self.pool.acquire().await?;
+        let read = async {
+            let row = sqlx::query!(
+                r#"SELECT (SELECT position FROM chain_head) AS "head!",
                       COALESCE((SELECT position FROM relay_checkpoints WHERE exchange = $1), 0) AS "relayed!""#,
-            exchange,
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(LogProgress { head: row.head, relayed: row.relayed })
+                exchange,
+            )
+            .fetch_one(&mut *connection)
+            .await?;
+            Ok(LogProgress { head: row.head, relayed: row.relayed })
+        };
+        let outcome = tokio::time::timeout(self.query_timeout, read).await;
+        self.settle(connection, outcome)
     }
 }
 

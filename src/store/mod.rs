@@ -11,6 +11,7 @@ mod webhooks;
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
@@ -36,7 +37,14 @@ pub enum StoreError {
     InconsistentView { position: i64, reason: String },
     #[error("{0}")]
     Unavailable(String),
+    /// The database did not answer within the query timeout; a write may or may not have
+    /// committed. The connection was discarded.
+    #[error("the database did not answer within {0:?}")]
+    TimedOut(Duration),
 }
+
+/// How long the service's own queries may take by default before their connection is given up.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -44,6 +52,7 @@ pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    pub query_timeout: Duration,
 }
 
 impl std::fmt::Debug for DatabaseSettings {
@@ -52,6 +61,7 @@ impl std::fmt::Debug for DatabaseSettings {
         f.debug_struct("DatabaseSettings")
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("query_timeout", &self.query_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -74,14 +84,38 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> 
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    query_timeout: Duration,
 }
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
-        Store { pool }
+        Store { pool, query_timeout: DEFAULT_QUERY_TIMEOUT }
+    }
+
+    pub fn with_query_timeout(self, query_timeout: Duration) -> Self {
+        Store { query_timeout, ..self }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The outcome of work done on `connection` under `tokio::time::timeout(self.query_timeout)`.
+    /// A connection that did not answer in time is closed, not returned to the pool: it may be
+    /// dead without knowing it (a network that drops packets silently), and the pool's check on
+    /// release would wait on it for ever, holding its slot.
+    fn settle<T>(
+        &self,
+        connection: PoolConnection<Postgres>,
+        outcome: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                drop(connection.detach());
+                crate::metrics::metrics().database_timeouts.inc();
+                Err(StoreError::TimedOut(self.query_timeout))
+            }
+        }
     }
 }

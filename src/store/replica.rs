@@ -65,13 +65,20 @@ impl Store {
         Ok(position)
     }
 
+    /// The read barrier's query: bounded, since every authenticated request waits for one.
     pub async fn head_position(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar!("SELECT position FROM chain_head").fetch_one(&self.pool).await?)
+        let mut connection = self.pool.acquire().await?;
+        let read =
+            async { Ok(sqlx::query_scalar!("SELECT position FROM chain_head").fetch_one(&mut *connection).await?) };
+        let outcome = tokio::time::timeout(self.query_timeout, read).await;
+        self.settle(connection, outcome)
     }
 
     pub async fn events_since(&self, position: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         let mut connection = self.pool.acquire().await?;
-        super::events_after(&mut connection, position, limit).await
+        let outcome =
+            tokio::time::timeout(self.query_timeout, super::events_after(&mut connection, position, limit)).await;
+        self.settle(connection, outcome)
     }
 
     /// Uses recorded (by any instance) since `since`.

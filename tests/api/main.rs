@@ -6,8 +6,13 @@ mod bad_input;
 mod binary;
 mod concurrency;
 mod credentials;
+mod faults;
 #[path = "../support/app.rs"]
 mod helpers;
 mod ledger;
+#[path = "../support/load.rs"]
+mod load;
 mod operations;
+#[path = "../support/proxy.rs"]
+mod proxy;
 mod secrets;

@@ -56,6 +56,7 @@ async fn writes_fail_fast_during_a_restart_and_recover_without_restarting_the_se
         url: database_url(&pool).await,
         max_connections: 8,
         acquire_timeout: Duration::from_secs(1),
+        query_timeout: store::DEFAULT_QUERY_TIMEOUT,
     };
     let service_pool = store::connect(&settings).await.unwrap();
     let mut app = spawn_app_with(service_pool.clone(), Settings::default()).await;

@@ -1,0 +1,95 @@
+//! Network faults between the service and PostgreSQL, made by a test-owned proxy on loopback:
+//! the shared server itself is never stopped.
+
+use std::time::{Duration, Instant};
+
+use credential_ledger::startup::Settings;
+use credential_ledger::store::{self, DatabaseSettings};
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::helpers::{database_url, spawn_app_with, TestApp};
+use crate::load::Load;
+use crate::proxy::Proxy;
+
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The test database, reached through a proxy the test controls.
+async fn through_proxy(pool: &PgPool) -> (Proxy, PgPool) {
+    let direct = database_url(pool).await;
+    let upstream = url::Url::parse(&direct).unwrap();
+    let address = format!("{}:{}", upstream.host_str().unwrap(), upstream.port().unwrap_or(5432));
+    let proxy = Proxy::start(address.parse().unwrap()).await;
+    let mut proxied = upstream.clone();
+    proxied.set_port(Some(proxy.port())).unwrap();
+    let settings = DatabaseSettings {
+        url: proxied.to_string(),
+        max_connections: 8,
+        acquire_timeout: Duration::from_secs(1),
+        query_timeout: QUERY_TIMEOUT,
+    };
+    (proxy, store::connect(&settings).await.unwrap())
+}
+
+async fn readiness(app: &TestApp) -> StatusCode {
+    app.client.get(format!("{}/readyz", app.address)).send().await.unwrap().status()
+}
+
+/// Every connection the service holds goes silent mid-load (its packets vanish; the network
+/// still accepts new connections): writes stall for at most the query timeout, the instance says
+/// it is not ready meanwhile, and it recovers by itself on fresh connections. SIGTERM then stops
+/// it within its bound even with a write stuck on a silent connection.
+#[sqlx::test]
+async fn silently_dead_connections_do_not_wedge_writes(pool: PgPool) {
+    let (proxy, proxied) = through_proxy(&pool).await;
+    let settings =
+        Settings { query_timeout: QUERY_TIMEOUT, shutdown_timeout: Duration::from_secs(8), ..Settings::default() };
+    let mut app = spawn_app_with(proxied, settings).await;
+    let load = Load::start(app.address.clone(), app.tenant.key.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    proxy.blackhole_existing();
+    let silenced = Instant::now();
+    let mut not_ready = false;
+    let mut recovered = None;
+    while silenced.elapsed() < Duration::from_secs(20) && recovered.is_none() {
+        not_ready |= readiness(&app).await == StatusCode::SERVICE_UNAVAILABLE;
+        let answer = app.create(&app.tenant.key, json!({"name": "after the silence"})).await;
+        if answer.status == StatusCode::OK {
+            recovered = Some(silenced.elapsed());
+        } else {
+            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body);
+        }
+    }
+    let recovered = recovered.expect("writes recover by themselves");
+    assert!(recovered < QUERY_TIMEOUT * 3, "writes recovered after {recovered:?}");
+    assert!(not_ready, "/readyz said 503 while writes could not commit");
+    let ready_again = Instant::now();
+    while readiness(&app).await != StatusCode::OK {
+        assert!(ready_again.elapsed() < Duration::from_secs(15), "the instance becomes ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = load.stop().await;
+    assert!(
+        seen.outcomes.iter().all(|outcome| matches!(outcome.status, Some(200 | 503))),
+        "only successes and 503s under the fault"
+    );
+
+    // A write stuck on a silent connection when SIGTERM comes.
+    let stuck = {
+        let (client, url, key) =
+            (app.client.clone(), format!("{}/api/v1/credentials/create", app.address), app.tenant.key.clone());
+        tokio::spawn(async move {
+            client.post(url).header("X-Server-API-Key", key).json(&json!({"name": "at shutdown"})).send().await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.blackhole_existing();
+    let stopping = Instant::now();
+    tokio::time::timeout(Duration::from_secs(12), app.stop())
+        .await
+        .expect("SIGTERM stops the service within its bound");
+    assert!(stopping.elapsed() < Duration::from_secs(10), "stopped after {:?}", stopping.elapsed());
+    let _ = stuck.await;
+}
