@@ -51,12 +51,16 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def wrk(url: str, script: str, env: dict) -> dict:
+def wrk(url: str, script: str, env: dict, connections: int = CONNECTIONS, threads: int = THREADS) -> dict:
     """One wrk run: requests/s and latency percentiles in ms."""
     output = run(
-        "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", "-s", str(ROOT / "bench" / script), url,
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{DURATION}", "--latency", "-s", str(ROOT / "bench" / script), url,
         env=dict(os.environ, **env),
     )
+    return wrk_figures(output)
+
+
+def wrk_figures(output: str) -> dict:
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     percentiles = {}
     for label, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M):
@@ -145,7 +149,7 @@ def main() -> int:
     print("seeding: 10 credentials, 10,000 credentials, and 100,000 more for the memory figure", flush=True)
     small = json.loads(run(tool, "seed", env["DATABASE_URL"], "Small", "10", env=env))
     large = json.loads(run(tool, "seed", env["DATABASE_URL"], "Large", "10000", env=env))
-    run(tool, "seed", env["DATABASE_URL"], "Bulk", str(RSS_CREDENTIALS), env=env)
+    bulk = json.loads(run(tool, "seed", env["DATABASE_URL"], "Bulk", str(RSS_CREDENTIALS), env=env))
     # Writes go to servers of their own, so that the list scenarios keep their sizes.
     writes = json.loads(run(tool, "seed", env["DATABASE_URL"], "Writes", "1", env=env))
     mixed_writes = json.loads(run(tool, "seed", env["DATABASE_URL"], "Mixed writes", "1", env=env))
@@ -170,6 +174,25 @@ def main() -> int:
         # Scenarios 4 and 5 add hundreds of thousands of credentials: the peak is also taken here.
         results["peak_rss_reads_mib"] = service.peak_rss_mib()
         results["credentials_reads"] = int(psql(DATABASE, "SELECT count(*) FROM credentials"))
+
+        print(f"9. one tenant floods lists of its {RSS_CREDENTIALS:,} credentials; another lists its 10", flush=True)
+        list_url = base + "/api/v1/credentials/list"
+        neighbour = lambda: wrk(list_url, "list.lua", {"BENCH_KEY": small["key"]}, connections=8, threads=1)
+        results["neighbour_alone"] = repeated(neighbour)
+        def flooded():
+            flood = subprocess.Popen(
+                ["wrk", "-t1", "-c32", f"-d{DURATION}", "--latency", "-s", str(ROOT / "bench" / "list.lua"), list_url],
+                env=dict(os.environ, BENCH_KEY=bulk["key"]), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            try:
+                time.sleep(0.5)
+                figures = neighbour()
+            finally:
+                flood_figures = wrk_figures(flood.communicate()[0])
+            figures["flood_rps"] = flood_figures["rps"]
+            figures["flood_refused"] = flood_figures["errors"]
+            return figures
+        results["neighbour_flooded"] = repeated(flooded)
+        results["peak_rss_flood_mib"] = service.peak_rss_mib()
 
         print("PostgreSQL ceiling (pgbench)", flush=True)
         psql(DATABASE, "CREATE TABLE IF NOT EXISTS bench_events (position bigserial PRIMARY KEY, stream_id uuid NOT NULL, "
@@ -267,6 +290,12 @@ def report(r: dict) -> str:
         lag_line("under a full create load", r["lag_loaded"]),
         lag_line("under a full create load, relay in a process of its own", r["lag_loaded_own_relay"]),
         f"- 7. projection rebuild of {r['rebuild']['events']:,} events: {fmt(r['rebuild']['rate'])} events/s",
+        f"- 9. a neighbour's `list` (10 credentials, 8 connections): alone {fmt(r['neighbour_alone']['rps'])}/s, p99 "
+        f"{fmt(r['neighbour_alone']['p99'], 2, ' ms')}; while another tenant floods lists of {RSS_CREDENTIALS:,} credentials on 32 connections: "
+        f"{fmt(r['neighbour_flooded']['rps'])}/s, p99 {fmt(r['neighbour_flooded']['p99'], 2, ' ms')} "
+        f"({r['neighbour_flooded']['p99']['median'] / r['neighbour_alone']['p99']['median']:.2f}× its p99 alone); the flood got "
+        f"{fmt(r['neighbour_flooded']['flood_rps'], 1)} answers/s, with {fmt(r['neighbour_flooded']['flood_refused'])} refused (429 `server_busy`) per run; "
+        f"peak RSS after it {r['peak_rss_flood_mib']:.1f} MiB",
         f"- 8. peak RSS of the service through scenarios 1–3, {r['credentials_reads']:,} credentials: {r['peak_rss_reads_mib']:.1f} MiB; "
         f"through scenarios 1–5, which end with {r['credentials_end']:,} credentials: {r['peak_rss_mib']:.1f} MiB",
     ]

@@ -42,8 +42,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn seed(database_url: &str, server_name: &str, count: usize) -> anyhow::Result<()> {
-    let settings =
-        DatabaseSettings { url: database_url.to_owned(), max_connections: 4, acquire_timeout: Duration::from_secs(30) };
+    let settings = DatabaseSettings {
+        url: database_url.to_owned(),
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(30),
+        query_timeout: Duration::from_secs(300),
+    };
     let store = Store::new(store::connect(&settings).await?);
     let first = provision_server(
         &store,

@@ -214,6 +214,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_requests: args.max_concurrent_requests.max(1),
         },
         auth_failures_per_minute: args.auth_failures_per_minute,
+        max_large_reads_per_server: args.max_large_reads_per_server,
+        max_credentials_per_server: args.max_credentials_per_server,
         query_timeout: args.relay.database.settings().query_timeout,
         shutdown_timeout: std::time::Duration::from_millis(args.shutdown_timeout_ms),
     };

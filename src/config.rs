@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bus::{BusSettings, RelaySettings, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE};
-use crate::startup::DEFAULT_SHUTDOWN_TIMEOUT;
+use crate::startup::{
+    DEFAULT_MAX_CREDENTIALS_PER_SERVER, DEFAULT_MAX_LARGE_READS_PER_SERVER, DEFAULT_SHUTDOWN_TIMEOUT,
+};
 use crate::store::{DatabaseSettings, DEFAULT_QUERY_TIMEOUT};
 use crate::webhooks::{parse_schedule, WebhookSettings, DEFAULT_RETRY_SCHEDULE};
 
@@ -269,6 +271,14 @@ pub struct ServeArgs {
     /// Failed authentications allowed per client address and minute; beyond, 429.
     #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
     pub auth_failures_per_minute: u32,
+    /// Large reads (lists of over a thousand credentials, any `as_of`) one server may run at
+    /// once; beyond, 429 `server_busy`.
+    #[arg(long, env = "MAX_LARGE_READS_PER_SERVER", default_value_t = DEFAULT_MAX_LARGE_READS_PER_SERVER)]
+    pub max_large_reads_per_server: usize,
+    /// `create` is refused (409 `credential_limit_reached`) once a server holds this many
+    /// credentials, held ones included.
+    #[arg(long, env = "MAX_CREDENTIALS_PER_SERVER", default_value_t = DEFAULT_MAX_CREDENTIALS_PER_SERVER)]
+    pub max_credentials_per_server: usize,
     /// After SIGTERM, how long draining may take before the process exits with an error.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64)]
     pub shutdown_timeout_ms: u64,

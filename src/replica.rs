@@ -167,6 +167,11 @@ impl Replica {
         state.by_server.get(&server_uuid).map(|credentials| credentials.values().cloned().collect()).unwrap_or_default()
     }
 
+    /// How many credentials a server holds, held ones included.
+    pub fn credential_count(&self, server_uuid: Uuid) -> usize {
+        self.read().by_server.get(&server_uuid).map_or(0, BTreeMap::len)
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Relay, RelaySettings};
-use crate::http::{router, App, AppState, AuthGuard, Limits, RelayHandle};
+use crate::http::{router, App, AppState, AuthGuard, LargeReads, Limits, RelayHandle};
 use crate::replica::Replica;
 use crate::store::{self, Store};
 use crate::usage::UsageRecorder;
@@ -31,11 +31,18 @@ pub struct Settings {
     pub limits: Limits,
     /// Failed authentications allowed per client address and minute before it gets 429s.
     pub auth_failures_per_minute: u32,
+    /// Large reads (lists of over a thousand credentials, `as_of`) one server may run at once.
+    pub max_large_reads_per_server: usize,
+    /// `create` is refused once a server holds this many credentials.
+    pub max_credentials_per_server: usize,
     /// How long the service's own queries may take before their connection is replaced.
     pub query_timeout: Duration,
     /// After SIGTERM, how long draining may take before the process gives up and exits.
     pub shutdown_timeout: Duration,
 }
+
+pub const DEFAULT_MAX_LARGE_READS_PER_SERVER: usize = 2;
+pub const DEFAULT_MAX_CREDENTIALS_PER_SERVER: usize = 1_000_000;
 
 /// The default of `SHUTDOWN_TIMEOUT_MS`: the request timeout plus the query timeout, with room.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,6 +57,8 @@ impl Default for Settings {
             run_webhook_worker: false,
             limits: Limits { request_timeout: Duration::from_secs(10), max_concurrent_requests: 1024 },
             auth_failures_per_minute: 10_000,
+            max_large_reads_per_server: DEFAULT_MAX_LARGE_READS_PER_SERVER,
+            max_credentials_per_server: DEFAULT_MAX_CREDENTIALS_PER_SERVER,
             query_timeout: crate::store::DEFAULT_QUERY_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
@@ -104,6 +113,8 @@ impl Application {
             relay: relay_handle,
             webhooks: settings.webhooks,
             auth_guard: AuthGuard::new(settings.auth_failures_per_minute),
+            large_reads: LargeReads::new(settings.max_large_reads_per_server),
+            max_credentials_per_server: settings.max_credentials_per_server,
             webhook_worker: webhook_worker.is_some(),
             health_timeout: Duration::from_secs(2),
         });

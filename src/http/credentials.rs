@@ -1,6 +1,8 @@
 //! The credentials API, exactly as the seed document shows it.
 
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,11 +12,12 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::{JsonBody, RequestContext};
+use super::large_reads::{LargeRead, LARGE_LIST};
 use super::openapi::success_envelope;
 use super::{AppState, Success};
 use crate::audit::Replay;
 use crate::domain::{ApiKey, Command, Credential, CredentialName, CredentialType, KeyMaterial, Outcome};
-use crate::store::Caller;
+use crate::store::{Caller, StoreError};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -132,30 +135,88 @@ pub async fn list(
     JsonBody(request): JsonBody<ListRequest>,
 ) -> Result<Response, ApiError> {
     if let Some(as_of) = request.as_of {
-        let credentials = credentials_as_of(&app, caller, &as_of).await?;
-        let listed: Vec<_> = credentials.iter().map(|credential| ListedCredential::new(credential, None)).collect();
-        return Ok(Success(listed).into_response());
+        let as_of = parse_as_of(&as_of)?;
+        let share = app.large_reads.begin(caller.server_uuid).ok_or(ApiError::ServerBusy)?;
+        let credentials = credentials_as_of(&app, caller, as_of).await?;
+        return Ok(streamed_list(credentials, |_| None, share));
     }
     // Authentication brought the replica up to date with everything committed before this
-    // request. A server may hold thousands of credentials: the answer is written straight from
-    // the replica's shared credentials, with no copy of them in between.
+    // request. The answer is written straight from the replica's shared credentials, with no
+    // copy of them in between.
     let credentials = app.replica.list(caller.server_uuid);
+    if credentials.len() > LARGE_LIST {
+        let share = app.large_reads.begin(caller.server_uuid).ok_or(ApiError::ServerBusy)?;
+        let usage = app.clone();
+        return Ok(streamed_list(credentials, move |uuid| usage.usage.last_used(uuid), share));
+    }
     let listed =
         credentials.iter().map(|credential| ListedCredential::new(credential, app.usage.last_used(credential.uuid)));
     Ok(Success(SerializeOnce::new(listed)).render(64 + credentials.len() * LISTED_CREDENTIAL_BYTES))
 }
 
-/// The caller's credentials as they stood at `as_of`, folded from the log with the same
-/// `apply` as the live view. `last_used_at` is operational data, not history: it is null here.
-async fn credentials_as_of(app: &AppState, caller: Caller, as_of: &str) -> Result<Vec<Credential>, ApiError> {
-    let as_of = DateTime::parse_from_rfc3339(as_of).map_err(|_| ApiError::InvalidValue {
+/// Credentials per chunk of a streamed answer.
+const STREAMED_CHUNK: usize = 512;
+
+/// A large answer, streamed in chunks as the client reads it: memory stays at one chunk however
+/// many credentials there are, and the task yields between chunks, so other requests go on.
+/// The server's large-read share is held until the last chunk is sent (or the client leaves).
+fn streamed_list<C>(
+    credentials: Vec<C>,
+    last_used: impl Fn(Uuid) -> Option<DateTime<Utc>> + Send + 'static,
+    share: LargeRead,
+) -> Response
+where
+    C: std::borrow::Borrow<Credential> + Send + 'static,
+{
+    let total = credentials.len();
+    let chunks = futures::stream::unfold(Some(0), move |next| {
+        let chunk = next.map(|next| {
+            let end = (next + STREAMED_CHUNK).min(total);
+            let mut body = Vec::with_capacity((end - next) * LISTED_CREDENTIAL_BYTES + 64);
+            if next == 0 {
+                body.extend_from_slice(br#"{"status":"success","data":["#);
+            }
+            for (index, credential) in credentials[next..end].iter().enumerate() {
+                let credential = credential.borrow();
+                if next + index > 0 {
+                    body.push(b',');
+                }
+                serde_json::to_writer(&mut body, &ListedCredential::new(credential, last_used(credential.uuid)))?;
+            }
+            if end == total {
+                body.extend_from_slice(b"]}");
+            }
+            Ok::<_, serde_json::Error>((axum::body::Bytes::from(body), (end < total).then_some(end)))
+        });
+        let _held = &share;
+        std::future::ready(match chunk {
+            None => None,
+            Some(Ok((body, next))) => Some((Ok::<_, std::io::Error>(body), next)),
+            Some(Err(error)) => Some((Err(std::io::Error::other(error)), None)),
+        })
+    });
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], Body::from_stream(chunks)).into_response()
+}
+
+fn parse_as_of(as_of: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(as_of).map(|as_of| as_of.with_timezone(&Utc)).map_err(|_| ApiError::InvalidValue {
         code: "invalid_as_of",
         message: "as_of must be an RFC 3339 date-time such as 2026-11-30T12:00:00Z".into(),
-    })?;
+    })
+}
+
+/// The caller's credentials as they stood at `as_of`, folded from the log as it streams in
+/// with the same `apply` as the live view: memory grows with the server's credentials, not with
+/// its log. `last_used_at` is operational data, not history: it is null here.
+async fn credentials_as_of(app: &AppState, caller: Caller, as_of: DateTime<Utc>) -> Result<Vec<Credential>, ApiError> {
     let mut replay = Replay::new(None, None);
-    for event in app.store.server_events_until(caller.server_uuid, as_of.with_timezone(&Utc)).await? {
-        replay.apply_server_event(event).map_err(|error| ApiError::Internal(error.to_string()))?;
-    }
+    app.store
+        .fold_server_events_until(caller.server_uuid, as_of, |event| {
+            replay
+                .apply_server_event(event)
+                .map_err(|error| StoreError::Corrupt { position: error.position, reason: error.problem })
+        })
+        .await?;
     Ok(replay.finish())
 }
 
@@ -195,6 +256,16 @@ pub async fn create(
         None => CredentialType::default(),
         Some(raw) => CredentialType::parse(raw).map_err(|error| invalid("invalid_type", error))?,
     };
+    // Checked against this instance's replica after the read barrier: creates in flight at the
+    // same moment can pass the limit by their number, which is all a guard on memory needs.
+    if app.replica.credential_count(caller.server_uuid) >= app.max_credentials_per_server {
+        return Err(ApiError::Conflict {
+            code: "credential_limit_reached",
+            message:
+                "the server holds as many credentials as it may (held ones count too): revoked credentials cannot \
+                      be deleted, so ask the operator to raise MAX_CREDENTIALS_PER_SERVER",
+        });
+    }
     // ThreadRng is a CSPRNG seeded from the OS: asking the kernel for each of a key's
     // characters cost a system call apiece.
     let key = ApiKey::generate(&mut rand::thread_rng());

@@ -43,6 +43,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("too many failed authentications from this address; retry later")]
     TooManyFailedAuthentications { retry_after: std::time::Duration },
+    #[error("this server already has as many large reads (big lists, as_of) running as it may; retry shortly")]
+    ServerBusy,
     #[error("the request took too long and was abandoned")]
     Timeout,
     #[error("the service is at capacity, try again")]
@@ -81,7 +83,10 @@ pub enum CommonErrors {
     UnsupportedMediaType(ErrorEnvelope),
     #[response(status = 422, description = "A value out of range")]
     InvalidValue(ErrorEnvelope),
-    #[response(status = 429, description = "Too many failed authentications from this address")]
+    #[response(
+        status = 429,
+        description = "Too many failed authentications from this address, or too many large reads of this server at once"
+    )]
     TooManyRequests(ErrorEnvelope),
     #[response(status = 503, description = "Temporarily unavailable")]
     Unavailable(ErrorEnvelope),
@@ -108,7 +113,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyFailedAuthentications { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyFailedAuthentications { .. } | ApiError::ServerBusy => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout | ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -130,6 +135,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::TooManyFailedAuthentications { .. } => "too_many_failed_authentications",
+            ApiError::ServerBusy => "server_busy",
             ApiError::Timeout => "request_timeout",
             ApiError::Overloaded => "overloaded",
             ApiError::Unavailable(_) => "service_unavailable",
@@ -161,6 +167,7 @@ impl IntoResponse for ApiError {
         };
         let retry_after = match &self {
             ApiError::TooManyFailedAuthentications { retry_after } => Some(retry_after.as_secs().max(1)),
+            ApiError::ServerBusy => Some(1),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         };

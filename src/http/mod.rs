@@ -5,6 +5,7 @@ mod credentials;
 mod error;
 mod extract;
 mod guard;
+mod large_reads;
 mod openapi;
 mod ops;
 mod webhooks;
@@ -28,6 +29,7 @@ use tracing::Level;
 pub use error::{redact_keys, ApiError};
 pub use extract::{API_KEY_HEADER, MAX_BODY_BYTES, REQUEST_ID_HEADER};
 pub use guard::AuthGuard;
+pub use large_reads::LargeReads;
 pub use openapi::openapi_document;
 
 use crate::bus::RelayStatus;
@@ -51,6 +53,10 @@ pub struct App {
     pub relay: Option<RelayHandle>,
     pub webhooks: WebhookSettings,
     pub auth_guard: AuthGuard,
+    /// Each server's share of the expensive reads.
+    pub large_reads: LargeReads,
+    /// `create` is refused once a server holds this many credentials.
+    pub max_credentials_per_server: usize,
     /// Whether this process runs a webhook worker (reported by `/readyz`).
     pub webhook_worker: bool,
     pub health_timeout: Duration,

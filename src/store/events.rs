@@ -1,6 +1,7 @@
 //! Reading the log back: for the relay (and anyone else who follows it in order).
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -154,12 +155,15 @@ impl Store {
 
     /// Every event of a server recorded at or before `as_of`, in log order: since `recorded_at`
     /// never decreases along the log, that is a prefix of the server's history.
-    pub async fn server_events_until(
+    /// Feeds `each` a server's events recorded at or before `as_of`, in log order, as they
+    /// stream in: none of them is kept.
+    pub async fn fold_server_events_until(
         &self,
         server_uuid: Uuid,
         as_of: DateTime<Utc>,
-    ) -> Result<Vec<ServerEvent>, StoreError> {
-        let events = sqlx::query_as!(
+        mut each: impl FnMut(ServerEvent) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut events = sqlx::query_as!(
             ServerEvent,
             r#"SELECT position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata,
                       recorded_at
@@ -167,8 +171,10 @@ impl Store {
             server_uuid,
             as_of,
         )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(events)
+        .fetch(&self.pool);
+        while let Some(event) = events.try_next().await? {
+            each(event)?;
+        }
+        Ok(())
     }
 }

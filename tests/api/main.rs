@@ -16,3 +16,4 @@ mod operations;
 #[path = "../support/proxy.rs"]
 mod proxy;
 mod secrets;
+mod tenants;
