@@ -4,8 +4,12 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The HTTP client's own logs name the hosts it connects to (webhook endpoints, which customers
+/// consider private) from `debug` on: they stay at `info` whatever `RUST_LOG` asks.
+const QUIET_CLIENT: [&str; 3] = ["reqwest=info", "hyper=info", "hyper_util=info"];
+
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
@@ -13,4 +17,38 @@ pub fn init(format: LogFormat) {
     };
     // A second init (tests) keeps the first subscriber.
     drop(result);
+}
+
+/// `RUST_LOG` (or the default, `info,sqlx=warn`), with the HTTP client kept quiet.
+fn filter(rust_log: Option<&str>) -> EnvFilter {
+    let filter =
+        rust_log.and_then(|text| EnvFilter::try_new(text).ok()).unwrap_or_else(|| EnvFilter::new("info,sqlx=warn"));
+    QUIET_CLIENT
+        .iter()
+        .filter_map(|directive| directive.parse().ok())
+        .fold(filter, |filter, directive| filter.add_directive(directive))
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[test]
+    fn the_http_client_stays_quiet_even_at_debug() {
+        for rust_log in ["debug", "trace", "reqwest=trace,hyper_util=debug"] {
+            let subscriber = tracing_subscriber::registry().with(filter(Some(rust_log)));
+            tracing::subscriber::with_default(subscriber, || {
+                assert!(!tracing::enabled!(target: "reqwest::connect", Level::DEBUG), "{rust_log}");
+                assert!(!tracing::enabled!(target: "hyper_util::client::legacy::connect::http", Level::DEBUG));
+                assert!(tracing::enabled!(target: "reqwest::connect", Level::INFO));
+            });
+        }
+        let subscriber = tracing_subscriber::registry().with(filter(Some("debug")));
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::enabled!(target: "credential_ledger::webhooks", Level::DEBUG));
+        });
+    }
 }

@@ -45,6 +45,14 @@ impl ApiKey {
         Ok(ApiKey(candidate.to_owned()))
     }
 
+    /// Whether `text` holds a real key anywhere in it (one whose checksum is right), so that
+    /// one pasted into the wrong field can be refused before it is stored for ever.
+    pub fn occurs_in(text: &str) -> bool {
+        text.match_indices(KEY_PREFIX).any(|(start, _)| {
+            text.get(start..start + KEY_LEN).is_some_and(|candidate| ApiKey::parse(candidate).is_ok())
+        })
+    }
+
     pub fn hash(&self) -> KeyHash {
         KeyHash(Sha256::digest(self.0.as_bytes()).into())
     }

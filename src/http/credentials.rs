@@ -30,12 +30,14 @@ pub struct ListRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
-    /// Human-readable name: 1 to 255 characters after trimming, no control characters.
+    /// Human-readable name: 1 to 255 characters after trimming, at least one of them visible; no
+    /// control characters, no bidirectional embedding, override or isolate controls, and no
+    /// credential key.
     #[schema(
         example = "Production API",
         min_length = 1,
         max_length = 255,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8][^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$"
     )]
     name: String,
     /// `SMTP` (the default) or `API`; only API credentials call this API.

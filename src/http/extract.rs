@@ -29,7 +29,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let declared_json = request.headers().get(header::CONTENT_TYPE).map(|value| is_json(value.as_bytes()));
+        let mut content_types = request.headers().get_all(header::CONTENT_TYPE).iter();
+        let declared_json = content_types.next().map(|value| is_json(value.as_bytes()));
+        // Two Content-Type headers leave the body's type to whoever reads it: refused, not guessed.
+        if content_types.next().is_some() {
+            return Err(ApiError::UnsupportedMediaType);
+        }
         if declared_json == Some(false) {
             return Err(ApiError::UnsupportedMediaType);
         }
@@ -96,7 +101,8 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(wait) = address.and_then(|address| state.auth_guard.refused(address)) {
             return Err(refused("rate_limited", ApiError::TooManyFailedAuthentications { retry_after: wait }));
         }
-        let header = parts.headers.get(API_KEY_HEADER).filter(|value| !value.is_empty());
+        let mut headers = parts.headers.get_all(API_KEY_HEADER).iter();
+        let header = headers.next().filter(|value| !value.is_empty());
         let header = header.ok_or_else(|| refused("missing", ApiError::MissingApiKey))?;
         let failed = |reason| {
             if let Some(address) = address {
@@ -104,6 +110,10 @@ impl FromRequestParts<AppState> for Caller {
             }
             refused(reason, ApiError::InvalidApiKey)
         };
+        // Proxies and frameworks disagree on which of two keys counts: none does.
+        if headers.next().is_some() {
+            return Err(failed("ambiguous"));
+        }
         // A malformed key or a bad checksum is refused without a database round trip.
         let Some(key) = header.to_str().ok().and_then(|text| ApiKey::parse(text).ok()) else {
             return Err(failed("malformed"));

@@ -122,7 +122,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
-                        path = %request.uri().path(),
+                        // A client may put a key anywhere, the path included.
+                        path = %redact_keys(request.uri().path()),
                         request_id = %request_id,
                         caller = tracing::field::Empty,
                         credential_uuid = tracing::field::Empty,

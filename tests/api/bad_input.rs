@@ -20,6 +20,8 @@ struct Case {
     key: Key,
     content_type: Option<&'static str>,
     body: Vec<u8>,
+    /// Sent after the key and Content-Type, so that a name here can be sent twice.
+    extra_headers: Vec<(&'static str, String)>,
     status: StatusCode,
     code: &'static str,
 }
@@ -32,6 +34,7 @@ fn post(name: &'static str, path: &'static str, body: &str, status: StatusCode, 
         key: Key::Valid,
         content_type: Some("application/json"),
         body: body.as_bytes().to_vec(),
+        extra_headers: Vec::new(),
         status,
         code,
     }
@@ -44,6 +47,11 @@ fn with_key(key: Key, mut case: Case) -> Case {
 
 fn with_content_type(content_type: Option<&'static str>, mut case: Case) -> Case {
     case.content_type = content_type;
+    case
+}
+
+fn with_header(name: &'static str, value: &str, mut case: Case) -> Case {
+    case.extra_headers.push((name, value.to_owned()));
     case
 }
 
@@ -61,6 +69,7 @@ fn cases(valid_key: &str) -> Vec<Case> {
     invalid_utf8.extend_from_slice(br#""}"#);
     let misplaced_key = format!(r#"{{"name": "a", "{valid_key}": true}}"#);
     let key_as_hold = format!(r#"{{"name": "a", "hold": "{valid_key}"}}"#);
+    let key_as_name = format!(r#"{{"name": "backup of {valid_key}"}}"#);
 
     vec![
         with_key(Key::Absent, post("no key", LIST, "{}", S::UNAUTHORIZED, "missing_api_key")),
@@ -106,6 +115,31 @@ fn cases(valid_key: &str) -> Vec<Case> {
         post("blank name", CREATE, r#"{"name": "   "}"#, S::UNPROCESSABLE_ENTITY, "invalid_name"),
         post("name too long", CREATE, &long_name, S::UNPROCESSABLE_ENTITY, "invalid_name"),
         post("NUL in name", CREATE, r#"{"name": "a\u0000b"}"#, S::UNPROCESSABLE_ENTITY, "invalid_name"),
+        post("zero-width name", CREATE, r#"{"name": "\u200b\u200d"}"#, S::UNPROCESSABLE_ENTITY, "invalid_name"),
+        post("byte order mark as name", CREATE, r#"{"name": "\ufeff"}"#, S::UNPROCESSABLE_ENTITY, "invalid_name"),
+        post("bidi override in name", CREATE, r#"{"name": "a\u202eb"}"#, S::UNPROCESSABLE_ENTITY, "invalid_name"),
+        post("bidi isolate in name", CREATE, r#"{"name": "\u2067a"}"#, S::UNPROCESSABLE_ENTITY, "invalid_name"),
+        post("a key in the name", CREATE, &key_as_name, S::UNPROCESSABLE_ENTITY, "invalid_name"),
+        with_header(
+            "X-Server-API-Key",
+            valid_key,
+            post("the key twice", LIST, "{}", S::UNAUTHORIZED, "invalid_api_key"),
+        ),
+        with_header(
+            "X-Server-API-Key",
+            "vml_other",
+            post("two different keys", LIST, "{}", S::UNAUTHORIZED, "invalid_api_key"),
+        ),
+        with_header(
+            "Content-Type",
+            "text/plain",
+            post("two content types", CREATE, r#"{"name":"a"}"#, S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ),
+        with_header(
+            "Content-Type",
+            "application/json",
+            post("content type twice", CREATE, r#"{"name":"a"}"#, S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ),
         post("lower-case type", CREATE, r#"{"name": "a", "type": "api"}"#, S::UNPROCESSABLE_ENTITY, "invalid_type"),
         post("unknown type", CREATE, r#"{"name": "a", "type": "WEBHOOK"}"#, S::UNPROCESSABLE_ENTITY, "invalid_type"),
         with_content_type(
@@ -166,6 +200,9 @@ async fn every_bad_request_gets_its_status_and_code_and_changes_nothing(pool: Pg
         }
         if let Some(content_type) = case.content_type {
             request = request.header("Content-Type", content_type);
+        }
+        for (name, value) in &case.extra_headers {
+            request = request.header(*name, value);
         }
         let response = request.body(case.body.clone()).send().await.expect("the service answers");
         let got = answer(response).await;

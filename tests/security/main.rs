@@ -193,6 +193,11 @@ async fn no_key_reaches_the_logs_the_database_the_bus_or_a_webhook(pool: PgPool)
         .await
         .unwrap();
     app.list(&format!("{}x", keys[0])).await;
+    // In the path, and as a whole, valid name: the first is logged redacted, the second refused.
+    let in_path = app.post(&format!("/api/v1/{}", keys[1]), Some(&key), &json!({})).await;
+    assert_eq!(in_path.error_code(), "not_found");
+    let as_name = app.create(&key, json!({ "name": format!("copied {}", keys[1]) })).await;
+    assert_eq!((as_name.status, as_name.error_code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_name"));
 
     receiver.wait_for("audit", 2, Duration::from_secs(20)).await;
     let messages = bus.take(6, Duration::from_secs(20)).await;
@@ -201,6 +206,7 @@ async fn no_key_reaches_the_logs_the_database_the_bus_or_a_webhook(pool: PgPool)
     let secret_parts: Vec<&str> = keys.iter().map(|key| &key[4..]).collect();
     let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("finished processing request"), "the requests were logged");
+    assert!(logs.contains("/api/v1/vml_[redacted]"), "the path with a key in it was logged, redacted");
     for part in &secret_parts {
         assert!(!logs.contains(part), "a key is in the logs");
     }
