@@ -212,6 +212,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
             max_concurrent_requests: args.max_concurrent_requests.max(1),
+            header_read_timeout: std::time::Duration::from_millis(args.http_header_read_timeout_ms.max(1)),
         },
         auth_failures_per_minute: args.auth_failures_per_minute,
         max_large_reads_per_server: args.max_large_reads_per_server,

@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bus::{BusSettings, RelaySettings, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE};
 use crate::startup::{
-    DEFAULT_MAX_CREDENTIALS_PER_SERVER, DEFAULT_MAX_LARGE_READS_PER_SERVER, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CREDENTIALS_PER_SERVER, DEFAULT_MAX_LARGE_READS_PER_SERVER,
+    DEFAULT_SHUTDOWN_TIMEOUT,
 };
 use crate::store::{DatabaseSettings, DEFAULT_QUERY_TIMEOUT};
 use crate::webhooks::{parse_schedule, WebhookSettings, DEFAULT_RETRY_SCHEDULE};
@@ -265,6 +266,11 @@ pub struct ServeArgs {
     /// A request still running after this is abandoned with 503 `request_timeout`.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+    /// How long a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection is kept (behind a load balancer, set it above the balancer's own
+    /// idle timeout).
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64)]
+    pub http_header_read_timeout_ms: u64,
     /// Requests handled at once; beyond, 503 `overloaded`.
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     pub max_concurrent_requests: usize,

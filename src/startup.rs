@@ -41,6 +41,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
 }
 
+/// The default of `HTTP_HEADER_READ_TIMEOUT_MS`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_LARGE_READS_PER_SERVER: usize = 2;
 pub const DEFAULT_MAX_CREDENTIALS_PER_SERVER: usize = 1_000_000;
 
@@ -55,7 +57,11 @@ impl Default for Settings {
             relay: None,
             webhooks: WebhookSettings::new(crate::bus::BusSettings::default()),
             run_webhook_worker: false,
-            limits: Limits { request_timeout: Duration::from_secs(10), max_concurrent_requests: 1024 },
+            limits: Limits {
+                request_timeout: Duration::from_secs(10),
+                max_concurrent_requests: 1024,
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            },
             auth_failures_per_minute: 10_000,
             max_large_reads_per_server: DEFAULT_MAX_LARGE_READS_PER_SERVER,
             max_credentials_per_server: DEFAULT_MAX_CREDENTIALS_PER_SERVER,
@@ -163,8 +169,8 @@ impl Application {
     }
 
     async fn serve_and_drain(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let service = router(self.state, self.limits).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await?;
+        let header_read_timeout = self.limits.header_read_timeout;
+        crate::http::serve(self.listener, router(self.state, self.limits), header_read_timeout, shutdown).await;
         // The last handle on the writer went with the router: the writer ends once it is drained.
         self.writer_task.await?;
         self.stop_flusher.cancel();

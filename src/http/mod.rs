@@ -8,6 +8,7 @@ mod guard;
 mod large_reads;
 mod openapi;
 mod ops;
+mod serve;
 mod webhooks;
 
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ pub use extract::{API_KEY_HEADER, MAX_BODY_BYTES, REQUEST_ID_HEADER};
 pub use guard::AuthGuard;
 pub use large_reads::LargeReads;
 pub use openapi::openapi_document;
+pub use serve::serve;
 
 use crate::bus::RelayStatus;
 use crate::metrics::{metrics, RequestLabels, RouteLabels};
@@ -76,6 +78,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Requests beyond this many at once are refused with 503 `overloaded`.
     pub max_concurrent_requests: usize,
+    /// How long a client may take to send a request's headers, counted from when the
+    /// connection is ready for its next request: it also closes idle keep-alive connections.
+    pub header_read_timeout: Duration,
 }
 
 /// The route table of the service.
@@ -94,9 +99,6 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/api/v1/webhooks/retry", post(webhooks::retry))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/docs", get(openapi::docs_page))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -107,7 +109,15 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                 .load_shed()
                 // Global: `Router::layer` wraps each route, and the cap is for all of them.
                 .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent_requests)),
-        )
+        );
+    // Outside the concurrency cap: an instance at capacity is alive and says so, rather than
+    // being restarted by its orchestrator for being busy.
+    let probes = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics));
+    api.merge(probes)
+        .layer(middleware::from_fn(refuse_declared_oversized_bodies))
         .layer(middleware::from_fn(record_metrics))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
@@ -132,8 +142,24 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                 .on_request(())
                 .on_response(tower_http::trace::DefaultOnResponse::new().level(Level::INFO)),
         )
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
-    api.with_state(state)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// A body declared larger than the limit gets 413 before anything else, authentication
+/// included: waiting for a terabyte that never comes would end in a timeout instead.
+async fn refuse_declared_oversized_bodies(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > MAX_BODY_BYTES as u64 => {
+            ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES }.into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 async fn abandon_slow_requests(

@@ -6,6 +6,7 @@ mod bad_input;
 mod binary;
 mod concurrency;
 mod credentials;
+mod edge;
 mod faults;
 #[path = "../support/app.rs"]
 mod helpers;

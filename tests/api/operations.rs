@@ -118,7 +118,11 @@ async fn an_address_that_keeps_failing_authentication_gets_429_before_any_lookup
 
 #[sqlx::test]
 async fn a_request_over_its_time_limit_gets_503_request_timeout(pool: PgPool) {
-    let limits = Limits { request_timeout: Duration::from_nanos(1), max_concurrent_requests: 64 };
+    let limits = Limits {
+        request_timeout: Duration::from_nanos(1),
+        max_concurrent_requests: 64,
+        header_read_timeout: Duration::from_secs(30),
+    };
     let app = spawn_app_with(pool, Settings { limits, ..Settings::default() }).await;
     let answer = app.create(&app.tenant.key, json!({"name": "Slow"})).await;
     assert_eq!((answer.status, answer.error_code()), (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"));
@@ -126,7 +130,11 @@ async fn a_request_over_its_time_limit_gets_503_request_timeout(pool: PgPool) {
 
 #[sqlx::test]
 async fn requests_beyond_the_concurrency_cap_are_shed_with_503_overloaded(pool: PgPool) {
-    let limits = Limits { request_timeout: Duration::from_secs(10), max_concurrent_requests: 1 };
+    let limits = Limits {
+        request_timeout: Duration::from_secs(10),
+        max_concurrent_requests: 1,
+        header_read_timeout: Duration::from_secs(30),
+    };
     let app = spawn_app_with(pool, Settings { limits, ..Settings::default() }).await;
     let bodies: Vec<Value> = (0..20).map(|i| json!({"name": format!("burst {i}")})).collect();
     let answers =
