@@ -191,11 +191,17 @@ where
             Ok::<_, serde_json::Error>((axum::body::Bytes::from(body), (end < total).then_some(end)))
         });
         let _held = &share;
-        std::future::ready(match chunk {
+        let item = match chunk {
             None => None,
             Some(Ok((body, next))) => Some((Ok::<_, std::io::Error>(body), next)),
             Some(Err(error)) => Some((Err(std::io::Error::other(error)), None)),
-        })
+        };
+        async move {
+            // A client that reads as fast as we write would otherwise keep this worker thread
+            // for the whole answer: other servers' requests get their turn between chunks.
+            tokio::task::yield_now().await;
+            item
+        }
     });
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], Body::from_stream(chunks)).into_response()
 }
