@@ -277,7 +277,7 @@ pub struct ServeArgs {
     /// Failed authentications allowed per client address and minute; beyond, 429.
     #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
     pub auth_failures_per_minute: u32,
-    /// Large reads (lists of over a thousand credentials, any `as_of`) one server may run at
+    /// Large reads (lists of over ten thousand credentials, any `as_of`) one server may run at
     /// once; beyond, 429 `server_busy`.
     #[arg(long, env = "MAX_LARGE_READS_PER_SERVER", default_value_t = DEFAULT_MAX_LARGE_READS_PER_SERVER)]
     pub max_large_reads_per_server: usize,

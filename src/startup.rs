@@ -31,7 +31,7 @@ pub struct Settings {
     pub limits: Limits,
     /// Failed authentications allowed per client address and minute before it gets 429s.
     pub auth_failures_per_minute: u32,
-    /// Large reads (lists of over a thousand credentials, `as_of`) one server may run at once.
+    /// Large reads (lists of over ten thousand credentials, `as_of`) one server may run at once.
     pub max_large_reads_per_server: usize,
     /// `create` is refused once a server holds this many credentials.
     pub max_credentials_per_server: usize,

@@ -1,4 +1,4 @@
-//! A bound on each server's share of the expensive reads (a list of thousands of credentials,
+//! A bound on each server's share of the expensive reads (a list of over ten thousand credentials,
 //! any `as_of`), so that one tenant flooding them cannot take the cores and memory the others
 //! need: beyond its share a server gets 429 `server_busy` at once, and other servers are not
 //! slowed.
@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-/// Lists of more credentials than this count as large reads (and are streamed).
-pub const LARGE_LIST: usize = 1000;
+/// Lists of more credentials than this (about 1.3 MB of JSON) count as large reads and are
+/// streamed; smaller ones are built whole, which is faster for them and bounded anyway.
+pub const LARGE_LIST: usize = 10_000;
 
 type Shares = Arc<Mutex<HashMap<Uuid, Arc<Semaphore>>>>;
 

@@ -14,7 +14,7 @@ use crate::helpers::{spawn_app, spawn_app_with, LIST};
 #[sqlx::test]
 async fn a_large_list_streams_every_credential_in_order(pool: PgPool) {
     let app = spawn_app(pool).await;
-    app.seed_credentials(&app.tenant, 2500).await;
+    app.seed_credentials(&app.tenant, 12_000).await;
     let response = app
         .client
         .post(format!("{}{LIST}", app.address))
@@ -28,14 +28,14 @@ async fn a_large_list_streams_every_credential_in_order(pool: PgPool) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "success");
     let ids: Vec<i64> = body["data"].as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect();
-    assert_eq!(ids, (1..=2501).collect::<Vec<_>>());
+    assert_eq!(ids, (1..=12_001).collect::<Vec<_>>());
     assert_eq!(body["data"][0]["last_used_at"].as_str().map(str::len), Some(20), "usage is listed too");
 
     let now = chrono::Utc::now().to_rfc3339();
     let as_of = app.post(LIST, Some(&app.tenant.key), &json!({ "as_of": now })).await;
     let replayed = as_of.data().as_array().unwrap();
-    assert_eq!(replayed.len(), 2501);
-    assert_eq!(replayed[2500]["name"], body["data"][2500]["name"]);
+    assert_eq!(replayed.len(), 12_001);
+    assert_eq!(replayed[12_000]["name"], body["data"][12_000]["name"]);
 }
 
 /// While a client holds one large answer open (reading nothing), the same server's next large
