@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
+use credential_ledger::app::provision::provision_server;
 use credential_ledger::domain::{
     Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, ServerName,
 };
-use credential_ledger::provision::provision_server;
 use credential_ledger::store::{self, DatabaseSettings, Decision, NewEvent, Store};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};

@@ -9,14 +9,14 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::app::provision::provision_server;
 use crate::audit::{self, ExpectedHead, ExportRecord, Replay, Verifier};
 use crate::bus::{self, Relay};
 use crate::config::{
     CliCommand, DatabaseArgs, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand, WebhookWorkerArgs,
 };
-use crate::domain::{CredentialName, ServerName};
+use crate::domain::{CredentialName, ServerName, StoredEvent};
 use crate::http::Limits;
-use crate::provision::provision_server;
 use crate::startup::{shutdown_signal, Application, Settings};
 use crate::store::{self, Store};
 use crate::webhooks::WebhookWorker;
@@ -92,8 +92,10 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
 }
 
 async fn export(server: Option<Uuid>, output: Option<PathBuf>, database: DatabaseArgs) -> anyhow::Result<()> {
-    let pool = store::connect(&database.settings()).await.context("connecting to PostgreSQL")?;
+    let settings = database.settings();
+    let pool = store::connect(&settings).await.context("connecting to PostgreSQL")?;
     store::prepare(&pool).await?;
+    let store = Store::new(pool).with_query_timeout(settings.query_timeout);
     let mut out: Box<dyn Write> = match &output {
         Some(path) => {
             Box::new(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
@@ -102,7 +104,7 @@ async fn export(server: Option<Uuid>, output: Option<PathBuf>, database: Databas
     };
     let mut records = 0u64;
     let mut head = None;
-    audit::export_records(&pool, server, |record| {
+    audit::export_records(&store, server, |record| {
         head = Some(record.last_position());
         serde_json::to_writer(&mut out, &record)?;
         out.write_all(b"\n")?;
@@ -124,13 +126,14 @@ async fn verify(
     let checked = match &file {
         Some(path) => read_export(path, |record| verifier.push(&record).map_err(anyhow::Error::from)),
         None => {
-            let pool = store::connect(&database.settings()).await.context("connecting to PostgreSQL")?;
-            audit::export_records(&pool, None, |record| Ok(verifier.push(&record)?)).await.map_err(
-                |error| match error {
-                    audit::ExportError::Verification(failure) => anyhow::Error::from(failure),
-                    other => anyhow::Error::from(other),
-                },
-            )
+            let settings = database.settings();
+            let pool = store::connect(&settings).await.context("connecting to PostgreSQL")?;
+            let store = Store::new(pool).with_query_timeout(settings.query_timeout);
+            audit::export_records(&store, None, |record| Ok(verifier.push(&record)?)).await.map_err(|error| match error
+            {
+                audit::ExportError::Verification(failure) => anyhow::Error::from(failure),
+                other => anyhow::Error::from(other),
+            })
         }
     };
     let outcome = checked.and_then(|()| verifier.finish().map_err(anyhow::Error::from));
@@ -154,7 +157,12 @@ async fn verify(
 
 fn replay(file: &Path, as_of: Option<chrono::DateTime<chrono::Utc>>, server: Option<Uuid>) -> anyhow::Result<()> {
     let mut replay = Replay::new(as_of, server);
-    read_export(file, |record| replay.push(&record).map_err(anyhow::Error::from))?;
+    read_export(file, |record| {
+        if let ExportRecord::Event(event) = record {
+            replay.push(&StoredEvent::try_from(event)?)?;
+        }
+        Ok(())
+    })?;
     let view: Vec<_> = replay
         .finish()
         .into_iter()

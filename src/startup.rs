@@ -10,13 +10,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::replica::Replica;
+use crate::app::usage::UsageRecorder;
+use crate::app::writer::Writer;
 use crate::bus::{Relay, RelaySettings};
 use crate::http::{router, App, AppState, AuthGuard, LargeReads, Limits, RelayHandle};
-use crate::replica::Replica;
 use crate::store::{self, Store};
-use crate::usage::UsageRecorder;
 use crate::webhooks::{WebhookSettings, WebhookWorker};
-use crate::writer::Writer;
 
 #[derive(Debug, Clone)]
 pub struct Settings {

@@ -12,8 +12,7 @@ use uuid::Uuid;
 pub use export::{export_records, ExportError};
 pub use verify::{ExpectedHead, Failure, VerifiedHead, Verifier};
 
-use crate::domain::{Credential, Event, Ledger};
-use crate::store::ServerEvent;
+use crate::domain::{Credential, Ledger, StoredEvent, UnreadableEvent};
 
 /// One line of an export (JSON Lines).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +53,50 @@ pub struct ChainGap {
     pub hash: String,
 }
 
+impl From<StoredEvent> for ExportedEvent {
+    fn from(event: StoredEvent) -> Self {
+        ExportedEvent {
+            position: event.position,
+            stream_id: event.stream_id,
+            stream_version: event.stream_version,
+            event_id: event.event_id,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            server_uuid: event.server_uuid,
+            payload: event.payload,
+            metadata: event.metadata,
+            recorded_at: event.recorded_at,
+            prev_hash: hex::encode(&event.prev_hash),
+            hash: hex::encode(&event.hash),
+        }
+    }
+}
+
+impl TryFrom<ExportedEvent> for StoredEvent {
+    type Error = UnreadableEvent;
+
+    fn try_from(event: ExportedEvent) -> Result<Self, Self::Error> {
+        let unreadable =
+            |what: &str| UnreadableEvent { position: event.position, reason: format!("{what} is not hex") };
+        let prev_hash = hex::decode(&event.prev_hash).map_err(|_| unreadable("prev_hash"))?;
+        let hash = hex::decode(&event.hash).map_err(|_| unreadable("hash"))?;
+        Ok(StoredEvent {
+            position: event.position,
+            stream_id: event.stream_id,
+            stream_version: event.stream_version,
+            event_id: event.event_id,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            server_uuid: event.server_uuid,
+            payload: event.payload,
+            metadata: event.metadata,
+            recorded_at: event.recorded_at,
+            prev_hash,
+            hash,
+        })
+    }
+}
+
 impl ExportRecord {
     /// The position this record ends at.
     pub fn last_position(&self) -> i64 {
@@ -73,66 +116,20 @@ pub struct Replay {
     server: Option<Uuid>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("position {position}: {problem}")]
-pub struct ReplayError {
-    pub position: i64,
-    pub problem: String,
-}
-
 impl Replay {
     pub fn new(as_of: Option<DateTime<Utc>>, server: Option<Uuid>) -> Self {
         Replay { ledger: Ledger::new(0), as_of, server }
     }
 
-    pub fn push(&mut self, record: &ExportRecord) -> Result<(), ReplayError> {
-        let ExportRecord::Event(event) = record else { return Ok(()) };
+    /// Folds one event, if it is of the server and time replayed.
+    pub fn push(&mut self, event: &StoredEvent) -> Result<(), UnreadableEvent> {
         if self.as_of.is_some_and(|as_of| event.recorded_at > as_of)
             || self.server.is_some_and(|server| server != event.server_uuid)
         {
             return Ok(());
         }
-        self.apply(
-            event.position,
-            event.stream_id,
-            event.stream_version,
-            event.recorded_at,
-            &event.event_type,
-            event.schema_version,
-            event.payload.clone(),
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn apply(
-        &mut self,
-        position: i64,
-        stream_id: Uuid,
-        stream_version: i32,
-        recorded_at: DateTime<Utc>,
-        event_type: &str,
-        schema_version: i32,
-        payload: serde_json::Value,
-    ) -> Result<(), ReplayError> {
-        let failed = |problem: String| ReplayError { position, problem };
-        let event = Event::decode(event_type, schema_version, payload).map_err(|error| failed(error.to_string()))?;
-        self.ledger
-            .record(stream_id, stream_version, recorded_at, &event)
-            .map_err(|error| failed(error.to_string()))?;
+        self.ledger.fold(event)?;
         Ok(())
-    }
-
-    /// Folds an event read from the database.
-    pub fn apply_server_event(&mut self, event: ServerEvent) -> Result<(), ReplayError> {
-        self.apply(
-            event.position,
-            event.stream_id,
-            event.stream_version,
-            event.recorded_at,
-            &event.event_type,
-            event.schema_version,
-            event.payload,
-        )
     }
 
     /// The credentials, by ascending id.

@@ -156,7 +156,7 @@ impl Verifier {
         if self.last_recorded_at.is_some_and(|last| event.recorded_at < last) {
             return Err(self.fail(position, "recorded_at is earlier than the previous event's"));
         }
-        let decoded = Event::decode(&event.event_type, event.schema_version, event.payload.clone())
+        let decoded = Event::decode(&event.event_type, event.schema_version, &event.payload)
             .map_err(|error| self.fail(position, &error.to_string()))?;
         let actor = event
             .metadata

@@ -14,8 +14,8 @@ use uuid::Uuid;
 pub use relay::{Relay, RelaySettings, RelayStatus, RelayStatusSnapshot};
 pub use tail::tail;
 
+use crate::domain::StoredEvent;
 use crate::domain::{CREDENTIAL_CREATED, CREDENTIAL_LOCKED};
-use crate::store::StoredEvent;
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_EXCHANGE: &str = "credential-ledger.events";

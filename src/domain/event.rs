@@ -80,21 +80,7 @@ impl Event {
     pub fn decode(
         event_type: &str,
         schema_version: i32,
-        payload: serde_json::Value,
-    ) -> Result<Event, EventDecodeError> {
-        Event::decode_from(event_type, schema_version, payload)
-    }
-
-    /// `decode`, straight from the payload's JSON text: a replay of the whole log skips building
-    /// a `serde_json::Value` for every event.
-    pub fn decode_text(event_type: &str, schema_version: i32, payload: &str) -> Result<Event, EventDecodeError> {
-        Event::decode_from(event_type, schema_version, &mut serde_json::Deserializer::from_str(payload))
-    }
-
-    fn decode_from<'de>(
-        event_type: &str,
-        schema_version: i32,
-        payload: impl serde::Deserializer<'de, Error = serde_json::Error>,
+        payload: &serde_json::Value,
     ) -> Result<Event, EventDecodeError> {
         let wrap = |source| EventDecodeError::Payload { event_type: event_type.to_owned(), schema_version, source };
         match (event_type, schema_version) {
@@ -167,7 +153,7 @@ mod tests {
             }),
         ];
         for event in events {
-            let decoded = Event::decode(event.event_type(), Event::SCHEMA_VERSION, event.payload()).unwrap();
+            let decoded = Event::decode(event.event_type(), Event::SCHEMA_VERSION, &event.payload()).unwrap();
             assert_eq!(decoded, event);
         }
     }
@@ -181,11 +167,11 @@ mod tests {
     #[test]
     fn unknown_types_and_versions_are_reported_not_guessed() {
         assert!(matches!(
-            Event::decode("CredentialCreated", 99, serde_json::json!({})),
+            Event::decode("CredentialCreated", 99, &serde_json::json!({})),
             Err(EventDecodeError::UnknownType { .. })
         ));
         assert!(matches!(
-            Event::decode("CredentialLocked", 1, serde_json::json!({"reason": "lost"})),
+            Event::decode("CredentialLocked", 1, &serde_json::json!({"reason": "lost"})),
             Err(EventDecodeError::Payload { .. })
         ));
     }

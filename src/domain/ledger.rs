@@ -9,6 +9,7 @@ use super::command::{decide, Command, DomainError, Outcome};
 use super::credential::{apply, ApplyError, Credential};
 use super::event::Actor;
 use super::event::{Event, PendingEvent};
+use super::stored_event::{StoredEvent, UnreadableEvent};
 
 /// The credentials a batch needs (or, for a replay, all of them) and the id counter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,9 +68,18 @@ impl Ledger {
         event: &Event,
     ) -> Result<&Credential, ApplyError> {
         let next = apply(self.credentials.get(&stream_id), stream_id, stream_version, recorded_at, event)?;
-        self.last_credential_id = self.last_credential_id.max(next.id);
-        let slot = self.credentials.entry(stream_id).insert_entry(next);
-        Ok(slot.into_mut())
+        Ok(self.insert(next))
+    }
+
+    /// Folds one event read back from the log.
+    pub fn fold(&mut self, stored: &StoredEvent) -> Result<&Credential, UnreadableEvent> {
+        let next = stored.apply_to(self.credentials.get(&stored.stream_id))?;
+        Ok(self.insert(next))
+    }
+
+    fn insert(&mut self, credential: Credential) -> &Credential {
+        self.last_credential_id = self.last_credential_id.max(credential.id);
+        self.credentials.entry(credential.uuid).insert_entry(credential).into_mut()
     }
 
     /// Decides `command` on behalf of `actor`, applies its events here and says what happened.

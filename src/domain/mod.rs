@@ -3,15 +3,18 @@
 //! Nothing in here performs I/O. Time and randomness come in as arguments, so every rule can be
 //! tested with plain values (given these events, when this command, then these events).
 
+mod caller;
 mod chain;
 mod command;
 mod credential;
 mod event;
 mod key;
 mod ledger;
+mod stored_event;
 mod trail;
 mod webhook;
 
+pub use caller::Caller;
 pub use chain::{canonical_json, chain_hash, ChainLink, Hash, GENESIS_HASH};
 pub use command::{authorize, decide, Command, DomainError, KeyMaterial, Outcome};
 pub use credential::{
@@ -23,6 +26,7 @@ pub use event::{
 };
 pub use key::{ApiKey, InvalidKey, KeyHash, KEY_PREFIX};
 pub use ledger::{Handled, Ledger};
+pub use stored_event::{StoredEvent, UnreadableEvent};
 pub use trail::{LogRules, RecordedEvent, Violation};
 pub use webhook::{
     is_public_address, EventFilter, InvalidEventFilter, InvalidSecret, InvalidUrl, WebhookSecret, WebhookUrl,

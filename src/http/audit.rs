@@ -10,7 +10,7 @@ use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::JsonBody;
 use super::openapi::success_envelope;
 use super::{AppState, Success};
-use crate::store::{Caller, ServerEvent};
+use crate::domain::{Caller, StoredEvent};
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
@@ -57,8 +57,8 @@ pub struct AuditedEvent {
     request_id: serde_json::Value,
 }
 
-impl From<ServerEvent> for AuditedEvent {
-    fn from(event: ServerEvent) -> Self {
+impl From<StoredEvent> for AuditedEvent {
+    fn from(event: StoredEvent) -> Self {
         AuditedEvent {
             position: event.position,
             event_id: event.event_id,

@@ -16,8 +16,8 @@ use super::large_reads::{LargeRead, LARGE_LIST};
 use super::openapi::success_envelope;
 use super::{AppState, Success};
 use crate::audit::Replay;
+use crate::domain::Caller;
 use crate::domain::{ApiKey, Command, Credential, CredentialName, CredentialType, KeyMaterial, Outcome};
-use crate::store::{Caller, StoreError};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -218,13 +218,7 @@ fn parse_as_of(as_of: &str) -> Result<DateTime<Utc>, ApiError> {
 /// its log. `last_used_at` is operational data, not history: it is null here.
 async fn credentials_as_of(app: &AppState, caller: Caller, as_of: DateTime<Utc>) -> Result<Vec<Credential>, ApiError> {
     let mut replay = Replay::new(None, None);
-    app.store
-        .fold_server_events_until(caller.server_uuid, as_of, |event| {
-            replay
-                .apply_server_event(event)
-                .map_err(|error| StoreError::Corrupt { position: error.position, reason: error.problem })
-        })
-        .await?;
+    app.store.fold_server_events_until(caller.server_uuid, as_of, |event| Ok(replay.push(&event)?)).await?;
     Ok(replay.finish())
 }
 

@@ -5,9 +5,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::app::writer::WriteError;
 use crate::domain::{DomainError, KEY_PREFIX};
 use crate::store::StoreError;
-use crate::writer::WriteError;
 
 /// Every error the API answers with. `code` is part of the public contract; messages are for
 /// humans and may change.

@@ -10,9 +10,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::error::{redact_keys, ApiError};
 use super::AppState;
-use crate::domain::{Actor, ApiKey, EventMetadata};
+use crate::domain::{ApiKey, Caller, EventMetadata};
 use crate::metrics::{metrics, ReasonLabels};
-use crate::store::Caller;
 
 pub const API_KEY_HEADER: &str = "x-server-api-key";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -143,11 +142,7 @@ pub struct RequestContext {
 
 impl RequestContext {
     pub fn metadata(&self, caller: &Caller) -> EventMetadata {
-        EventMetadata {
-            actor: Actor::Credential { uuid: caller.credential_uuid },
-            request_id: self.request_id.clone(),
-            source_ip: self.source_ip.clone(),
-        }
+        EventMetadata { actor: caller.actor(), request_id: self.request_id.clone(), source_ip: self.source_ip.clone() }
     }
 }
 

@@ -34,13 +34,13 @@ pub use large_reads::LargeReads;
 pub use openapi::openapi_document;
 pub use serve::serve;
 
+use crate::app::replica::Replica;
+use crate::app::usage::UsageRecorder;
+use crate::app::writer::Writer;
 use crate::bus::RelayStatus;
 use crate::metrics::{metrics, RequestLabels, RouteLabels};
-use crate::replica::Replica;
 use crate::store::Store;
-use crate::usage::UsageRecorder;
 use crate::webhooks::WebhookSettings;
-use crate::writer::Writer;
 
 /// What every handler can reach: shared, since every request's extractors take a copy.
 pub type AppState = std::sync::Arc<App>;

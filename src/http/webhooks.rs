@@ -11,8 +11,8 @@ use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::JsonBody;
 use super::openapi::success_envelope;
 use super::{AppState, Success};
-use crate::domain::{EventFilter, WebhookSecret, WebhookUrl};
-use crate::store::{AttemptListing, Caller, Requeue, WebhookEndpoint};
+use crate::domain::{Caller, EventFilter, WebhookSecret, WebhookUrl};
+use crate::store::{AttemptListing, Requeue, WebhookEndpoint};
 use crate::webhooks::{check_destination, enqueue_attempt, DestinationRefused};
 
 const MAX_DESCRIPTION_CHARS: usize = 1024;

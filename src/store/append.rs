@@ -230,20 +230,10 @@ async fn load_ledger(
     if credential_uuids.is_empty() {
         return Ok(ledger);
     }
-    let rows = sqlx::query!(
-        r#"SELECT position, stream_id, stream_version, event_type, schema_version, payload, recorded_at
-             FROM events WHERE stream_id = ANY($1) ORDER BY position"#,
-        credential_uuids,
-    )
-    .fetch_all(connection)
-    .await?;
-    for row in rows {
-        let corrupt = |reason: String| StoreError::Corrupt { position: row.position, reason };
-        let event = Event::decode(&row.event_type, row.schema_version, row.payload)
-            .map_err(|error| corrupt(error.to_string()))?;
-        ledger
-            .record(row.stream_id, row.stream_version, row.recorded_at, &event)
-            .map_err(|error| corrupt(error.to_string()))?;
+    let events =
+        select_events!("WHERE stream_id = ANY($1) ORDER BY position", credential_uuids).fetch_all(connection).await?;
+    for event in &events {
+        ledger.fold(event)?;
     }
     Ok(ledger)
 }

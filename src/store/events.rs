@@ -1,4 +1,5 @@
-//! Reading the log back: for the relay (and anyone else who follows it in order).
+//! Reading the log back: the relay, the replica, auditors and exports, all as `StoredEvent`s
+//! selected by `select_events!`.
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -6,21 +7,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
-
-/// One event as the log holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
-    pub position: i64,
-    pub stream_id: Uuid,
-    pub stream_version: i32,
-    pub event_id: Uuid,
-    pub event_type: String,
-    pub schema_version: i32,
-    pub server_uuid: Uuid,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
-    pub recorded_at: DateTime<Utc>,
-}
+use crate::domain::StoredEvent;
 
 /// The lock that makes one relay per exchange the leader. Session-scoped: it is released when
 /// the leader's connection closes, however the leader died.
@@ -59,22 +46,13 @@ pub async fn save_relay_checkpoint(
     Ok(())
 }
 
+/// Up to `limit` events after `position`, in log order.
 pub async fn events_after(
     connection: &mut PgConnection,
     position: i64,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let events = sqlx::query_as!(
-        StoredEvent,
-        r#"SELECT position, stream_id, stream_version, event_id, event_type, schema_version, server_uuid,
-                  payload, metadata, recorded_at
-             FROM events WHERE position > $1 ORDER BY position LIMIT $2"#,
-        position,
-        limit,
-    )
-    .fetch_all(connection)
-    .await?;
-    Ok(events)
+    Ok(select_events!("WHERE position > $1 ORDER BY position LIMIT $2", position, limit).fetch_all(connection).await?)
 }
 
 /// Where the log ends and how far the relay to `exchange` has published it.
@@ -102,33 +80,13 @@ impl Store {
     }
 }
 
-/// One event of a server, as auditors read it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServerEvent {
-    pub position: i64,
-    pub event_id: Uuid,
-    pub stream_id: Uuid,
-    pub stream_version: i32,
-    pub event_type: String,
-    pub schema_version: i32,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
-    pub recorded_at: DateTime<Utc>,
-}
-
 impl Store {
     /// Every event of one credential of `server_uuid`, in order (none: no such credential there).
-    pub async fn credential_history(&self, server_uuid: Uuid, stream_id: Uuid) -> Result<Vec<ServerEvent>, StoreError> {
-        let events = sqlx::query_as!(
-            ServerEvent,
-            r#"SELECT position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata,
-                      recorded_at
-                 FROM events WHERE stream_id = $1 AND server_uuid = $2 ORDER BY position"#,
-            stream_id,
-            server_uuid,
-        )
-        .fetch_all(&self.pool)
-        .await?;
+    pub async fn credential_history(&self, server_uuid: Uuid, stream_id: Uuid) -> Result<Vec<StoredEvent>, StoreError> {
+        let events =
+            select_events!("WHERE stream_id = $1 AND server_uuid = $2 ORDER BY position", stream_id, server_uuid)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(events)
     }
 
@@ -138,40 +96,30 @@ impl Store {
         server_uuid: Uuid,
         after_position: i64,
         limit: i64,
-    ) -> Result<Vec<ServerEvent>, StoreError> {
-        let events = sqlx::query_as!(
-            ServerEvent,
-            r#"SELECT position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata,
-                      recorded_at
-                 FROM events WHERE server_uuid = $1 AND position > $2 ORDER BY position LIMIT $3"#,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let events = select_events!(
+            "WHERE server_uuid = $1 AND position > $2 ORDER BY position LIMIT $3",
             server_uuid,
             after_position,
-            limit,
+            limit
         )
         .fetch_all(&self.pool)
         .await?;
         Ok(events)
     }
 
-    /// Every event of a server recorded at or before `as_of`, in log order: since `recorded_at`
-    /// never decreases along the log, that is a prefix of the server's history.
     /// Feeds `each` a server's events recorded at or before `as_of`, in log order, as they
-    /// stream in: none of them is kept.
+    /// stream in: none of them is kept. Since `recorded_at` never decreases along the log, that
+    /// is a prefix of the server's history.
     pub async fn fold_server_events_until(
         &self,
         server_uuid: Uuid,
         as_of: DateTime<Utc>,
-        mut each: impl FnMut(ServerEvent) -> Result<(), StoreError>,
+        mut each: impl FnMut(StoredEvent) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut events = sqlx::query_as!(
-            ServerEvent,
-            r#"SELECT position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata,
-                      recorded_at
-                 FROM events WHERE server_uuid = $1 AND recorded_at <= $2 ORDER BY position"#,
-            server_uuid,
-            as_of,
-        )
-        .fetch(&self.pool);
+        let mut events =
+            select_events!("WHERE server_uuid = $1 AND recorded_at <= $2 ORDER BY position", server_uuid, as_of)
+                .fetch(&self.pool);
         while let Some(event) = events.try_next().await? {
             each(event)?;
         }

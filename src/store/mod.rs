@@ -1,11 +1,24 @@
-//! PostgreSQL adapter: the event log, the credential view and the usage table.
+//! PostgreSQL adapter: the event log, the credential view, the usage table, the relay's
+//! checkpoints and the webhook tables.
 //! Every SQL statement of the service is in this module, `migrations/` or `projections/`.
 
+/// The one SELECT list of the log, into `StoredEvent`: `select_events!("WHERE …", args…)`.
+macro_rules! select_events {
+    ($rest:tt $(, $argument:expr)* $(,)?) => {
+        sqlx::query_as!(
+            crate::domain::StoredEvent,
+            "SELECT position, stream_id, stream_version, event_id, event_type, schema_version, server_uuid, payload, \
+             metadata, recorded_at, prev_hash, hash FROM events " + $rest
+            $(, $argument)*
+        )
+    };
+}
+
 mod append;
-mod credentials;
 mod events;
-mod replica;
 mod schema;
+mod usage;
+mod view;
 mod webhooks;
 
 use std::time::Duration;
@@ -15,11 +28,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
+use crate::domain::UnreadableEvent;
+
 pub use append::{Appended, ChainHead, Decision, NewEvent, EVENTS_CHANNEL};
-pub use credentials::Caller;
-pub use events::{
-    events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress, ServerEvent, StoredEvent,
-};
+pub use events::{events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress};
 pub use schema::{applied_migrations, prepare, rebuild_projections, RebuildReport};
 pub use webhooks::{
     AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, Requeue, WebhookEndpoint,
@@ -41,6 +53,12 @@ pub enum StoreError {
     /// committed. The connection was discarded.
     #[error("the database did not answer within {0:?}")]
     TimedOut(Duration),
+}
+
+impl From<UnreadableEvent> for StoreError {
+    fn from(UnreadableEvent { position, reason }: UnreadableEvent) -> Self {
+        StoreError::Corrupt { position, reason }
+    }
 }
 
 /// How long the service's own queries may take by default before their connection is given up.

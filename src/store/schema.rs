@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use super::StoreError;
-use crate::domain::{Credential, Event, Ledger};
+use crate::domain::{Credential, Ledger};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -70,19 +70,9 @@ pub async fn rebuild_projections(pool: &PgPool) -> Result<RebuildReport, StoreEr
     let mut ledger = Ledger::new(0);
     let mut events = 0u64;
     {
-        let mut log = sqlx::query!(
-            r#"SELECT position, stream_id, stream_version, event_type, schema_version, payload::text AS "payload!",
-                      recorded_at
-                 FROM events ORDER BY position"#
-        )
-        .fetch(&mut *tx);
-        while let Some(row) = log.try_next().await? {
-            let corrupt = |reason: String| StoreError::Corrupt { position: row.position, reason };
-            let event = Event::decode_text(&row.event_type, row.schema_version, &row.payload)
-                .map_err(|error| corrupt(error.to_string()))?;
-            ledger
-                .record(row.stream_id, row.stream_version, row.recorded_at, &event)
-                .map_err(|error| corrupt(error.to_string()))?;
+        let mut log = select_events!("ORDER BY position").fetch(&mut *tx);
+        while let Some(event) = log.try_next().await? {
+            ledger.fold(&event)?;
             events += 1;
         }
     }

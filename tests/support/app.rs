@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+use credential_ledger::app::provision::provision_server;
 use credential_ledger::config::LogFormat;
 use credential_ledger::domain::{
     Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, ServerName,
 };
-use credential_ledger::provision::provision_server;
 use credential_ledger::startup::{Application, Settings};
 use credential_ledger::store::{Decision, NewEvent, Store};
 use reqwest::StatusCode;

@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::app::replica::Replica;
 use crate::domain::{Command, DomainError, EventMetadata, Outcome};
-use crate::replica::Replica;
 use crate::store::{Appended, ChainHead, Decision, NewEvent, Store, StoreError};
 
 /// The most commands decided in one transaction.

@@ -3,12 +3,12 @@
 use rand::rngs::OsRng;
 use uuid::Uuid;
 
+use crate::app::writer::WriteError;
 use crate::domain::{
     Actor, ApiKey, Command, Credential, CredentialName, CredentialType, DomainError, EventMetadata, KeyMaterial,
     Outcome, ServerName,
 };
 use crate::store::{Decision, NewEvent, Store};
-use crate::writer::WriteError;
 
 pub struct ProvisionedServer {
     pub server_uuid: Uuid,

@@ -1,16 +1,9 @@
-//! The caller, and writes of operational usage data.
+//! Operational usage data (not events): when each credential last authenticated.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Store, StoreError};
-
-/// Who is calling: an API credential that authenticated, and its server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    pub credential_uuid: Uuid,
-    pub server_uuid: Uuid,
-}
 
 impl Store {
     /// Records when credentials were last used; an older time never overwrites a newer one.
@@ -28,5 +21,14 @@ impl Store {
         .execute(&mut *connection);
         let outcome = tokio::time::timeout(self.query_timeout, async { Ok(write.await.map(drop)?) }).await;
         self.settle(connection, outcome)
+    }
+
+    /// Uses recorded (by any instance) since `since`.
+    pub async fn usage_since(&self, since: DateTime<Utc>) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
+        let rows =
+            sqlx::query!("SELECT credential_uuid, last_used_at FROM credential_usage WHERE last_used_at > $1", since,)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|row| (row.credential_uuid, row.last_used_at)).collect())
     }
 }

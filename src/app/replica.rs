@@ -18,8 +18,8 @@ use std::time::Instant;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use uuid::Uuid;
 
-use crate::domain::{apply, Credential, CredentialType, Event, KeyHash};
-use crate::store::{Caller, Store, StoreError, StoredEvent};
+use crate::domain::{Caller, Credential, CredentialType, KeyHash, StoredEvent};
+use crate::store::{Store, StoreError};
 
 const CATCH_UP_PAGE: i64 = 5000;
 
@@ -49,28 +49,18 @@ impl State {
         self.credentials.insert(credential.uuid, credential);
     }
 
-    fn apply(&mut self, event: StoredEvent) -> Result<(), StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt { position: event.position, reason };
+    fn apply(&mut self, event: &StoredEvent) -> Result<(), StoreError> {
         if event.position <= self.position {
             // The writer of this process handed it over already.
             return Ok(());
         }
         if event.position != self.position + 1 {
-            return Err(corrupt(format!(
-                "the replica is at {}, the next event is at {}",
-                self.position, event.position
-            )));
+            return Err(StoreError::Corrupt {
+                position: event.position,
+                reason: format!("the replica is at {}, the next event is at {}", self.position, event.position),
+            });
         }
-        let decoded = Event::decode(&event.event_type, event.schema_version, event.payload)
-            .map_err(|error| corrupt(error.to_string()))?;
-        let next = apply(
-            self.credentials.get(&event.stream_id).map(Arc::as_ref),
-            event.stream_id,
-            event.stream_version,
-            event.recorded_at,
-            &decoded,
-        )
-        .map_err(|error| corrupt(error.to_string()))?;
+        let next = event.apply_to(self.credentials.get(&event.stream_id).map(Arc::as_ref))?;
         self.insert(next);
         self.position = event.position;
         Ok(())
@@ -220,13 +210,13 @@ impl Replica {
         let _only_one = self.catching_up.lock().await;
         let mut reloaded = false;
         while self.position() < target {
-            let events = self.store.events_since(self.position(), CATCH_UP_PAGE).await?;
+            let events = self.store.events_after(self.position(), CATCH_UP_PAGE).await?;
             if events.is_empty() {
                 break;
             }
             let applied = {
                 let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-                events.into_iter().try_for_each(|event| state.apply(event))
+                events.iter().try_for_each(|event| state.apply(event))
             };
             match applied {
                 Ok(()) => {}
@@ -259,9 +249,9 @@ mod tests {
     use sqlx::PgPool;
 
     use super::*;
+    use crate::app::provision::provision_server;
+    use crate::app::writer::Writer;
     use crate::domain::{Actor, Command, CredentialName, EventMetadata, ServerName};
-    use crate::provision::provision_server;
-    use crate::writer::Writer;
 
     /// A replica that finds an event it cannot apply (here: the lock of a credential it lost)
     /// reloads the view instead of answering 500s, and counts it.

@@ -1,10 +1,10 @@
-//! The reads the in-memory replica of the credential view needs.
+//! Reading the credential view: the snapshot the in-memory replica starts from, and the log's
+//! head it keeps up with.
 
-use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use uuid::Uuid;
 
-use super::{Store, StoreError, StoredEvent};
+use super::{Store, StoreError};
+use crate::domain::StoredEvent;
 use crate::domain::{Credential, CredentialName, CredentialType, KeyHash};
 
 impl Store {
@@ -74,19 +74,11 @@ impl Store {
         self.settle(connection, outcome)
     }
 
-    pub async fn events_since(&self, position: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    /// Up to `limit` events after `position`, in log order.
+    pub async fn events_after(&self, position: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         let mut connection = self.pool.acquire().await?;
         let outcome =
             tokio::time::timeout(self.query_timeout, super::events_after(&mut connection, position, limit)).await;
         self.settle(connection, outcome)
-    }
-
-    /// Uses recorded (by any instance) since `since`.
-    pub async fn usage_since(&self, since: DateTime<Utc>) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
-        let rows =
-            sqlx::query!("SELECT credential_uuid, last_used_at FROM credential_usage WHERE last_used_at > $1", since,)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.into_iter().map(|row| (row.credential_uuid, row.last_used_at)).collect())
     }
 }
