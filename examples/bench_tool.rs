@@ -15,7 +15,7 @@ use axum::routing::post;
 use axum::Router;
 use credential_ledger::app::provision::provision_server;
 use credential_ledger::domain::{
-    Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, ServerName,
+    handle, Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, ServerName,
 };
 use credential_ledger::store::{self, DatabaseSettings, Decision, NewEvent, Store};
 use futures::StreamExt;
@@ -78,7 +78,7 @@ async fn seed(database_url: &str, server_name: &str, count: usize) -> anyhow::Re
             .append(head.take(), &[], |ledger, now| {
                 let mut events = Vec::with_capacity(batch);
                 for command in &commands {
-                    if let Ok(handled) = ledger.handle(command, &metadata.actor, now) {
+                    if let Ok(handled) = handle(ledger, command, &metadata.actor, now) {
                         events.extend(
                             handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &metadata }),
                         );

@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use crate::app::writer::WriteError;
 use crate::domain::{
-    Actor, ApiKey, Command, Credential, CredentialName, CredentialType, DomainError, EventMetadata, KeyMaterial,
-    Outcome, ServerName,
+    handle, Actor, ApiKey, Command, Credential, CredentialName, CredentialType, DomainError, EventMetadata,
+    KeyMaterial, Outcome, ServerName,
 };
 use crate::store::{Decision, NewEvent, Store};
 
@@ -35,7 +35,7 @@ pub async fn provision_server(
     let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
 
     let appended = store
-        .append(None, &[], |ledger, now| match ledger.handle(&command, &metadata.actor, now) {
+        .append(None, &[], |ledger, now| match handle(ledger, &command, &metadata.actor, now) {
             Ok(handled) => Decision {
                 servers: vec![(server_uuid, name.clone())],
                 events: handled.events.into_iter().map(|pending| NewEvent { pending, metadata: &metadata }).collect(),

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::app::replica::Replica;
-use crate::domain::{Command, DomainError, EventMetadata, Outcome};
+use crate::domain::{handle, Command, DomainError, EventMetadata, Outcome};
 use crate::store::{Appended, ChainHead, Decision, NewEvent, Store, StoreError};
 
 /// The most commands decided in one transaction.
@@ -165,7 +165,7 @@ async fn commit_batch(
             let mut events = Vec::new();
             let mut results = Vec::with_capacity(batch.len());
             for job in batch {
-                match ledger.handle(&job.command, &job.metadata.actor, now) {
+                match handle(ledger, &job.command, &job.metadata.actor, now) {
                     Ok(handled) => {
                         let metadata = &job.metadata;
                         events.extend(handled.events.into_iter().map(|pending| NewEvent { pending, metadata }));

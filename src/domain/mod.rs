@@ -3,6 +3,7 @@
 //! Nothing in here performs I/O. Time and randomness come in as arguments, so every rule can be
 //! tested with plain values (given these events, when this command, then these events).
 
+mod apply;
 mod caller;
 mod chain;
 mod command;
@@ -14,18 +15,17 @@ mod stored_event;
 mod trail;
 mod webhook;
 
+pub use apply::{apply, ApplyError};
 pub use caller::Caller;
 pub use chain::{canonical_json, chain_hash, ChainLink, Hash, GENESIS_HASH};
-pub use command::{authorize, decide, Command, DomainError, KeyMaterial, Outcome};
-pub use credential::{
-    apply, ApplyError, Credential, CredentialName, CredentialType, InvalidName, InvalidType, ServerName,
-};
+pub use command::{authorize, decide, handle, Command, DomainError, Handled, KeyMaterial, Outcome};
+pub use credential::{Credential, CredentialName, CredentialType, InvalidName, InvalidType, ServerName};
 pub use event::{
     Actor, CredentialCreated, CredentialLocked, Event, EventDecodeError, EventMetadata, LockReason, PendingEvent,
     CREDENTIAL_CREATED, CREDENTIAL_LOCKED,
 };
 pub use key::{ApiKey, InvalidKey, KeyHash, KEY_PREFIX};
-pub use ledger::{Handled, Ledger};
+pub use ledger::Ledger;
 pub use stored_event::{StoredEvent, UnreadableEvent};
 pub use trail::{LogRules, RecordedEvent, Violation};
 pub use webhook::{

@@ -5,8 +5,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::apply::apply;
 use super::chain::ChainLink;
-use super::credential::{apply, Credential};
+use super::credential::Credential;
 use super::event::Event;
 
 /// One row of the log: the event as stored, its place, and its chain link.

@@ -6,8 +6,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::apply::ApplyError;
 use super::command::authorize;
-use super::credential::{ApplyError, Credential};
+use super::credential::Credential;
 use super::event::{Actor, CredentialCreated, CredentialLocked, Event, LockReason};
 use super::ledger::Ledger;
 
@@ -145,7 +146,9 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::domain::{Command, CredentialName, CredentialType, DomainError, KeyHash, KeyMaterial, PendingEvent};
+    use crate::domain::{
+        handle, Command, CredentialName, CredentialType, DomainError, KeyHash, KeyMaterial, PendingEvent,
+    };
 
     const SERVER: Uuid = Uuid::from_u128(0xA);
     const OTHER: Uuid = Uuid::from_u128(0xB);
@@ -174,7 +177,7 @@ mod tests {
         let mut ledger = Ledger::new(0);
         let mut log = Vec::new();
         for (command, actor) in commands {
-            let handled = ledger.handle(command, actor, at()).unwrap();
+            let handled = handle(&mut ledger, command, actor, at()).unwrap();
             log.extend(handled.events.into_iter().map(|event| (event, actor.clone())));
         }
         log
@@ -233,15 +236,15 @@ mod tests {
     #[test]
     fn decide_refuses_an_actor_that_is_held_or_of_another_server() {
         let mut ledger = Ledger::new(0);
-        ledger.handle(&create(SERVER, 1), &Actor::Cli, at()).unwrap();
-        ledger.handle(&create(OTHER, 2), &Actor::Cli, at()).unwrap();
+        handle(&mut ledger, &create(SERVER, 1), &Actor::Cli, at()).unwrap();
+        handle(&mut ledger, &create(OTHER, 2), &Actor::Cli, at()).unwrap();
         let revoke_self = Command::Revoke { server_uuid: SERVER, credential_uuid: Uuid::from_u128(1) };
-        assert_eq!(ledger.handle(&create(SERVER, 3), &by(2), at()).err(), Some(DomainError::ActorNotAuthorized));
-        assert_eq!(ledger.handle(&create(SERVER, 3), &by(9), at()).err(), Some(DomainError::ActorNotAuthorized));
-        ledger.handle(&revoke_self, &by(1), at()).unwrap();
+        assert_eq!(handle(&mut ledger, &create(SERVER, 3), &by(2), at()).err(), Some(DomainError::ActorNotAuthorized));
+        assert_eq!(handle(&mut ledger, &create(SERVER, 3), &by(9), at()).err(), Some(DomainError::ActorNotAuthorized));
+        handle(&mut ledger, &revoke_self, &by(1), at()).unwrap();
         let before = ledger.clone();
-        assert_eq!(ledger.handle(&create(SERVER, 3), &by(1), at()).err(), Some(DomainError::ActorNotAuthorized));
-        assert_eq!(ledger.handle(&revoke_self, &by(1), at()).err(), Some(DomainError::ActorNotAuthorized));
+        assert_eq!(handle(&mut ledger, &create(SERVER, 3), &by(1), at()).err(), Some(DomainError::ActorNotAuthorized));
+        assert_eq!(handle(&mut ledger, &revoke_self, &by(1), at()).err(), Some(DomainError::ActorNotAuthorized));
         assert_eq!(ledger.credentials().count(), before.credentials().count());
     }
 

@@ -5,11 +5,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::envelope::{success_envelope, Success};
 use super::error::ApiError;
 use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::JsonBody;
-use super::openapi::success_envelope;
-use super::{AppState, Success};
+use super::AppState;
 use crate::domain::{Caller, StoredEvent};
 
 const DEFAULT_LIMIT: i64 = 100;

@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::envelope::{success_envelope, Success};
 use super::error::ApiError;
 use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::{JsonBody, RequestContext};
 use super::large_reads::{LargeRead, LARGE_LIST};
-use super::openapi::success_envelope;
-use super::{AppState, Success};
+use super::AppState;
 use crate::audit::Replay;
 use crate::domain::Caller;
 use crate::domain::{ApiKey, Command, Credential, CredentialName, CredentialType, KeyMaterial, Outcome};

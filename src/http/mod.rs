@@ -2,6 +2,7 @@
 
 mod audit;
 mod credentials;
+mod envelope;
 mod error;
 mod extract;
 mod guard;
@@ -15,18 +16,18 @@ use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{header, HeaderValue};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Serialize;
+use axum::Router;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Level;
 
+pub use envelope::{Success, SuccessStatus};
 pub use error::{redact_keys, ApiError};
 pub use extract::{API_KEY_HEADER, MAX_BODY_BYTES, REQUEST_ID_HEADER};
 pub use guard::AuthGuard;
@@ -186,39 +187,4 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         .observe(started.elapsed().as_secs_f64());
     metrics.http_requests.get_or_create(&RequestLabels { route, method, status: response.status().as_u16() }).inc();
     response
-}
-
-/// The success envelope of the seed: `{"status": "success", "data": …}`.
-#[derive(Debug)]
-pub struct Success<T>(pub T);
-
-/// `"success"`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SuccessStatus {
-    Success,
-}
-
-#[derive(Serialize)]
-struct Envelope<T> {
-    status: SuccessStatus,
-    data: T,
-}
-
-impl<T: Serialize> IntoResponse for Success<T> {
-    fn into_response(self) -> Response {
-        Json(Envelope { status: SuccessStatus::Success, data: self.0 }).into_response()
-    }
-}
-
-impl<T: Serialize> Success<T> {
-    /// The answer, serialised now into a buffer of `capacity` bytes: for large answers built
-    /// under a lock, where growing the buffer again and again would cost time and memory.
-    pub fn render(self, capacity: usize) -> Response {
-        let mut body = Vec::with_capacity(capacity);
-        match serde_json::to_writer(&mut body, &Envelope { status: SuccessStatus::Success, data: self.0 }) {
-            Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
-            Err(error) => ApiError::Internal(error.to_string()).into_response(),
-        }
-    }
 }

@@ -82,16 +82,3 @@ pub async fn docs_page() -> Response {
     )
         .into_response()
 }
-
-/// Declares `$name`, the success envelope around `$data`, for the document.
-macro_rules! success_envelope {
-    ($name:ident, $data:ty) => {
-        #[derive(Debug, Serialize, utoipa::ToSchema)]
-        #[allow(dead_code)]
-        pub struct $name {
-            status: $crate::http::SuccessStatus,
-            data: $data,
-        }
-    };
-}
-pub(crate) use success_envelope;

@@ -4,9 +4,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::envelope::{success_envelope, Success};
 use super::error::ErrorEnvelope;
-use super::openapi::success_envelope;
-use super::{ApiError, AppState, Success};
+use super::{ApiError, AppState};
 use crate::bus::RelayStatusSnapshot;
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::envelope::{success_envelope, Success};
 use super::error::ApiError;
 use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::JsonBody;
-use super::openapi::success_envelope;
-use super::{AppState, Success};
+use super::AppState;
 use crate::domain::{Caller, EventFilter, WebhookSecret, WebhookUrl};
 use crate::store::{AttemptListing, Requeue, WebhookEndpoint};
 use crate::webhooks::{check_destination, enqueue_attempt, DestinationRefused};

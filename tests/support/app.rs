@@ -5,7 +5,7 @@ use std::time::Duration;
 use credential_ledger::app::provision::provision_server;
 use credential_ledger::config::LogFormat;
 use credential_ledger::domain::{
-    Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, ServerName,
+    handle, Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, ServerName,
 };
 use credential_ledger::startup::{Application, Settings};
 use credential_ledger::store::{Decision, NewEvent, Store};
@@ -166,7 +166,7 @@ impl TestApp {
                 .append(None, &[], |ledger, now| {
                     let events = batch
                         .iter()
-                        .flat_map(|command| ledger.handle(command, &metadata.actor, now).unwrap().events)
+                        .flat_map(|command| handle(ledger, command, &metadata.actor, now).unwrap().events)
                         .map(|pending| NewEvent { pending, metadata: &metadata })
                         .collect();
                     Decision { servers: Vec::new(), events, value: () }
