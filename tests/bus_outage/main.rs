@@ -57,6 +57,7 @@ async fn relay_health(app: &helpers::TestApp) -> serde_json::Value {
 }
 
 #[sqlx::test]
+#[ignore = "a fault suite: stops the machine's RabbitMQ; .ci/run runs it alone with --ignored"]
 async fn writes_succeed_while_the_broker_is_down_and_the_backlog_drains_in_order(pool: PgPool) {
     let mut bus = TestBus::durable().await;
     let app = spawn_app_with(pool, Settings { relay: Some(bus.relay_settings()), ..Settings::default() }).await;

@@ -82,6 +82,7 @@ fn free_port() -> u16 {
 }
 
 #[sqlx::test]
+#[ignore = "a fault suite: kills service processes under load for a minute; .ci/run runs it alone with --ignored"]
 async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool: PgPool) {
     let mut bus = TestBus::new().await;
     let url = database_url(&pool).await;

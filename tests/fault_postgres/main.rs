@@ -50,6 +50,7 @@ impl Drop for RunningAfterwards {
 }
 
 #[sqlx::test]
+#[ignore = "a fault suite: restarts the machine's PostgreSQL; .ci/run runs it alone with --ignored"]
 async fn writes_fail_fast_during_a_restart_and_recover_without_restarting_the_service(pool: PgPool) {
     let _running_afterwards = RunningAfterwards;
     let settings = DatabaseSettings {
