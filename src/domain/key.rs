@@ -26,7 +26,8 @@ pub struct ApiKey(String);
 pub struct InvalidKey;
 
 impl ApiKey {
-    /// A new key drawn from `rng`; production passes the operating system's CSPRNG.
+    /// A new key drawn from `rng`, which must be a CSPRNG: the service passes `ThreadRng` (seeded
+    /// from the operating system, without a system call per character), provisioning `OsRng`.
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
         let random: String = rng.sample_iter(&Alphanumeric).take(RANDOM_LEN).map(char::from).collect();
         let checksum = checksum(&random);

@@ -5,6 +5,12 @@
 //! read (a compare-and-set on `chain_head.position`), so an uncontended batch costs a single
 //! round trip. If another instance appended in between, the batch is decided again, this time
 //! in a transaction that holds the head's row lock, which cannot lose.
+//!
+//! Migration 0001's comments (applied migrations are never edited) say every append first locks
+//! the head `FOR UPDATE`; only the retry path does now. What they protect still holds: positions
+//! are assigned only by the statement that moves the head, and its `UPDATE … WHERE position =`
+//! holds the head's row lock until commit, so appends from every instance are ordered and
+//! gap-free.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{Connection, PgConnection};
