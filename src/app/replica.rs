@@ -246,12 +246,98 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use sqlx::postgres::PgPoolOptions;
     use sqlx::PgPool;
 
     use super::*;
     use crate::app::provision::provision_server;
     use crate::app::writer::Writer;
     use crate::domain::{Actor, Command, CredentialName, EventMetadata, ServerName};
+
+    /// A store on a pool of one connection, and a provisioned server: whoever holds the one
+    /// connection holds up every head read, which makes their timing the test's to choose.
+    async fn one_connection_store(pool: &PgPool) -> (Store, Arc<Replica>) {
+        crate::store::prepare(pool).await.unwrap();
+        let single = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with((*pool.connect_options()).clone())
+            .await
+            .unwrap();
+        let store = Store::new(single);
+        let name = ServerName::parse("Acme").unwrap();
+        provision_server(&store, &name, CredentialName::parse("First").unwrap()).await.unwrap();
+        let replica = Replica::load(store.clone()).await.unwrap();
+        (store, replica)
+    }
+
+    /// The barrier's saving: every request that arrived before a read began is answered by that
+    /// one read, however many there are.
+    #[sqlx::test]
+    async fn requests_that_arrived_before_a_head_read_began_share_it(pool: PgPool) {
+        let (store, replica) = one_connection_store(&pool).await;
+        let arrived = Instant::now();
+        let held = store.pool().acquire().await.unwrap();
+        let first = replica.head_since(arrived);
+        let running = tokio::spawn(first.clone());
+        let others: Vec<HeadRead> = (0..10).map(|_| replica.head_since(arrived)).collect();
+        assert!(others.iter().all(|other| other.ptr_eq(&first)), "one read for everyone who arrived before it began");
+        drop(held);
+        assert_eq!(running.await.unwrap().unwrap(), 1);
+        for other in others {
+            assert_eq!(other.await.unwrap(), 1);
+        }
+    }
+
+    /// The barrier's rule: a request that arrives while a read runs cannot use it (that read may
+    /// have missed a commit the request saw), so it waits for the next, which begins only when
+    /// the running one ends and which every later arrival shares.
+    #[sqlx::test]
+    async fn a_request_that_arrives_during_a_read_gets_the_next_one_which_later_arrivals_share(pool: PgPool) {
+        let (store, replica) = one_connection_store(&pool).await;
+        let held = store.pool().acquire().await.unwrap();
+        let running = replica.head_since(Instant::now());
+        let first = tokio::spawn(running.clone());
+        let late = replica.head_since(Instant::now());
+        assert!(!late.ptr_eq(&running), "a read that began before the request arrived does not answer it");
+        let later = replica.head_since(Instant::now());
+        assert!(later.ptr_eq(&late), "one queued read, shared");
+        let queued = tokio::spawn(late.clone());
+        let released = Instant::now();
+        drop(held);
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(queued.await.unwrap().unwrap(), 1);
+        let reads = replica.head_reads.lock().unwrap();
+        let (began, now_running) = reads.running.as_ref().unwrap();
+        assert!(now_running.ptr_eq(&late), "the queued read became the running one when it began");
+        assert!(*began >= released, "and it began only after the running one ended");
+        assert!(reads.queued.is_none());
+    }
+
+    /// A finished read is never reused for a request that arrived after it began: that request
+    /// gets a read of its own, which sees what another instance committed in between.
+    #[sqlx::test]
+    async fn a_request_after_a_finished_read_sees_commits_made_since(pool: PgPool) {
+        let (store, replica) = one_connection_store(&pool).await;
+        let before = replica.head_since(Instant::now());
+        assert_eq!(before.clone().await.unwrap(), 1);
+
+        let other_instance = Replica::load(store.clone()).await.unwrap();
+        let (writer, _task) = Writer::spawn(store.clone(), other_instance.clone());
+        let server_uuid = other_instance.read().by_server.keys().copied().next().unwrap();
+        let credential_uuid = other_instance.list(server_uuid)[0].uuid;
+        let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
+        writer.execute(Command::Revoke { server_uuid, credential_uuid }, metadata).await.unwrap();
+
+        let after = replica.head_since(Instant::now());
+        assert!(!after.ptr_eq(&before));
+        assert_eq!(after.await.unwrap(), 2);
+        assert!(!replica.list(server_uuid)[0].hold, "head_since reads the head; sync applies it");
+        replica.sync(Instant::now()).await.unwrap();
+        assert!(replica.list(server_uuid)[0].hold, "after the barrier, the revoke is visible here");
+    }
 
     /// A replica that finds an event it cannot apply (here: the lock of a credential it lost)
     /// reloads the view instead of answering 500s, and counts it.
