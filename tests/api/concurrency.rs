@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::{spawn_app, verify_database, Answer};
+use crate::helpers::{spawn_app, verify_database, wait_until, Answer};
 use crate::ledger::assert_chain_is_intact;
 
 #[sqlx::test]
@@ -85,22 +85,30 @@ async fn a_key_revoked_under_its_own_write_storm_writes_nothing_after_its_lock(p
     let second = spawn_app(pool.clone()).await;
     let victim = first.create_api_key(&first.tenant.key, "Victim").await;
     let (victim_key, victim_uuid) = (victim["key"].as_str().unwrap(), victim["uuid"].as_str().unwrap());
-    let stop = AtomicBool::new(false);
+    let (stop, answered) = (AtomicBool::new(false), AtomicUsize::new(0));
     let storm = (0..48).map(|worker| {
-        let (instance, stop) = (if worker % 2 == 0 { &first } else { &second }, &stop);
+        let (instance, stop, answered) = (if worker % 2 == 0 { &first } else { &second }, &stop, &answered);
         async move {
             let mut answers = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let name = format!("Storm {worker}-{}", answers.len());
                 answers.push(instance.create(victim_key, json!({"name": name, "type": "API"})).await);
+                answered.fetch_add(1, Ordering::Relaxed);
             }
             answers
         }
     });
+    // The revoke lands in the storm, and the storm goes on after it: a round of answers on each side.
+    let answers_past = |count: usize| {
+        let answered = &answered;
+        wait_until("the storm's answers", Duration::from_secs(30), move || {
+            std::future::ready((answered.load(Ordering::Relaxed) >= count).then_some(()))
+        })
+    };
     let revoke = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        answers_past(48).await;
         let answer = first.revoke(&first.tenant.key, victim_uuid).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        answers_past(answered.load(Ordering::Relaxed) + 96).await;
         stop.store(true, Ordering::Relaxed);
         answer
     };

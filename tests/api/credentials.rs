@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{spawn_app, LIST, REGENERATE, REVOKE};
+use crate::helpers::{spawn_app, wait_until, LIST, REGENERATE, REVOKE};
 
 fn keys_of(object: &Value) -> Vec<&str> {
     let mut keys: Vec<&str> = object.as_object().unwrap().keys().map(String::as_str).collect();
@@ -62,21 +62,16 @@ async fn last_used_at_follows_successful_authentications(pool: PgPool) {
     assert!(own["last_used_at"].as_str().unwrap().ends_with('Z'));
 
     // It is flushed to the usage table without any request writing it.
-    let mut stored = None;
-    for _ in 0..100 {
-        stored = sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+    wait_until("last_used_at to reach credential_usage", Duration::from_secs(5), || async {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
             "SELECT last_used_at FROM credential_usage WHERE credential_uuid = $1",
         )
         .bind(app.tenant.credential_uuid)
         .fetch_optional(&app.pool)
         .await
-        .unwrap();
-        if stored.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(stored.is_some(), "last_used_at reached credential_usage");
+        .unwrap()
+    })
+    .await;
     // It is not an event.
     assert_eq!(app.event_types().await.len(), 1);
 }

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{spawn_app_with, TestApp, LIST};
+use crate::helpers::{spawn_app_with, wait_until, TestApp, LIST};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -108,16 +108,12 @@ async fn probes_answer_while_the_service_is_at_capacity(pool: PgPool) {
         app.tenant.key
     );
     holder.write_all(held.as_bytes()).await.unwrap();
-    let full = Instant::now();
-    loop {
+    let refused = wait_until("the held request to take the only place", Duration::from_secs(5), || async {
         let answer = app.list(&app.tenant.key).await;
-        if answer.status == StatusCode::SERVICE_UNAVAILABLE {
-            assert_eq!(answer.error_code(), "overloaded");
-            break;
-        }
-        assert!(full.elapsed() < Duration::from_secs(5), "the held request takes the only place");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (answer.status == StatusCode::SERVICE_UNAVAILABLE).then_some(answer)
+    })
+    .await;
+    assert_eq!(refused.error_code(), "overloaded");
     for probe in ["/healthz", "/readyz", "/metrics"] {
         let answer = app.client.get(format!("{}{probe}", app.address)).send().await.unwrap();
         assert_eq!(answer.status(), StatusCode::OK, "{probe}");

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::{database_url, spawn_app_with, TestApp};
+use crate::helpers::{database_url, spawn_app_with, wait_until, TestApp};
 use crate::load::Load;
 use crate::proxy::Proxy;
 
@@ -47,7 +47,7 @@ async fn silently_dead_connections_do_not_wedge_writes(pool: PgPool) {
         Settings { query_timeout: QUERY_TIMEOUT, shutdown_timeout: Duration::from_secs(8), ..Settings::default() };
     let mut app = spawn_app_with(proxied, settings).await;
     let load = Load::start(app.address.clone(), app.tenant.key.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.wait_for_acknowledged(20, Duration::from_secs(10)).await;
 
     proxy.blackhole_existing();
     let silenced = Instant::now();
@@ -65,11 +65,10 @@ async fn silently_dead_connections_do_not_wedge_writes(pool: PgPool) {
     let recovered = recovered.expect("writes recover by themselves");
     assert!(recovered < QUERY_TIMEOUT * 3, "writes recovered after {recovered:?}");
     assert!(not_ready, "/readyz said 503 while writes could not commit");
-    let ready_again = Instant::now();
-    while readiness(&app).await != StatusCode::OK {
-        assert!(ready_again.elapsed() < Duration::from_secs(15), "the instance becomes ready again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("the instance to become ready again", Duration::from_secs(15), || async {
+        (readiness(&app).await == StatusCode::OK).then_some(())
+    })
+    .await;
     let seen = load.stop().await;
     assert!(
         seen.outcomes.iter().all(|outcome| matches!(outcome.status, Some(200 | 503))),
@@ -84,6 +83,7 @@ async fn silently_dead_connections_do_not_wedge_writes(pool: PgPool) {
             client.post(url).header("X-Server-API-Key", key).json(&json!({"name": "at shutdown"})).send().await
         })
     };
+    // No sign tells when the request has reached the database: give it a moment to.
     tokio::time::sleep(Duration::from_millis(100)).await;
     proxy.blackhole_existing();
     let stopping = Instant::now();

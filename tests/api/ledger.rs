@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, wait_until, TestApp};
 
 #[sqlx::test]
 async fn the_log_rejects_update_delete_and_truncate(pool: PgPool) {
@@ -203,17 +203,14 @@ async fn an_instance_started_during_a_rebuild_serves_every_key(pool: PgPool) {
 
 /// Waits until at least `count` sessions of this test database wait for a lock.
 async fn wait_for_lock_waiters(pool: &PgPool, count: i64) {
-    for _ in 0..500 {
+    wait_until(&format!("{count} sessions waiting for a lock"), std::time::Duration::from_secs(10), || async {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
         )
         .fetch_one(pool)
         .await
         .unwrap();
-        if waiting >= count {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("fewer than {count} sessions ever waited for a lock");
+        (waiting >= count).then_some(())
+    })
+    .await
 }

@@ -5,7 +5,7 @@ use std::process::Command;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::{database_url, spawn_app};
+use crate::helpers::{database_url, spawn_app, wait_until};
 
 #[sqlx::test]
 async fn a_full_dump_of_the_database_contains_no_key(pool: PgPool) {
@@ -19,7 +19,12 @@ async fn a_full_dump_of_the_database_contains_no_key(pool: PgPool) {
     keys.push(rotated.data()["key"].as_str().unwrap().to_owned());
     app.list(&keys[3]).await;
     app.revoke(&keys[3], smtp.data()["uuid"].as_str().unwrap()).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Usage is flushed in the background: the dump must hold it too.
+    wait_until("usage to be flushed", std::time::Duration::from_secs(5), || async {
+        let flushed: i64 = sqlx::query_scalar("SELECT count(*) FROM credential_usage").fetch_one(&pool).await.unwrap();
+        (flushed > 0).then_some(())
+    })
+    .await;
 
     let url = database_url(&pool).await;
     let dump = Command::new("pg_dump").arg("--dbname").arg(&url).output().expect("pg_dump runs");

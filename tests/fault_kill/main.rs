@@ -10,13 +10,13 @@ mod helpers;
 mod load;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::PgPool;
 
 use bus_support::{deduplicated_positions, TestBus};
-use helpers::{database_url, run_ledger, wait_for_processes_to_disconnect};
+use helpers::{database_url, run_ledger, wait_for_processes_to_disconnect, wait_until};
 use load::{assert_acknowledged_writes_are_in_the_log, assert_view_equals_a_rebuild, Load};
 
 struct Service {
@@ -42,15 +42,11 @@ impl Service {
     }
 
     async fn wait_ready(port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
+        wait_until("the service to become ready", Duration::from_secs(30), || async {
             let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
-            if ready.is_ok_and(|response| response.status().is_success()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the service did not become ready");
+            ready.is_ok_and(|response| response.status().is_success()).then_some(())
+        })
+        .await
     }
 
     fn signal(&self, signal: &str) {
@@ -59,14 +55,9 @@ impl Service {
     }
 
     async fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the service did not stop");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let child = &mut self.child;
+        wait_until("the service to stop", Duration::from_secs(30), || std::future::ready(child.try_wait().unwrap()))
+            .await
     }
 }
 
@@ -82,7 +73,7 @@ fn free_port() -> u16 {
 }
 
 #[sqlx::test]
-#[ignore = "a fault suite: kills service processes under load for a minute; .ci/run runs it alone with --ignored"]
+#[ignore = "a fault suite: kills service processes under load; .ci/run runs it alone with --ignored"]
 async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool: PgPool) {
     let mut bus = TestBus::new().await;
     let url = database_url(&pool).await;
@@ -96,7 +87,7 @@ async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool
     let load = Load::start(format!("http://127.0.0.1:{port}"), key);
 
     // A rolling restart: SIGTERM finishes what is in flight, then a new process takes over.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.wait_for_acknowledged(100, Duration::from_secs(30)).await;
     service.signal("TERM");
     let stopped = service.wait_exit().await;
     assert!(stopped.success(), "a clean exit on SIGTERM: {stopped:?}");
@@ -104,29 +95,25 @@ async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool
     Service::wait_ready(port).await;
 
     // A crash: SIGKILL in the middle of the load.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.wait_for_acknowledged(100, Duration::from_secs(30)).await;
     service.signal("KILL");
     service.wait_exit().await;
     service = Service::start(&url, port, &bus);
     Service::wait_ready(port).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.wait_for_acknowledged(100, Duration::from_secs(30)).await;
     let seen = load.stop().await;
 
     // Let the relay catch up, then stop the service for good.
     let head: i64 = sqlx::query_scalar("SELECT position FROM chain_head").fetch_one(&pool).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(&format!("the relay to catch up to {head}"), Duration::from_secs(30), || async {
         let relayed: Option<i64> = sqlx::query_scalar("SELECT position FROM relay_checkpoints WHERE exchange = $1")
             .bind(&bus.exchange)
             .fetch_optional(&pool)
             .await
             .unwrap();
-        if relayed == Some(head) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the relay caught up ({relayed:?} of {head})");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (relayed == Some(head)).then_some(())
+    })
+    .await;
     service.signal("TERM");
     service.wait_exit().await;
     drop(service);

@@ -63,14 +63,14 @@ async fn writes_fail_fast_during_a_restart_and_recover_without_restarting_the_se
     let mut app = spawn_app_with(service_pool.clone(), Settings::default()).await;
     let load = Load::start(app.address.clone(), app.tenant.key.clone());
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    load.wait_for_acknowledged(50, Duration::from_secs(10)).await;
     // A restart with a gap long enough for the load to meet the outage.
     let restart_began = Instant::now();
     assert!(tokio::task::spawn_blocking(|| pg_ctlcluster("stop")).await.unwrap(), "pg_ctlcluster stop");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(tokio::task::spawn_blocking(|| pg_ctlcluster("start")).await.unwrap(), "pg_ctlcluster start");
     let back_up = Instant::now();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    load.wait_for_acknowledged(200, Duration::from_secs(30)).await;
     let seen = load.stop().await;
 
     let failures: Vec<_> = seen.outcomes.iter().filter(|o| o.status != Some(200)).collect();

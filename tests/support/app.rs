@@ -14,6 +14,22 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// Polls `check` every 20 ms until it gives a value, and returns it; past `deadline`, the test
+/// fails, saying it waited for `what`. The one way these tests wait for something to happen.
+pub async fn wait_until<T, F>(what: &str, deadline: Duration, mut check: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < deadline, "waited {deadline:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub const LIST: &str = "/api/v1/credentials/list";
 pub const CREATE: &str = "/api/v1/credentials/create";
 pub const REGENERATE: &str = "/api/v1/credentials/regenerate";
@@ -213,7 +229,7 @@ pub async fn database_url(pool: &PgPool) -> String {
 /// the test database any more: a killed process's sessions outlive it briefly, and the test
 /// database can only be dropped without them.
 pub async fn wait_for_processes_to_disconnect(pool: &PgPool) {
-    for _ in 0..500 {
+    wait_until("the sessions of killed processes to disconnect", Duration::from_secs(10), || async {
         let sessions: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
               WHERE datname = current_database() AND application_name LIKE 'credential-ledger%'",
@@ -221,12 +237,9 @@ pub async fn wait_for_processes_to_disconnect(pool: &PgPool) {
         .fetch_one(pool)
         .await
         .unwrap();
-        if sessions == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("sessions of killed processes are still connected");
+        (sessions == 0).then_some(())
+    })
+    .await
 }
 
 /// Runs the `credential-ledger` binary against `database_url`.

@@ -95,6 +95,18 @@ impl Load {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Waits until `more` writes have been acknowledged from now on (within `deadline`): the
+    /// load is then really running against whatever state the service is in.
+    pub async fn wait_for_acknowledged(&self, more: usize, deadline: Duration) {
+        let acknowledged = |seen: &Acknowledged| seen.outcomes.iter().filter(|o| o.status == Some(200)).count();
+        let from = acknowledged(&self.seen.lock().unwrap());
+        let what = format!("{more} more acknowledged writes");
+        crate::helpers::wait_until(&what, deadline, || async {
+            (acknowledged(&self.seen.lock().unwrap()) >= from + more).then_some(())
+        })
+        .await
+    }
+
     pub async fn stop(self) -> Acknowledged {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap();
