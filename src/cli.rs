@@ -15,7 +15,7 @@ use crate::bus::{self, Relay};
 use crate::config::{
     CliCommand, DatabaseArgs, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand, WebhookWorkerArgs,
 };
-use crate::domain::{CredentialName, ServerName, StoredEvent};
+use crate::domain::{CredentialName, ServerName};
 use crate::http::Limits;
 use crate::startup::{shutdown_signal, Application, Settings};
 use crate::store::{self, Store};
@@ -159,7 +159,7 @@ fn replay(file: &Path, as_of: Option<chrono::DateTime<chrono::Utc>>, server: Opt
     let mut replay = Replay::new(as_of, server);
     read_export(file, |record| {
         if let ExportRecord::Event(event) = record {
-            replay.push(&StoredEvent::try_from(event)?)?;
+            replay.push(&event)?;
         }
         Ok(())
     })?;

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{ChainGap, ExportRecord, ExportedEvent, Failure};
+use super::{ChainGap, ExportRecord, Failure};
 use crate::store::{Store, StoreError};
 
 const PAGE: i64 = 10_000;
@@ -56,7 +56,7 @@ pub async fn export_records(
             if let Some(gap) = gap.take() {
                 sink(ExportRecord::Gap(gap))?;
             }
-            sink(ExportRecord::Event(ExportedEvent::from(event)))?;
+            sink(ExportRecord::Event(event))?;
         }
     }
     if let Some(gap) = gap.take() {

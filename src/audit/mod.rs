@@ -18,28 +18,11 @@ use crate::domain::{Credential, Ledger, StoredEvent, UnreadableEvent};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
 pub enum ExportRecord {
-    Event(ExportedEvent),
+    /// An event with everything the chain covers, and the chain link itself.
+    Event(StoredEvent),
     /// Events of other servers, left out of a one-server export: only the chain link across
     /// them, so the slice can still be checked against the whole chain.
     Gap(ChainGap),
-}
-
-/// An event with everything the chain covers, and the chain link itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportedEvent {
-    pub position: i64,
-    pub stream_id: Uuid,
-    pub stream_version: i32,
-    pub event_id: Uuid,
-    pub event_type: String,
-    pub schema_version: i32,
-    pub server_uuid: Uuid,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
-    pub recorded_at: DateTime<Utc>,
-    pub prev_hash: String,
-    pub hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,50 +34,6 @@ pub struct ChainGap {
     pub prev_hash: String,
     /// The `hash` of the event at `to_position`.
     pub hash: String,
-}
-
-impl From<StoredEvent> for ExportedEvent {
-    fn from(event: StoredEvent) -> Self {
-        ExportedEvent {
-            position: event.position,
-            stream_id: event.stream_id,
-            stream_version: event.stream_version,
-            event_id: event.event_id,
-            event_type: event.event_type,
-            schema_version: event.schema_version,
-            server_uuid: event.server_uuid,
-            payload: event.payload,
-            metadata: event.metadata,
-            recorded_at: event.recorded_at,
-            prev_hash: hex::encode(&event.prev_hash),
-            hash: hex::encode(&event.hash),
-        }
-    }
-}
-
-impl TryFrom<ExportedEvent> for StoredEvent {
-    type Error = UnreadableEvent;
-
-    fn try_from(event: ExportedEvent) -> Result<Self, Self::Error> {
-        let unreadable =
-            |what: &str| UnreadableEvent { position: event.position, reason: format!("{what} is not hex") };
-        let prev_hash = hex::decode(&event.prev_hash).map_err(|_| unreadable("prev_hash"))?;
-        let hash = hex::decode(&event.hash).map_err(|_| unreadable("hash"))?;
-        Ok(StoredEvent {
-            position: event.position,
-            stream_id: event.stream_id,
-            stream_version: event.stream_version,
-            event_id: event.event_id,
-            event_type: event.event_type,
-            schema_version: event.schema_version,
-            server_uuid: event.server_uuid,
-            payload: event.payload,
-            metadata: event.metadata,
-            recorded_at: event.recorded_at,
-            prev_hash,
-            hash,
-        })
-    }
 }
 
 impl ExportRecord {

@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::{ChainGap, ExportRecord, ExportedEvent};
-use crate::domain::{chain_hash, Actor, ChainLink, Event, Hash, LogRules, RecordedEvent, GENESIS_HASH};
+use super::{ChainGap, ExportRecord};
+use crate::domain::{chain_hash, Hash, LogRules, RecordedEvent, StoredEvent, GENESIS_HASH};
 
 /// A head an auditor recorded earlier: `POSITION:HASH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,30 +120,18 @@ impl Verifier {
         })
     }
 
-    fn push_event(&mut self, event: &ExportedEvent) -> Result<(), Failure> {
+    fn push_event(&mut self, event: &StoredEvent) -> Result<(), Failure> {
         let position = event.position;
         if position != self.next_position {
             return Err(self.missing(position));
         }
-        let prev_hash =
-            parse_hash(&event.prev_hash).ok_or_else(|| self.fail(position, "prev_hash is not 64 hex digits"))?;
+        let prev_hash: Hash =
+            event.prev_hash.as_slice().try_into().map_err(|_| self.fail(position, "prev_hash is not 32 bytes"))?;
         if prev_hash != self.prev_hash {
             return Err(self.fail(position, "prev_hash does not match the hash of the previous position"));
         }
-        let link = ChainLink {
-            position,
-            stream_id: event.stream_id,
-            stream_version: event.stream_version,
-            event_id: event.event_id,
-            event_type: &event.event_type,
-            schema_version: event.schema_version,
-            server_uuid: event.server_uuid,
-            payload: &event.payload,
-            metadata: &event.metadata,
-            recorded_at: event.recorded_at,
-        };
-        let hash = chain_hash(&prev_hash, &link);
-        if Some(hash) != parse_hash(&event.hash) {
+        let hash = chain_hash(&prev_hash, &event.chain_link());
+        if hash.as_slice() != event.hash {
             return Err(self.fail(position, "the hash does not match the event's content: the event was changed"));
         }
         let expected_version = self.versions.get(&event.stream_id).map_or(1, |version| version + 1);
@@ -156,13 +144,8 @@ impl Verifier {
         if self.last_recorded_at.is_some_and(|last| event.recorded_at < last) {
             return Err(self.fail(position, "recorded_at is earlier than the previous event's"));
         }
-        let decoded = Event::decode(&event.event_type, event.schema_version, &event.payload)
-            .map_err(|error| self.fail(position, &error.to_string()))?;
-        let actor = event
-            .metadata
-            .get("actor")
-            .and_then(|actor| Actor::deserialize(actor).ok())
-            .ok_or_else(|| self.fail(position, "metadata.actor is missing or unreadable"))?;
+        let decoded = event.decode().map_err(|unreadable| self.fail(position, &unreadable.reason))?;
+        let actor = event.actor().ok_or_else(|| self.fail(position, "metadata.actor is missing or unreadable"))?;
         self.rules
             .record(RecordedEvent {
                 stream_id: event.stream_id,

@@ -3,15 +3,18 @@
 //! credentials), rebuilding the view, the replica and every replay fold through here.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::apply::apply;
 use super::chain::ChainLink;
 use super::credential::Credential;
-use super::event::Event;
+use super::event::{Actor, Event};
 
-/// One row of the log: the event as stored, its place, and its chain link.
-#[derive(Debug, Clone, PartialEq)]
+/// One row of the log: the event as stored, its place, and its chain link. Serialised, it is an
+/// event record of an export (the hashes as hex).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoredEvent {
     pub position: i64,
     pub stream_id: Uuid,
@@ -23,7 +26,9 @@ pub struct StoredEvent {
     pub payload: serde_json::Value,
     pub metadata: serde_json::Value,
     pub recorded_at: DateTime<Utc>,
+    #[serde(with = "hex_bytes")]
     pub prev_hash: Vec<u8>,
+    #[serde(with = "hex_bytes")]
     pub hash: Vec<u8>,
 }
 
@@ -65,7 +70,26 @@ impl StoredEvent {
         }
     }
 
+    /// Who caused the event, as its metadata records it.
+    pub fn actor(&self) -> Option<Actor> {
+        self.metadata.get("actor").and_then(|actor| Actor::deserialize(actor).ok())
+    }
+
     fn unreadable(&self, reason: impl std::fmt::Display) -> UnreadableEvent {
         UnreadableEvent { position: self.position, reason: reason.to_string() }
+    }
+}
+
+/// Bytes as lowercase hex text, the way exports write hashes.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        hex::decode(text.as_ref()).map_err(|_| serde::de::Error::custom("not hex"))
     }
 }
