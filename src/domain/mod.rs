@@ -6,6 +6,7 @@
 mod chain;
 mod command;
 mod credential;
+mod delivery;
 mod event;
 mod key;
 mod ledger;
@@ -17,6 +18,7 @@ pub use command::{authorize, decide, Command, DomainError, KeyMaterial, Outcome}
 pub use credential::{
     apply, ApplyError, Credential, CredentialName, CredentialType, InvalidName, InvalidType, ServerName,
 };
+pub use delivery::{after_attempt, AfterAttempt, AttemptResult, DeliveryStatus, InvalidDeliveryStatus};
 pub use event::{
     Actor, CredentialCreated, CredentialLocked, Event, EventDecodeError, EventMetadata, LockReason, PendingEvent,
     CREDENTIAL_CREATED, CREDENTIAL_LOCKED,
