@@ -11,14 +11,13 @@ use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::JsonBody;
 use super::openapi::success_envelope;
 use super::{AppState, Success};
-use crate::domain::{EventFilter, WebhookSecret, WebhookUrl};
+use crate::domain::{DeliveryStatus, EventFilter, WebhookSecret, WebhookUrl};
 use crate::store::{AttemptListing, Caller, Requeue, WebhookEndpoint};
 use crate::webhooks::{check_destination, enqueue_attempt, DestinationRefused};
 
 const MAX_DESCRIPTION_CHARS: usize = 1024;
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
-const DELIVERY_STATUSES: [&str; 4] = ["pending", "retrying", "delivered", "failed"];
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -86,7 +85,8 @@ pub struct DeletedEndpoint {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RetriedDelivery {
     id: i64,
-    status: &'static str,
+    #[schema(value_type = String, example = "retrying")]
+    status: DeliveryStatus,
 }
 
 success_envelope!(EndpointAnswer, CreatedEndpoint);
@@ -174,10 +174,8 @@ pub async fn deliveries(
     JsonBody(request): JsonBody<DeliveriesRequest>,
 ) -> Result<Success<Vec<AttemptListing>>, ApiError> {
     let endpoint = request.uuid.as_deref().map(parse_uuid).transpose()?;
-    let status = request.status.as_deref();
-    if status.is_some_and(|status| !DELIVERY_STATUSES.contains(&status)) {
-        return Err(invalid("invalid_status", "status must be one of pending, retrying, delivered, failed"));
-    }
+    let status = request.status.as_deref().map(DeliveryStatus::parse).transpose();
+    let status = status.map_err(|error| invalid("invalid_status", error))?;
     let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(invalid("invalid_limit", "limit must be between 1 and 1000"));
@@ -213,7 +211,7 @@ pub async fn retry(
         app.store.fail_webhook_delivery(request.id).await?;
         return Err(ApiError::Unavailable(format!("the retry could not be queued: {error}")));
     }
-    Ok(Success(RetriedDelivery { id: request.id, status: "retrying" }))
+    Ok(Success(RetriedDelivery { id: request.id, status: DeliveryStatus::Retrying }))
 }
 
 fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {

@@ -2,9 +2,31 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgTypeInfo, PgValueRef};
+use sqlx::{Decode, Postgres, Type};
 use uuid::Uuid;
 
 use super::{Store, StoreError};
+use crate::domain::DeliveryStatus;
+
+// Delivery states are text in the database (`webhook_deliveries.status`, `webhook_attempts.outcome`,
+// both CHECKed against the four names), written with `DeliveryStatus::as_str` and read back here.
+impl Type<Postgres> for DeliveryStatus {
+    fn type_info() -> PgTypeInfo {
+        <&str as Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <&str as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for DeliveryStatus {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(DeliveryStatus::parse(<&str as Decode<Postgres>>::decode(value)?)?)
+    }
+}
 
 /// An endpoint as its owner sees it (the secret is shown once, at creation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -65,9 +87,11 @@ pub struct AttemptListing {
     /// When the next attempt is due, if this one scheduled another.
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// What this attempt left the delivery as.
-    pub outcome: String,
+    #[schema(value_type = String, example = "delivered")]
+    pub outcome: DeliveryStatus,
     /// The delivery's state now.
-    pub delivery_status: String,
+    #[schema(value_type = String, example = "delivered")]
+    pub delivery_status: DeliveryStatus,
 }
 
 /// What an attempt found.
@@ -77,7 +101,7 @@ pub struct AttemptRecord {
     pub duration_ms: i32,
     pub response_status: Option<i32>,
     pub error: Option<String>,
-    pub outcome: &'static str,
+    pub outcome: DeliveryStatus,
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
@@ -235,7 +259,7 @@ impl Store {
             record.duration_ms,
             record.response_status,
             record.error,
-            record.outcome,
+            record.outcome.as_str(),
             record.next_attempt_at,
         )
         .execute(&mut *tx)
@@ -243,7 +267,7 @@ impl Store {
         sqlx::query!(
             r#"UPDATE webhook_deliveries SET status = $2, next_attempt_at = $3, updated_at = now() WHERE id = $1"#,
             delivery.id,
-            record.outcome,
+            record.outcome.as_str(),
             record.next_attempt_at,
         )
         .execute(&mut *tx)
@@ -255,7 +279,8 @@ impl Store {
     /// Puts a failed delivery of `server_uuid` back in line for one more attempt.
     pub async fn requeue_webhook_delivery(&self, server_uuid: Uuid, delivery_id: i64) -> Result<Requeue, StoreError> {
         let status = sqlx::query_scalar!(
-            "SELECT status FROM webhook_deliveries WHERE id = $1 AND server_uuid = $2 FOR UPDATE",
+            r#"SELECT status AS "status: DeliveryStatus" FROM webhook_deliveries
+                WHERE id = $1 AND server_uuid = $2 FOR UPDATE"#,
             delivery_id,
             server_uuid,
         );
@@ -263,7 +288,7 @@ impl Store {
         let Some(status) = status.fetch_optional(&mut *tx).await? else {
             return Ok(Requeue::NotFound);
         };
-        if status != "failed" {
+        if status != DeliveryStatus::Failed {
             return Ok(Requeue::NotFailed);
         }
         sqlx::query!(
@@ -291,14 +316,14 @@ impl Store {
         &self,
         server_uuid: Uuid,
         endpoint_uuid: Option<Uuid>,
-        status: Option<&str>,
+        status: Option<DeliveryStatus>,
         limit: i64,
     ) -> Result<Vec<AttemptListing>, StoreError> {
         let attempts = sqlx::query_as!(
             AttemptListing,
             r#"SELECT d.id AS delivery_id, d.event_id, d.event_type, d.webhook_id, d.endpoint_uuid, a.attempt,
-                      a.response_status, a.error, a.duration_ms, a.attempted_at, a.next_attempt_at, a.outcome,
-                      d.status AS delivery_status
+                      a.response_status, a.error, a.duration_ms, a.attempted_at, a.next_attempt_at,
+                      a.outcome AS "outcome: DeliveryStatus", d.status AS "delivery_status: DeliveryStatus"
                  FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id
                 WHERE d.server_uuid = $1
                   AND ($2::uuid IS NULL OR d.endpoint_uuid = $2)
@@ -307,7 +332,7 @@ impl Store {
                 LIMIT $4"#,
             server_uuid,
             endpoint_uuid,
-            status,
+            status.map(DeliveryStatus::as_str),
             limit,
         )
         .fetch_all(&self.pool)

@@ -66,11 +66,10 @@ impl Topology {
         Ok(())
     }
 
-    /// Where an attempt that failed as attempt number `attempt` goes next, and when it is due:
-    /// a retry queue while the schedule lasts, then the dead-letter queue.
-    pub fn after_failed_attempt(&self, attempt: i32) -> Option<(&str, Duration)> {
-        let index = usize::try_from(attempt).ok()?.checked_sub(1)?;
-        Some((self.retry_queues.get(index)?.as_str(), self.delays[index]))
+    /// The queue where an attempt waits out `delay`; None for a delay not in the schedule.
+    pub fn retry_queue(&self, delay: Duration) -> Option<&str> {
+        let index = self.delays.iter().position(|scheduled| *scheduled == delay)?;
+        self.retry_queues.get(index).map(String::as_str)
     }
 }
 
@@ -101,13 +100,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_failed_attempt_waits_its_delay_then_the_dead_letter_queue_takes_it() {
+    fn each_delay_has_its_retry_queue_and_the_dead_letter_queue_comes_last() {
         let topology = Topology::new("ex", &[Duration::from_secs(5), Duration::from_secs(300)]);
         assert_eq!(topology.work_queue, "ex.webhooks");
-        assert_eq!(topology.after_failed_attempt(1), Some(("ex.webhooks.retry.5000ms", Duration::from_secs(5))));
-        assert_eq!(topology.after_failed_attempt(2), Some(("ex.webhooks.retry.300000ms", Duration::from_secs(300))));
-        assert_eq!(topology.after_failed_attempt(3), None);
-        assert_eq!(topology.after_failed_attempt(0), None);
+        assert_eq!(topology.retry_queues, ["ex.webhooks.retry.5000ms", "ex.webhooks.retry.300000ms"]);
+        assert_eq!(topology.retry_queue(Duration::from_secs(5)), Some("ex.webhooks.retry.5000ms"));
+        assert_eq!(topology.retry_queue(Duration::from_secs(300)), Some("ex.webhooks.retry.300000ms"));
+        assert_eq!(topology.retry_queue(Duration::from_secs(6)), None);
         assert_eq!(topology.dead_letter_queue, "ex.webhooks.dead");
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -20,11 +20,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::sender::{Sender, Sent};
+use super::sender::Sender;
 use super::topology::{Topology, ATTEMPT_MESSAGE_TYPE};
 use super::WebhookSettings;
 use crate::bus::{self, BusError};
-use crate::domain::CREDENTIAL_LOCKED;
+use crate::domain::{after_attempt, AfterAttempt, AttemptResult, CREDENTIAL_LOCKED};
 use crate::metrics::OutcomeLabels;
 use crate::store::{AttemptRecord, DeliveryTarget, Store, StoreError};
 
@@ -39,6 +39,10 @@ enum WorkerError {
     Unreadable(String),
     #[error("credential {0} is not in the view yet")]
     NotProjected(Uuid),
+    /// The retry policy and the topology disagree about the schedule (they are built from the
+    /// same one): retried, so the attempt stays recorded nowhere but is not lost.
+    #[error("no retry queue waits {0:?}")]
+    NoRetryQueue(Duration),
 }
 
 /// The part of a bus message the worker reads (docs/events.md).
@@ -222,20 +226,22 @@ impl WebhookWorker {
             return Ok(());
         };
         let attempted_at = Utc::now();
-        let (sent, elapsed) = self
+        let (result, elapsed) = self
             .sender
             .send(&delivery.endpoint.url, &delivery.endpoint.secret, &delivery.webhook_id, &delivery.payload)
             .await;
-        let (outcome, next_attempt_at) = self.settle(&delivery, &sent, attempted_at, publisher).await?;
-        let (response_status, error) = match sent {
-            Sent::Answered(status) => (Some(i32::from(status)), None),
-            Sent::Failed(reason) => (None, Some(reason)),
+        let after = after_attempt(delivery.attempt, &result, &self.settings.retry_schedule, attempted_at);
+        self.follow_up(&delivery, after, publisher).await?;
+        let (response_status, error) = match result {
+            AttemptResult::Answered(status) => (Some(i32::from(status)), None),
+            AttemptResult::Unanswered(reason) => (None, Some(reason)),
         };
+        let outcome = after.status();
         tracing::info!(
             delivery_id,
             endpoint_uuid = %delivery.endpoint.uuid,
             attempt = delivery.attempt,
-            outcome,
+            outcome = outcome.as_str(),
             response_status,
             error = error.as_deref().unwrap_or(""),
             "webhook attempt"
@@ -246,36 +252,36 @@ impl WebhookWorker {
             response_status,
             error,
             outcome,
-            next_attempt_at,
+            next_attempt_at: after.next_attempt_at(),
         };
         self.store.record_webhook_attempt(&delivery, &record).await?;
-        crate::metrics::metrics().webhook_deliveries.get_or_create(&OutcomeLabels { outcome }).inc();
+        crate::metrics::metrics().webhook_deliveries.get_or_create(&OutcomeLabels { outcome: outcome.as_str() }).inc();
         Ok(())
     }
 
-    /// What an attempt's result means: delivered, retrying after the next delay, or failed.
-    async fn settle(
+    /// Does what the retry policy decided, before the attempt is recorded: queues the next
+    /// attempt on the retry queue of its delay, or files the failed delivery on the dead-letter
+    /// queue (disabling an endpoint that answered 410 Gone first).
+    async fn follow_up(
         &self,
         delivery: &DeliveryTarget,
-        sent: &Sent,
-        attempted_at: DateTime<Utc>,
+        after: AfterAttempt,
         publisher: &Channel,
-    ) -> Result<(&'static str, Option<DateTime<Utc>>), WorkerError> {
-        match sent {
-            Sent::Answered(status) if (200..300).contains(status) => return Ok(("delivered", None)),
-            Sent::Answered(410) => {
+    ) -> Result<(), WorkerError> {
+        match after {
+            AfterAttempt::Delivered => return Ok(()),
+            AfterAttempt::Retrying { delay, .. } => {
+                let retry_queue = self.topology.retry_queue(delay).ok_or(WorkerError::NoRetryQueue(delay))?;
+                publish_attempt(publisher, retry_queue, delivery.id).await?;
+                return Ok(());
+            }
+            AfterAttempt::EndpointGone => {
                 self.store.disable_webhook_endpoint(delivery.endpoint.uuid, "the endpoint answered 410 Gone").await?;
             }
-            _ => {
-                if let Some((retry_queue, delay)) = self.topology.after_failed_attempt(delivery.attempt) {
-                    publish_attempt(publisher, retry_queue, delivery.id).await?;
-                    let due = attempted_at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                    return Ok(("retrying", Some(due)));
-                }
-            }
+            AfterAttempt::Failed => {}
         }
         publish_attempt(publisher, &self.topology.dead_letter_queue, delivery.id).await?;
-        Ok(("failed", None))
+        Ok(())
     }
 }
 
