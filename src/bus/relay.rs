@@ -20,7 +20,7 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{encode, BusError, BusSettings};
+use super::{declare_work_queue, encode, BusError, BusSettings};
 use crate::store::{events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, StoreError, EVENTS_CHANNEL};
 
 #[derive(Debug, Clone)]
@@ -168,7 +168,7 @@ impl Relay {
         listener.listen(EVENTS_CHANNEL).await?;
         let (broker, channel) = super::connect_publisher(&self.settings.bus).await?;
         if self.settings.declare_webhook_queue {
-            crate::webhooks::declare_work_queue(&channel, exchange).await?;
+            declare_work_queue(&channel, exchange).await?;
         }
         self.status.broker_connected.store(true, Ordering::Relaxed);
         let mut checkpoint = relay_checkpoint(&mut leader, exchange).await?;

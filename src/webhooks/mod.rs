@@ -2,16 +2,14 @@
 //! (Standard Webhooks), retried through RabbitMQ, every attempt recorded.
 
 mod sender;
-mod topology;
 mod worker;
 
 use std::time::Duration;
 
 pub use sender::{check_destination, DestinationRefused, Sender};
-pub use topology::{declare_work_queue, Topology, ATTEMPT_MESSAGE_TYPE};
-pub use worker::{enqueue_attempt, WebhookWorker};
+pub use worker::{enqueue_attempt, WebhookWorker, ATTEMPT_MESSAGE_TYPE};
 
-use crate::bus::BusSettings;
+use crate::bus::{BusSettings, Topology};
 
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h";
 

@@ -21,9 +21,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::sender::Sender;
-use super::topology::{Topology, ATTEMPT_MESSAGE_TYPE};
 use super::WebhookSettings;
-use crate::bus::{self, BusError};
+use crate::bus::{self, BusError, Topology};
 use crate::domain::{after_attempt, AfterAttempt, AttemptResult, CREDENTIAL_LOCKED};
 use crate::metrics::OutcomeLabels;
 use crate::store::{AttemptRecord, DeliveryTarget, Store, StoreError};
@@ -44,6 +43,9 @@ enum WorkerError {
     #[error("no retry queue waits {0:?}")]
     NoRetryQueue(Duration),
 }
+
+/// The `type` of a message that asks for one attempt of a delivery.
+pub const ATTEMPT_MESSAGE_TYPE: &str = "WebhookAttempt";
 
 /// The part of a bus message the worker reads (docs/events.md).
 #[derive(Debug, Deserialize)]

@@ -1,10 +1,14 @@
-//! The queues of the webhook workers, all named after the events exchange:
+//! The topology on the broker, in one place: the events exchange, the routing key of each event
+//! type, and the queues of the webhook workers, all named after the exchange:
 //!
-//! - `<exchange>.webhooks`: the work queue, bound to `credential.locked`; it also receives
-//!   attempts coming back from the retry queues;
-//! - `<exchange>.webhooks.retry.<delay>`: one per delay of the schedule, where an attempt waits
-//!   out its delay (message TTL) before it is dead-lettered back to the work queue;
+//! - `<exchange>.webhooks`: the work queue, bound to the routing key of `CredentialLocked`; it
+//!   also receives attempts coming back from the retry queues, or handed over by the sweep;
+//! - `<exchange>.webhooks.retry.<delay>ms`: one per delay of the retry schedule, where an attempt
+//!   waits out its delay (message TTL) before it is dead-lettered back to the work queue;
 //! - `<exchange>.webhooks.dead`: deliveries that failed their last attempt.
+//!
+//! Queue names and arguments are fixed once a broker has the queues: a change here is a change
+//! of every deployment's broker.
 
 use std::time::Duration;
 
@@ -12,16 +16,41 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
-use crate::bus::BusError;
+use super::BusError;
+use crate::domain::{CREDENTIAL_CREATED, CREDENTIAL_LOCKED};
 
-/// The `type` of a message that asks for one attempt of a delivery.
-pub const ATTEMPT_MESSAGE_TYPE: &str = "WebhookAttempt";
-const LOCKED_ROUTING_KEY: &str = "credential.locked";
+pub const CREATED_ROUTING_KEY: &str = "credential.created";
+pub const LOCKED_ROUTING_KEY: &str = "credential.locked";
 
+/// The routing key of each event type.
+pub fn routing_key(event_type: &str) -> String {
+    match event_type {
+        CREDENTIAL_CREATED => CREATED_ROUTING_KEY.to_owned(),
+        CREDENTIAL_LOCKED => LOCKED_ROUTING_KEY.to_owned(),
+        // Unknown future types still get a stable, bindable key.
+        other => format!("credential.{}", other.to_ascii_lowercase()),
+    }
+}
+
+/// The events exchange: durable, topic.
+pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), BusError> {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The webhook workers' queues on one exchange, for one retry schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     pub exchange: String,
     pub work_queue: String,
+    /// One per delay of the schedule, in its order.
     pub retry_queues: Vec<String>,
     pub dead_letter_queue: String,
     delays: Vec<Duration>,
@@ -43,14 +72,7 @@ impl Topology {
 
     pub async fn declare(&self, channel: &Channel) -> Result<(), BusError> {
         let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
-        channel
-            .exchange_declare(
-                self.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
-                FieldTable::default(),
-            )
-            .await?;
+        declare_exchange(channel, &self.exchange).await?;
         declare_work_queue(channel, &self.exchange).await?;
         for (queue, delay) in self.retry_queues.iter().zip(&self.delays) {
             let mut arguments = FieldTable::default();
@@ -77,8 +99,9 @@ pub fn work_queue_name(exchange: &str) -> String {
     format!("{exchange}.webhooks")
 }
 
-/// The durable work queue, bound to `credential.locked`. The relay declares it too (before it
-/// publishes anything), so that events published before a webhook worker first started are kept.
+/// The durable work queue, bound to the routing key of `CredentialLocked`. The relay declares it
+/// too (before it publishes anything), so that events published before a webhook worker first
+/// started are kept.
 pub async fn declare_work_queue(channel: &Channel, exchange: &str) -> Result<(), BusError> {
     let queue = work_queue_name(exchange);
     let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
@@ -108,5 +131,13 @@ mod tests {
         assert_eq!(topology.retry_queue(Duration::from_secs(300)), Some("ex.webhooks.retry.300000ms"));
         assert_eq!(topology.retry_queue(Duration::from_secs(6)), None);
         assert_eq!(topology.dead_letter_queue, "ex.webhooks.dead");
+    }
+
+    #[test]
+    fn each_event_type_has_its_routing_key_and_future_types_stay_under_credential() {
+        // The keys themselves are the contract: tests/bus checks them on the wire.
+        assert_eq!(routing_key(CREDENTIAL_CREATED), CREATED_ROUTING_KEY);
+        assert_eq!(routing_key(CREDENTIAL_LOCKED), LOCKED_ROUTING_KEY);
+        assert_eq!(routing_key("CredentialRenamed"), "credential.credentialrenamed");
     }
 }
