@@ -21,7 +21,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::{declare_work_queue, encode, BusError, BusSettings};
-use crate::store::{events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, StoreError, EVENTS_CHANNEL};
+use crate::store::{
+    events_after, open_relay_session, relay_checkpoint, save_relay_checkpoint, try_lead_relay, StoreError,
+    EVENTS_CHANNEL,
+};
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -152,12 +155,7 @@ impl Relay {
 
     async fn lead(&self) -> Result<Stopped, RelayError> {
         let exchange = self.settings.bus.exchange.as_str();
-        let mut leader = self.pool.acquire().await?.detach();
-        sqlx::query!("SET application_name = 'credential-ledger-relay'").execute(&mut leader).await?;
-        // Checkpoints need not wait for the disk: losing the last ones in a PostgreSQL crash only
-        // publishes those events again (delivery is at least once, consumers dedupe by event id),
-        // while an fsync per batch delays every message behind it.
-        sqlx::query!("SET synchronous_commit = off").execute(&mut leader).await?;
+        let mut leader = open_relay_session(&self.pool).await?;
         while !try_lead_relay(&mut leader, exchange).await? {
             tokio::time::sleep(self.settings.standby_interval).await;
         }

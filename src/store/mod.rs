@@ -4,6 +4,7 @@
 mod append;
 mod credentials;
 mod events;
+mod relay;
 mod replica;
 mod schema;
 mod webhooks;
@@ -17,9 +18,8 @@ use sqlx::{PgPool, Postgres};
 
 pub use append::{Appended, ChainHead, Decision, NewEvent, EVENTS_CHANNEL};
 pub use credentials::Caller;
-pub use events::{
-    events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress, ServerEvent, StoredEvent,
-};
+pub use events::{events_after, ServerEvent, StoredEvent};
+pub use relay::{open_relay_session, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress};
 pub use schema::{applied_migrations, prepare, rebuild_projections, RebuildReport};
 pub use webhooks::{
     AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, Requeue, WebhookEndpoint,
