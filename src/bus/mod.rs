@@ -12,7 +12,10 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use relay::{Relay, RelaySettings, RelayStatus, RelayStatusSnapshot};
+pub use relay::{
+    Relay, RelaySettings, RelayStatus, RelayStatusSnapshot, DEFAULT_RELAY_BATCH_SIZE, DEFAULT_RELAY_MAX_BACKOFF,
+    DEFAULT_RELAY_POLL_INTERVAL, DEFAULT_RELAY_STANDBY_INTERVAL,
+};
 pub use tail::tail;
 pub use topology::{
     declare_exchange, declare_work_queue, routing_key, Topology, CREATED_ROUTING_KEY, LOCKED_ROUTING_KEY,

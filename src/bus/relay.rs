@@ -26,6 +26,14 @@ use crate::store::{
     EVENTS_CHANNEL,
 };
 
+/// The default of `RELAY_BATCH_SIZE`.
+pub const DEFAULT_RELAY_BATCH_SIZE: i64 = 500;
+/// The default of `RELAY_POLL_INTERVAL_MS`.
+pub const DEFAULT_RELAY_POLL_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_RELAY_STANDBY_INTERVAL: Duration = Duration::from_secs(1);
+/// The default of `RELAY_MAX_BACKOFF_MS`.
+pub const DEFAULT_RELAY_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     pub bus: BusSettings,
@@ -43,13 +51,14 @@ pub struct RelaySettings {
 }
 
 impl RelaySettings {
+    /// The documented defaults, on `bus`.
     pub fn new(bus: BusSettings) -> Self {
         RelaySettings {
             bus,
-            batch_size: 500,
-            poll_interval: Duration::from_secs(5),
-            standby_interval: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(5),
+            batch_size: DEFAULT_RELAY_BATCH_SIZE,
+            poll_interval: DEFAULT_RELAY_POLL_INTERVAL,
+            standby_interval: DEFAULT_RELAY_STANDBY_INTERVAL,
+            max_backoff: DEFAULT_RELAY_MAX_BACKOFF,
             declare_webhook_queue: true,
         }
     }
@@ -258,5 +267,23 @@ async fn next_confirmed(in_flight: &mut VecDeque<InFlight>) -> Result<u64, Relay
             Ok(batch.count)
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_defaults_are_the_settings_defaults() {
+        use clap::Parser;
+        let cli = crate::config::Cli::try_parse_from(["credential-ledger", "relay"]).unwrap();
+        let crate::config::CliCommand::Relay(args) = cli.command else { panic!("{:?}", cli.command) };
+        let (from_cli, defaults) = (args.settings(), RelaySettings::new(args.bus.settings()));
+        assert_eq!(from_cli.batch_size, defaults.batch_size);
+        assert_eq!(from_cli.poll_interval, defaults.poll_interval);
+        assert_eq!(from_cli.standby_interval, defaults.standby_interval);
+        assert_eq!(from_cli.max_backoff, defaults.max_backoff);
+        assert_eq!(from_cli.declare_webhook_queue, defaults.declare_webhook_queue);
     }
 }

@@ -11,7 +11,12 @@ pub use worker::{enqueue_attempt, WebhookWorker, ATTEMPT_MESSAGE_TYPE};
 
 use crate::bus::{BusSettings, Topology};
 
+/// The default of `WEBHOOK_RETRY_SCHEDULE`.
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h";
+/// The default of `WEBHOOK_TIMEOUT_MS`.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
+/// The default of `WEBHOOK_PREFETCH`.
+pub const DEFAULT_WEBHOOK_PREFETCH: u16 = 32;
 
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
@@ -31,9 +36,9 @@ impl WebhookSettings {
         WebhookSettings {
             bus,
             retry_schedule: parse_schedule(DEFAULT_RETRY_SCHEDULE).unwrap_or_default(),
-            timeout: Duration::from_secs(15),
+            timeout: DEFAULT_WEBHOOK_TIMEOUT,
             allow_private: false,
-            prefetch: 32,
+            prefetch: DEFAULT_WEBHOOK_PREFETCH,
         }
     }
 
@@ -73,5 +78,17 @@ mod tests {
         assert!(parse_schedule("5x").is_err());
         assert!(parse_schedule("0s").is_err());
         assert!(parse_schedule("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_command_line_defaults_are_the_settings_defaults() {
+        use clap::Parser;
+        let cli = crate::config::Cli::try_parse_from(["credential-ledger", "webhook-worker"]).unwrap();
+        let crate::config::CliCommand::WebhookWorker(args) = cli.command else { panic!("{:?}", cli.command) };
+        let (from_cli, defaults) = (args.webhooks.settings(&args.bus), WebhookSettings::new(args.bus.settings()));
+        assert_eq!(from_cli.retry_schedule, defaults.retry_schedule);
+        assert_eq!(from_cli.timeout, defaults.timeout);
+        assert_eq!(from_cli.allow_private, defaults.allow_private);
+        assert_eq!(from_cli.prefetch, defaults.prefetch);
     }
 }
