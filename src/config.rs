@@ -16,7 +16,8 @@ use crate::startup::{
 };
 use crate::store::{DatabaseSettings, DEFAULT_QUERY_TIMEOUT};
 use crate::webhooks::{
-    parse_schedule, WebhookSettings, DEFAULT_RETRY_SCHEDULE, DEFAULT_WEBHOOK_PREFETCH, DEFAULT_WEBHOOK_TIMEOUT,
+    parse_schedule, WebhookSettings, DEFAULT_RETRY_SCHEDULE, DEFAULT_SWEEP_INTERVAL, DEFAULT_WEBHOOK_PREFETCH,
+    DEFAULT_WEBHOOK_TIMEOUT,
 };
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/credential_ledger";
@@ -123,16 +124,21 @@ pub struct WebhookArgs {
     /// How many messages a worker holds unacknowledged (and delivers concurrently).
     #[arg(long, env = "WEBHOOK_PREFETCH", default_value_t = DEFAULT_WEBHOOK_PREFETCH)]
     pub webhook_prefetch: u16,
+    /// How often a worker looks for due attempts that no message carries (retries asked for
+    /// through the API, attempts whose message or worker was lost) and queues them.
+    #[arg(long, env = "WEBHOOK_SWEEP_INTERVAL_MS", default_value_t = DEFAULT_SWEEP_INTERVAL.as_millis() as u64)]
+    pub webhook_sweep_interval_ms: u64,
 }
 
 impl WebhookArgs {
     pub fn settings(&self, bus: &BusArgs) -> WebhookSettings {
         WebhookSettings {
-            bus: bus.settings(),
             retry_schedule: self.webhook_retry_schedule.0.clone(),
             timeout: Duration::from_millis(self.webhook_timeout_ms),
             allow_private: self.webhook_allow_private,
             prefetch: self.webhook_prefetch.max(1),
+            sweep_interval: Duration::from_millis(self.webhook_sweep_interval_ms.max(1)),
+            ..WebhookSettings::new(bus.settings())
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum BusError {
     Disconnected,
     #[error("the broker refused {0} (nack)")]
     Nacked(String),
+    #[error("the broker did not confirm {0} in time")]
+    Unconfirmed(String),
 }
 
 /// Where the bus is. The URL may hold a password: it is never logged.

@@ -13,7 +13,7 @@ use super::openapi::success_envelope;
 use super::{AppState, Success};
 use crate::domain::{DeliveryStatus, EventFilter, WebhookSecret, WebhookUrl};
 use crate::store::{AttemptListing, Caller, Requeue, WebhookEndpoint};
-use crate::webhooks::{check_destination, enqueue_attempt, DestinationRefused};
+use crate::webhooks::{check_destination, DestinationRefused};
 
 const MAX_DESCRIPTION_CHARS: usize = 1024;
 const DEFAULT_LIMIT: i64 = 100;
@@ -183,7 +183,7 @@ pub async fn deliveries(
     Ok(Success(app.store.list_webhook_attempts(caller.server_uuid, endpoint, status, limit).await?))
 }
 
-/// One more attempt of a failed delivery, queued now.
+/// One more attempt of a failed delivery: committed here, made by a webhook worker within its sweep interval.
 #[utoipa::path(post, path = "/api/v1/webhooks/retry", tag = "webhooks", request_body = RetryRequest,
     security(("api_key" = [])),
     responses(
@@ -197,21 +197,15 @@ pub async fn retry(
     caller: Caller,
     JsonBody(request): JsonBody<RetryRequest>,
 ) -> Result<Success<RetriedDelivery>, ApiError> {
+    // One write, no broker: a worker's sweep queues the attempt, so no crash can leave it
+    // committed and never queued.
     match app.store.requeue_webhook_delivery(caller.server_uuid, request.id).await? {
-        Requeue::NotFound => return Err(ApiError::NotFound { code: "delivery_not_found", what: "delivery" }),
+        Requeue::NotFound => Err(ApiError::NotFound { code: "delivery_not_found", what: "delivery" }),
         Requeue::NotFailed => {
-            return Err(ApiError::Conflict {
-                code: "delivery_not_failed",
-                message: "only a failed delivery is retried",
-            })
+            Err(ApiError::Conflict { code: "delivery_not_failed", message: "only a failed delivery is retried" })
         }
-        Requeue::Requeued => {}
+        Requeue::Requeued => Ok(Success(RetriedDelivery { id: request.id, status: DeliveryStatus::Retrying })),
     }
-    if let Err(error) = enqueue_attempt(&app.webhooks, request.id).await {
-        app.store.fail_webhook_delivery(request.id).await?;
-        return Err(ApiError::Unavailable(format!("the retry could not be queued: {error}")));
-    }
-    Ok(Success(RetriedDelivery { id: request.id, status: DeliveryStatus::Retrying }))
 }
 
 fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {

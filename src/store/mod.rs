@@ -22,7 +22,8 @@ pub use events::{events_after, ServerEvent, StoredEvent};
 pub use relay::{open_relay_session, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress};
 pub use schema::{applied_migrations, prepare, rebuild_projections, RebuildReport};
 pub use webhooks::{
-    AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, Requeue, WebhookEndpoint,
+    AttemptListing, AttemptRecord, DeliveryTarget, DueAttempt, DueAttempts, EndpointTarget, LockedCredential, Requeue,
+    WebhookEndpoint,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,15 @@
 //! The worker: consumes the work queue with manual acks and a bounded prefetch. An event
 //! message fans out into one delivery per subscribed endpoint; an attempt message (coming back
-//! from a retry queue, or from the retry API) tries one delivery again. A message is acked only
-//! once its attempts are recorded and any retry is queued, so a crash redelivers, never loses.
+//! from a retry queue, or handed over by a sweep) tries one delivery again. A message is acked
+//! only once its attempts are recorded and any retry is queued, so a crash redelivers, never
+//! loses.
+//!
+//! Every `sweep_interval` the worker also sweeps the deliveries for attempts that are due and
+//! that no message carries: retries asked for through the API (one write to the database, no
+//! broker), and attempts whose message or worker was lost. It publishes one attempt message for
+//! each to the work queue. Each attempt message names the attempt it asks for, and claiming an
+//! attempt counts it, so a second message for the same attempt finds it taken and is dropped:
+//! a sweep that hands over an attempt whose message was only late costs a message, not a webhook.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +25,7 @@ use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -38,8 +47,8 @@ enum WorkerError {
     Unreadable(String),
     #[error("credential {0} is not in the view yet")]
     NotProjected(Uuid),
-    /// The retry policy and the topology disagree about the schedule (they are built from the
-    /// same one): retried, so the attempt stays recorded nowhere but is not lost.
+    /// Cannot happen (the retry policy and the topology follow the same schedule); the message
+    /// is retried like after a broker failure.
     #[error("no retry queue waits {0:?}")]
     NoRetryQueue(Duration),
 }
@@ -62,7 +71,14 @@ struct EventMessage {
 #[derive(Debug, Serialize, Deserialize)]
 struct AttemptMessage {
     delivery_id: i64,
+    /// The number of the attempt asked for; none on the dead-letter queue, and on messages queued
+    /// before attempts had numbers (those take whichever attempt is next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attempt: Option<i32>,
 }
+
+/// The most attempts one sweep query hands over (a sweep runs queries until one finds fewer).
+const SWEEP_BATCH: i64 = 100;
 
 pub struct WebhookWorker {
     store: Store,
@@ -112,10 +128,18 @@ impl WebhookWorker {
             )
             .await?;
         tracing::info!(queue = %self.topology.work_queue, "webhook worker consuming");
+        // The first tick is at once: a worker that starts takes over what was left undone.
+        let mut sweep = tokio::time::interval(self.settings.sweep_interval.max(MIN_SWEEP_INTERVAL));
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut in_flight = JoinSet::new();
         let outcome = loop {
             tokio::select! {
                 _ = stop.cancelled() => break Ok(()),
+                _ = sweep.tick() => match self.sweep(&publisher).await {
+                    Ok(()) => {}
+                    Err(WorkerError::Bus(error)) => break Err(error),
+                    Err(error) => tracing::warn!(error = %error, "webhook sweep failed; the next one tries again"),
+                },
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let worker = self.clone();
@@ -140,7 +164,7 @@ impl WebhookWorker {
         let kind = delivery.properties.kind().as_ref().map(|kind| kind.to_string()).unwrap_or_default();
         let result = match kind.as_str() {
             ATTEMPT_MESSAGE_TYPE => match serde_json::from_slice::<AttemptMessage>(&delivery.data) {
-                Ok(message) => self.attempt(message.delivery_id, publisher).await,
+                Ok(message) => self.attempt(message.delivery_id, message.attempt, publisher).await,
                 Err(error) => Err(WorkerError::Unreadable(error.to_string())),
             },
             CREDENTIAL_LOCKED => self.fan_out(&delivery.data, publisher).await,
@@ -187,7 +211,8 @@ impl WebhookWorker {
                     &payload,
                 )
                 .await?;
-            self.attempt(delivery_id, publisher).await
+            // Whichever attempt is next: a redelivered event means its attempt was not recorded.
+            self.attempt(delivery_id, None, publisher).await
         });
         futures::future::join_all(attempts).await.into_iter().collect()
     }
@@ -222,9 +247,11 @@ impl WebhookWorker {
         Ok(body.to_string())
     }
 
-    /// One attempt of a delivery, if it is still due one; records it and queues what follows.
-    async fn attempt(&self, delivery_id: i64, publisher: &Channel) -> Result<(), WorkerError> {
-        let Some(delivery) = self.store.claim_webhook_attempt(delivery_id).await? else {
+    /// One attempt of a delivery (attempt number `attempt`, if given), if it is still due;
+    /// records it and queues what follows.
+    async fn attempt(&self, delivery_id: i64, attempt: Option<i32>, publisher: &Channel) -> Result<(), WorkerError> {
+        let claimed = self.store.claim_webhook_attempt(delivery_id, attempt, self.settings.timeout).await?;
+        let Some(delivery) = claimed else {
             return Ok(());
         };
         let attempted_at = Utc::now();
@@ -274,7 +301,9 @@ impl WebhookWorker {
             AfterAttempt::Delivered => return Ok(()),
             AfterAttempt::Retrying { delay, .. } => {
                 let retry_queue = self.topology.retry_queue(delay).ok_or(WorkerError::NoRetryQueue(delay))?;
-                publish_attempt(publisher, retry_queue, delivery.id).await?;
+                let next = Some(delivery.attempt.saturating_add(1));
+                publish_attempt(publisher, retry_queue, &AttemptMessage { delivery_id: delivery.id, attempt: next })
+                    .await?;
                 return Ok(());
             }
             AfterAttempt::EndpointGone => {
@@ -282,14 +311,47 @@ impl WebhookWorker {
             }
             AfterAttempt::Failed => {}
         }
-        publish_attempt(publisher, &self.topology.dead_letter_queue, delivery.id).await?;
+        let filed = AttemptMessage { delivery_id: delivery.id, attempt: None };
+        publish_attempt(publisher, &self.topology.dead_letter_queue, &filed).await?;
         Ok(())
+    }
+
+    /// Hands the broker every attempt due that no message carries (see the module's comment).
+    /// The deliveries stay locked until the broker confirmed their messages, so sweeps of other
+    /// workers skip them; if this fails half-way, the next sweep publishes them again.
+    async fn sweep(&self, publisher: &Channel) -> Result<(), WorkerError> {
+        loop {
+            let due = self.store.due_webhook_attempts(self.settings.presumed_lost_after, SWEEP_BATCH).await?;
+            if due.attempts.is_empty() {
+                return Ok(());
+            }
+            let publishing = async {
+                for attempt in &due.attempts {
+                    let message = AttemptMessage { delivery_id: attempt.delivery_id, attempt: Some(attempt.attempt) };
+                    publish_attempt(publisher, &self.topology.work_queue, &message).await?;
+                }
+                Ok::<(), BusError>(())
+            };
+            tokio::time::timeout(self.settings.timeout, publishing)
+                .await
+                .map_err(|_| BusError::Unconfirmed("the sweep's attempts".into()))??;
+            let count = due.attempts.len();
+            due.hand_over().await?;
+            tracing::info!(count, "sweep handed over due webhook attempts");
+            if (count as i64) < SWEEP_BATCH {
+                return Ok(());
+            }
+        }
     }
 }
 
+/// A zero interval would make the sweep spin.
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Puts an attempt message on `queue` (through the default exchange) and waits for the confirm.
-pub async fn publish_attempt(channel: &Channel, queue: &str, delivery_id: i64) -> Result<(), BusError> {
-    let body = serde_json::to_vec(&AttemptMessage { delivery_id }).unwrap_or_default();
+async fn publish_attempt(channel: &Channel, queue: &str, message: &AttemptMessage) -> Result<(), BusError> {
+    // A struct of integers always serialises.
+    let body = serde_json::to_vec(message).unwrap_or_default();
     let properties = BasicProperties::default()
         .with_type(ATTEMPT_MESSAGE_TYPE.into())
         .with_content_type("application/json".into())
@@ -299,16 +361,6 @@ pub async fn publish_attempt(channel: &Channel, queue: &str, delivery_id: i64) -
     if confirm.await?.is_ack() {
         Ok(())
     } else {
-        Err(BusError::Nacked(format!("the attempt of delivery {delivery_id}")))
+        Err(BusError::Nacked(format!("the attempt of delivery {}", message.delivery_id)))
     }
-}
-
-/// Queues one more attempt of a delivery right away (the retry API).
-pub async fn enqueue_attempt(settings: &WebhookSettings, delivery_id: i64) -> Result<(), BusError> {
-    let topology = settings.topology();
-    let (connection, channel) = bus::connect_publisher(&settings.bus).await?;
-    topology.declare(&channel).await?;
-    let published = publish_attempt(&channel, &topology.work_queue, delivery_id).await;
-    let _ = connection.close(200, "done".into()).await;
-    published
 }
