@@ -6,13 +6,19 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::bus::{BusSettings, RelaySettings, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE};
+use crate::bus::{
+    BusSettings, RelaySettings, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE, DEFAULT_RELAY_BATCH_SIZE,
+    DEFAULT_RELAY_MAX_BACKOFF, DEFAULT_RELAY_POLL_INTERVAL,
+};
 use crate::startup::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CREDENTIALS_PER_SERVER, DEFAULT_MAX_LARGE_READS_PER_SERVER,
     DEFAULT_SHUTDOWN_TIMEOUT,
 };
 use crate::store::{DatabaseSettings, DEFAULT_QUERY_TIMEOUT};
-use crate::webhooks::{parse_schedule, WebhookSettings, DEFAULT_RETRY_SCHEDULE};
+use crate::webhooks::{
+    parse_schedule, WebhookSettings, DEFAULT_RETRY_SCHEDULE, DEFAULT_SWEEP_INTERVAL, DEFAULT_WEBHOOK_PREFETCH,
+    DEFAULT_WEBHOOK_TIMEOUT,
+};
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/credential_ledger";
 
@@ -110,24 +116,29 @@ pub struct WebhookArgs {
     #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", default_value = DEFAULT_RETRY_SCHEDULE, value_parser = retry_schedule)]
     pub webhook_retry_schedule: RetrySchedule,
     /// How long an endpoint has to answer.
-    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 15_000)]
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = DEFAULT_WEBHOOK_TIMEOUT.as_millis() as u64)]
     pub webhook_timeout_ms: u64,
     /// Allow loopback and private destinations: for local development and tests only.
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
     /// How many messages a worker holds unacknowledged (and delivers concurrently).
-    #[arg(long, env = "WEBHOOK_PREFETCH", default_value_t = 32)]
+    #[arg(long, env = "WEBHOOK_PREFETCH", default_value_t = DEFAULT_WEBHOOK_PREFETCH)]
     pub webhook_prefetch: u16,
+    /// How often a worker looks for due attempts that no message carries (retries asked for
+    /// through the API, attempts whose message or worker was lost) and queues them.
+    #[arg(long, env = "WEBHOOK_SWEEP_INTERVAL_MS", default_value_t = DEFAULT_SWEEP_INTERVAL.as_millis() as u64)]
+    pub webhook_sweep_interval_ms: u64,
 }
 
 impl WebhookArgs {
     pub fn settings(&self, bus: &BusArgs) -> WebhookSettings {
         WebhookSettings {
-            bus: bus.settings(),
             retry_schedule: self.webhook_retry_schedule.0.clone(),
             timeout: Duration::from_millis(self.webhook_timeout_ms),
             allow_private: self.webhook_allow_private,
             prefetch: self.webhook_prefetch.max(1),
+            sweep_interval: Duration::from_millis(self.webhook_sweep_interval_ms.max(1)),
+            ..WebhookSettings::new(bus.settings())
         }
     }
 }
@@ -170,13 +181,13 @@ pub struct RelayArgs {
     #[command(flatten)]
     pub bus: BusArgs,
     /// The most events published between two checkpoints.
-    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = DEFAULT_RELAY_BATCH_SIZE)]
     pub relay_batch_size: i64,
     /// How often the log is read when no notification arrives (a safety net: commits notify).
-    #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 5000)]
+    #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = DEFAULT_RELAY_POLL_INTERVAL.as_millis() as u64)]
     pub relay_poll_interval_ms: u64,
     /// The longest wait between reconnection attempts.
-    #[arg(long, env = "RELAY_MAX_BACKOFF_MS", default_value_t = 5000)]
+    #[arg(long, env = "RELAY_MAX_BACKOFF_MS", default_value_t = DEFAULT_RELAY_MAX_BACKOFF.as_millis() as u64)]
     pub relay_max_backoff_ms: u64,
     /// Do not declare the webhook workers' queue (only where no webhook worker ever runs:
     /// otherwise events published before a worker first starts get no webhook).

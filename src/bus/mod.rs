@@ -1,21 +1,27 @@
-//! RabbitMQ adapter: the message contract (docs/events.md), the relay that publishes the log,
-//! and `events tail`.
+//! RabbitMQ adapter: the message contract (docs/events.md), the topology on the broker, the
+//! relay that publishes the log, and `events tail`.
 
 mod relay;
 mod tail;
+mod topology;
 
 use chrono::SecondsFormat;
-use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use relay::{Relay, RelaySettings, RelayStatus, RelayStatusSnapshot};
+pub use relay::{
+    Relay, RelaySettings, RelayStatus, RelayStatusSnapshot, DEFAULT_RELAY_BATCH_SIZE, DEFAULT_RELAY_MAX_BACKOFF,
+    DEFAULT_RELAY_POLL_INTERVAL, DEFAULT_RELAY_STANDBY_INTERVAL,
+};
 pub use tail::tail;
+pub use topology::{
+    declare_exchange, declare_work_queue, routing_key, Topology, CREATED_ROUTING_KEY, LOCKED_ROUTING_KEY,
+};
 
 use crate::domain::StoredEvent;
-use crate::domain::{CREDENTIAL_CREATED, CREDENTIAL_LOCKED};
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_EXCHANGE: &str = "credential-ledger.events";
@@ -29,6 +35,8 @@ pub enum BusError {
     Disconnected,
     #[error("the broker refused {0} (nack)")]
     Nacked(String),
+    #[error("the broker did not confirm {0} in time")]
+    Unconfirmed(String),
 }
 
 /// Where the bus is. The URL may hold a password: it is never logged.
@@ -54,14 +62,7 @@ impl std::fmt::Debug for BusSettings {
 pub async fn connect(settings: &BusSettings) -> Result<(Connection, Channel), BusError> {
     let connection = Connection::connect(&settings.url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
-    channel
-        .exchange_declare(
-            settings.exchange.as_str().into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
-            FieldTable::default(),
-        )
-        .await?;
+    declare_exchange(&channel, &settings.exchange).await?;
     Ok((connection, channel))
 }
 
@@ -70,16 +71,6 @@ pub async fn connect_publisher(settings: &BusSettings) -> Result<(Connection, Ch
     let (connection, channel) = connect(settings).await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     Ok((connection, channel))
-}
-
-/// The routing key of each event type.
-pub fn routing_key(event_type: &str) -> String {
-    match event_type {
-        CREDENTIAL_CREATED => "credential.created".to_owned(),
-        CREDENTIAL_LOCKED => "credential.locked".to_owned(),
-        // Unknown future types still get a stable, bindable key.
-        other => format!("credential.{}", other.to_ascii_lowercase()),
-    }
 }
 
 /// The body of every message: the event, minus what only auditors need (metadata, hashes).

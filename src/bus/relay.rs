@@ -20,8 +20,19 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{encode, BusError, BusSettings};
-use crate::store::{events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, StoreError, EVENTS_CHANNEL};
+use super::{declare_work_queue, encode, BusError, BusSettings};
+use crate::store::{
+    events_after, open_relay_session, relay_checkpoint, save_relay_checkpoint, try_lead_relay, StoreError,
+    EVENTS_CHANNEL,
+};
+
+/// The default of `RELAY_BATCH_SIZE`.
+pub const DEFAULT_RELAY_BATCH_SIZE: i64 = 500;
+/// The default of `RELAY_POLL_INTERVAL_MS`.
+pub const DEFAULT_RELAY_POLL_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_RELAY_STANDBY_INTERVAL: Duration = Duration::from_secs(1);
+/// The default of `RELAY_MAX_BACKOFF_MS`.
+pub const DEFAULT_RELAY_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -40,13 +51,14 @@ pub struct RelaySettings {
 }
 
 impl RelaySettings {
+    /// The documented defaults, on `bus`.
     pub fn new(bus: BusSettings) -> Self {
         RelaySettings {
             bus,
-            batch_size: 500,
-            poll_interval: Duration::from_secs(5),
-            standby_interval: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(5),
+            batch_size: DEFAULT_RELAY_BATCH_SIZE,
+            poll_interval: DEFAULT_RELAY_POLL_INTERVAL,
+            standby_interval: DEFAULT_RELAY_STANDBY_INTERVAL,
+            max_backoff: DEFAULT_RELAY_MAX_BACKOFF,
             declare_webhook_queue: true,
         }
     }
@@ -152,12 +164,7 @@ impl Relay {
 
     async fn lead(&self) -> Result<Stopped, RelayError> {
         let exchange = self.settings.bus.exchange.as_str();
-        let mut leader = self.pool.acquire().await?.detach();
-        sqlx::query!("SET application_name = 'credential-ledger-relay'").execute(&mut leader).await?;
-        // Checkpoints need not wait for the disk: losing the last ones in a PostgreSQL crash only
-        // publishes those events again (delivery is at least once, consumers dedupe by event id),
-        // while an fsync per batch delays every message behind it.
-        sqlx::query!("SET synchronous_commit = off").execute(&mut leader).await?;
+        let mut leader = open_relay_session(&self.pool).await?;
         while !try_lead_relay(&mut leader, exchange).await? {
             tokio::time::sleep(self.settings.standby_interval).await;
         }
@@ -168,7 +175,7 @@ impl Relay {
         listener.listen(EVENTS_CHANNEL).await?;
         let (broker, channel) = super::connect_publisher(&self.settings.bus).await?;
         if self.settings.declare_webhook_queue {
-            crate::webhooks::declare_work_queue(&channel, exchange).await?;
+            declare_work_queue(&channel, exchange).await?;
         }
         self.status.broker_connected.store(true, Ordering::Relaxed);
         let mut checkpoint = relay_checkpoint(&mut leader, exchange).await?;
@@ -260,5 +267,23 @@ async fn next_confirmed(in_flight: &mut VecDeque<InFlight>) -> Result<u64, Relay
             Ok(batch.count)
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_defaults_are_the_settings_defaults() {
+        use clap::Parser;
+        let cli = crate::config::Cli::try_parse_from(["credential-ledger", "relay"]).unwrap();
+        let crate::config::CliCommand::Relay(args) = cli.command else { panic!("{:?}", cli.command) };
+        let (from_cli, defaults) = (args.settings(), RelaySettings::new(args.bus.settings()));
+        assert_eq!(from_cli.batch_size, defaults.batch_size);
+        assert_eq!(from_cli.poll_interval, defaults.poll_interval);
+        assert_eq!(from_cli.standby_interval, defaults.standby_interval);
+        assert_eq!(from_cli.max_backoff, defaults.max_backoff);
+        assert_eq!(from_cli.declare_webhook_queue, defaults.declare_webhook_queue);
     }
 }

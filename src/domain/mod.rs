@@ -8,6 +8,7 @@ mod caller;
 mod chain;
 mod command;
 mod credential;
+mod delivery;
 mod event;
 mod key;
 mod ledger;
@@ -20,6 +21,7 @@ pub use caller::Caller;
 pub use chain::{canonical_json, chain_hash, ChainLink, Hash, GENESIS_HASH};
 pub use command::{authorize, decide, handle, Command, DomainError, Handled, KeyMaterial, Outcome};
 pub use credential::{Credential, CredentialName, CredentialType, InvalidName, InvalidType, ServerName};
+pub use delivery::{after_attempt, AfterAttempt, AttemptResult, DeliveryStatus, InvalidDeliveryStatus};
 pub use event::{
     Actor, CredentialCreated, CredentialLocked, Event, EventDecodeError, EventMetadata, LockReason, PendingEvent,
     CREDENTIAL_CREATED, CREDENTIAL_LOCKED,

@@ -11,14 +11,13 @@ use super::error::ApiError;
 use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::JsonBody;
 use super::AppState;
-use crate::domain::{Caller, EventFilter, WebhookSecret, WebhookUrl};
+use crate::domain::{Caller, DeliveryStatus, EventFilter, WebhookSecret, WebhookUrl};
 use crate::store::{AttemptListing, Requeue, WebhookEndpoint};
-use crate::webhooks::{check_destination, enqueue_attempt, DestinationRefused};
+use crate::webhooks::{check_destination, DestinationRefused};
 
 const MAX_DESCRIPTION_CHARS: usize = 1024;
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
-const DELIVERY_STATUSES: [&str; 4] = ["pending", "retrying", "delivered", "failed"];
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -86,7 +85,8 @@ pub struct DeletedEndpoint {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RetriedDelivery {
     id: i64,
-    status: &'static str,
+    #[schema(value_type = String, example = "retrying")]
+    status: DeliveryStatus,
 }
 
 success_envelope!(EndpointAnswer, CreatedEndpoint);
@@ -174,10 +174,8 @@ pub async fn deliveries(
     JsonBody(request): JsonBody<DeliveriesRequest>,
 ) -> Result<Success<Vec<AttemptListing>>, ApiError> {
     let endpoint = request.uuid.as_deref().map(parse_uuid).transpose()?;
-    let status = request.status.as_deref();
-    if status.is_some_and(|status| !DELIVERY_STATUSES.contains(&status)) {
-        return Err(invalid("invalid_status", "status must be one of pending, retrying, delivered, failed"));
-    }
+    let status = request.status.as_deref().map(DeliveryStatus::parse).transpose();
+    let status = status.map_err(|error| invalid("invalid_status", error))?;
     let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(invalid("invalid_limit", "limit must be between 1 and 1000"));
@@ -185,7 +183,7 @@ pub async fn deliveries(
     Ok(Success(app.store.list_webhook_attempts(caller.server_uuid, endpoint, status, limit).await?))
 }
 
-/// One more attempt of a failed delivery, queued now.
+/// One more attempt of a failed delivery: committed here, made by a webhook worker within its sweep interval.
 #[utoipa::path(post, path = "/api/v1/webhooks/retry", tag = "webhooks", request_body = RetryRequest,
     security(("api_key" = [])),
     responses(
@@ -199,21 +197,15 @@ pub async fn retry(
     caller: Caller,
     JsonBody(request): JsonBody<RetryRequest>,
 ) -> Result<Success<RetriedDelivery>, ApiError> {
+    // One write, no broker: a worker's sweep queues the attempt, so no crash can leave it
+    // committed and never queued.
     match app.store.requeue_webhook_delivery(caller.server_uuid, request.id).await? {
-        Requeue::NotFound => return Err(ApiError::NotFound { code: "delivery_not_found", what: "delivery" }),
+        Requeue::NotFound => Err(ApiError::NotFound { code: "delivery_not_found", what: "delivery" }),
         Requeue::NotFailed => {
-            return Err(ApiError::Conflict {
-                code: "delivery_not_failed",
-                message: "only a failed delivery is retried",
-            })
+            Err(ApiError::Conflict { code: "delivery_not_failed", message: "only a failed delivery is retried" })
         }
-        Requeue::Requeued => {}
+        Requeue::Requeued => Ok(Success(RetriedDelivery { id: request.id, status: DeliveryStatus::Retrying })),
     }
-    if let Err(error) = enqueue_attempt(&app.webhooks, request.id).await {
-        app.store.fail_webhook_delivery(request.id).await?;
-        return Err(ApiError::Unavailable(format!("the retry could not be queued: {error}")));
-    }
-    Ok(Success(RetriedDelivery { id: request.id, status: "retrying" }))
 }
 
 fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {

@@ -9,43 +9,6 @@ use uuid::Uuid;
 use super::{Store, StoreError};
 use crate::domain::StoredEvent;
 
-/// The lock that makes one relay per exchange the leader. Session-scoped: it is released when
-/// the leader's connection closes, however the leader died.
-pub async fn try_lead_relay(connection: &mut PgConnection, exchange: &str) -> Result<bool, StoreError> {
-    let acquired = sqlx::query_scalar!(
-        r#"SELECT pg_try_advisory_lock(hashtextextended('credential-ledger relay ' || $1, 0)) AS "acquired!""#,
-        exchange,
-    )
-    .fetch_one(connection)
-    .await?;
-    Ok(acquired)
-}
-
-pub async fn relay_checkpoint(connection: &mut PgConnection, exchange: &str) -> Result<i64, StoreError> {
-    let position = sqlx::query_scalar!("SELECT position FROM relay_checkpoints WHERE exchange = $1", exchange)
-        .fetch_optional(connection)
-        .await?;
-    Ok(position.unwrap_or(0))
-}
-
-/// Moves the checkpoint forward (never back).
-pub async fn save_relay_checkpoint(
-    connection: &mut PgConnection,
-    exchange: &str,
-    position: i64,
-) -> Result<(), StoreError> {
-    sqlx::query!(
-        r#"INSERT INTO relay_checkpoints (exchange, position) VALUES ($1, $2)
-           ON CONFLICT (exchange) DO UPDATE
-              SET position = GREATEST(relay_checkpoints.position, EXCLUDED.position), updated_at = now()"#,
-        exchange,
-        position,
-    )
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
 /// Up to `limit` events after `position`, in log order.
 pub async fn events_after(
     connection: &mut PgConnection,
@@ -53,31 +16,6 @@ pub async fn events_after(
     limit: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     Ok(select_events!("WHERE position > $1 ORDER BY position LIMIT $2", position, limit).fetch_all(connection).await?)
-}
-
-/// Where the log ends and how far the relay to `exchange` has published it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogProgress {
-    pub head: i64,
-    pub relayed: i64,
-}
-
-impl Store {
-    pub async fn log_progress(&self, exchange: &str) -> Result<LogProgress, StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        let read = async {
-            let row = sqlx::query!(
-                r#"SELECT (SELECT position FROM chain_head) AS "head!",
-                      COALESCE((SELECT position FROM relay_checkpoints WHERE exchange = $1), 0) AS "relayed!""#,
-                exchange,
-            )
-            .fetch_one(&mut *connection)
-            .await?;
-            Ok(LogProgress { head: row.head, relayed: row.relayed })
-        };
-        let outcome = tokio::time::timeout(self.query_timeout, read).await;
-        self.settle(connection, outcome)
-    }
 }
 
 impl Store {

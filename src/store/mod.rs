@@ -16,6 +16,7 @@ macro_rules! select_events {
 
 mod append;
 mod events;
+mod relay;
 mod schema;
 mod usage;
 mod view;
@@ -31,10 +32,12 @@ use sqlx::{PgPool, Postgres};
 use crate::domain::UnreadableEvent;
 
 pub use append::{Appended, ChainHead, Decision, NewEvent, EVENTS_CHANNEL};
-pub use events::{events_after, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress};
+pub use events::events_after;
+pub use relay::{open_relay_session, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress};
 pub use schema::{applied_migrations, prepare, rebuild_projections, RebuildReport};
 pub use webhooks::{
-    AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, Requeue, WebhookEndpoint,
+    AttemptListing, AttemptRecord, DeliveryTarget, DueAttempt, DueAttempts, EndpointTarget, LockedCredential, Requeue,
+    WebhookEndpoint,
 };
 
 #[derive(Debug, thiserror::Error)]

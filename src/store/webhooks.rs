@@ -1,10 +1,34 @@
 //! Webhook endpoints, deliveries and attempts.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgTypeInfo, PgValueRef};
+use sqlx::{Decode, Postgres, Transaction, Type};
 use uuid::Uuid;
 
 use super::{Store, StoreError};
+use crate::domain::DeliveryStatus;
+
+// Delivery states are text in the database (`webhook_deliveries.status`, `webhook_attempts.outcome`,
+// both CHECKed against the four names), written with `DeliveryStatus::as_str` and read back here.
+impl Type<Postgres> for DeliveryStatus {
+    fn type_info() -> PgTypeInfo {
+        <&str as Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <&str as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for DeliveryStatus {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(DeliveryStatus::parse(<&str as Decode<Postgres>>::decode(value)?)?)
+    }
+}
 
 /// An endpoint as its owner sees it (the secret is shown once, at creation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -65,9 +89,11 @@ pub struct AttemptListing {
     /// When the next attempt is due, if this one scheduled another.
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// What this attempt left the delivery as.
-    pub outcome: String,
+    #[schema(value_type = String, example = "delivered")]
+    pub outcome: DeliveryStatus,
     /// The delivery's state now.
-    pub delivery_status: String,
+    #[schema(value_type = String, example = "delivered")]
+    pub delivery_status: DeliveryStatus,
 }
 
 /// What an attempt found.
@@ -77,7 +103,7 @@ pub struct AttemptRecord {
     pub duration_ms: i32,
     pub response_status: Option<i32>,
     pub error: Option<String>,
-    pub outcome: &'static str,
+    pub outcome: DeliveryStatus,
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
@@ -85,6 +111,37 @@ pub enum Requeue {
     Requeued,
     NotFailed,
     NotFound,
+}
+
+/// An attempt a sweep hands to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueAttempt {
+    pub delivery_id: i64,
+    /// The number of the attempt due.
+    pub attempt: i32,
+}
+
+/// Attempts due, their deliveries locked until they are handed over.
+pub struct DueAttempts {
+    transaction: Transaction<'static, Postgres>,
+    pub attempts: Vec<DueAttempt>,
+}
+
+impl DueAttempts {
+    /// Marks these attempts handed over (their messages are on the work queue), due now, and
+    /// lets go of their deliveries.
+    pub async fn hand_over(mut self) -> Result<(), StoreError> {
+        let ids: Vec<i64> = self.attempts.iter().map(|attempt| attempt.delivery_id).collect();
+        sqlx::query!(
+            r#"UPDATE webhook_deliveries SET next_attempt_at = now(), handed_over_at = now(), updated_at = now()
+                WHERE id = ANY($1)"#,
+            &ids,
+        )
+        .execute(&mut *self.transaction)
+        .await?;
+        self.transaction.commit().await?;
+        Ok(())
+    }
 }
 
 impl Store {
@@ -169,7 +226,8 @@ impl Store {
         Ok(())
     }
 
-    /// The delivery of an event to an endpoint, created on first sight; its id either way.
+    /// The delivery of an event to an endpoint, created on first sight; its id either way. Its
+    /// first attempt is due at once, held by the worker that opens it.
     pub async fn open_webhook_delivery(
         &self,
         server_uuid: Uuid,
@@ -180,8 +238,9 @@ impl Store {
         payload: &str,
     ) -> Result<i64, StoreError> {
         let id = sqlx::query_scalar!(
-            r#"INSERT INTO webhook_deliveries (server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload, status)
-               VALUES ($1, $2, $3, $4, $5, $6, 'pending')
+            r#"INSERT INTO webhook_deliveries (server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload, status,
+                                               next_attempt_at, handed_over_at)
+               VALUES ($1, $2, $3, $4, $5, $6, 'pending', now(), now())
                ON CONFLICT (event_id, endpoint_uuid) DO UPDATE SET updated_at = webhook_deliveries.updated_at
                RETURNING id"#,
             server_uuid,
@@ -196,16 +255,29 @@ impl Store {
         Ok(id)
     }
 
-    /// Claims the next attempt of a delivery that is still due one, with its live endpoint.
-    /// None when it was delivered or failed meanwhile, or its endpoint is gone or disabled.
-    pub async fn claim_webhook_attempt(&self, delivery_id: i64) -> Result<Option<DeliveryTarget>, StoreError> {
+    /// Claims the next attempt of a delivery that is still due one, with its live endpoint: the
+    /// attempt is counted, and held for `lease` (the attempt's time limit), after which a sweep
+    /// may presume it lost. With `attempt`, only if that is the number of the next attempt, so
+    /// that a second message for one attempt claims nothing.
+    /// None when the delivery was delivered or failed meanwhile, its endpoint is gone or
+    /// disabled, or the attempt asked for was claimed already.
+    pub async fn claim_webhook_attempt(
+        &self,
+        delivery_id: i64,
+        attempt: Option<i32>,
+        lease: Duration,
+    ) -> Result<Option<DeliveryTarget>, StoreError> {
         let row = sqlx::query!(
-            r#"UPDATE webhook_deliveries d SET attempts = d.attempts + 1, updated_at = now()
+            r#"UPDATE webhook_deliveries d
+                  SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $3),
+                      handed_over_at = now(), updated_at = now()
                  FROM webhook_endpoints e
-                WHERE d.id = $1 AND d.status IN ('pending', 'retrying') AND e.uuid = d.endpoint_uuid
-                  AND e.deleted_at IS NULL AND e.disabled_at IS NULL
+                WHERE d.id = $1 AND d.status IN ('pending', 'retrying') AND ($2::int4 IS NULL OR d.attempts + 1 = $2)
+                  AND e.uuid = d.endpoint_uuid AND e.deleted_at IS NULL AND e.disabled_at IS NULL
             RETURNING d.id, d.webhook_id, d.payload, d.attempts, e.uuid AS endpoint_uuid, e.url, e.secret"#,
             delivery_id,
+            attempt,
+            lease.as_secs_f64(),
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -218,7 +290,9 @@ impl Store {
         }))
     }
 
-    /// Records an attempt and what it left the delivery as, together.
+    /// Records an attempt and what it left the delivery as, together. An attempt overtaken by a
+    /// later claim (it was presumed lost) is recorded, but leaves the delivery to the later one.
+    /// A retry is on its queue before this runs: the next attempt is handed over.
     pub async fn record_webhook_attempt(
         &self,
         delivery: &DeliveryTarget,
@@ -235,16 +309,18 @@ impl Store {
             record.duration_ms,
             record.response_status,
             record.error,
-            record.outcome,
+            record.outcome.as_str(),
             record.next_attempt_at,
         )
         .execute(&mut *tx)
         .await?;
         sqlx::query!(
-            r#"UPDATE webhook_deliveries SET status = $2, next_attempt_at = $3, updated_at = now() WHERE id = $1"#,
+            r#"UPDATE webhook_deliveries SET status = $2, next_attempt_at = $3, handed_over_at = now(), updated_at = now()
+                WHERE id = $1 AND attempts = $4"#,
             delivery.id,
-            record.outcome,
+            record.outcome.as_str(),
             record.next_attempt_at,
+            delivery.attempt,
         )
         .execute(&mut *tx)
         .await?;
@@ -252,10 +328,12 @@ impl Store {
         Ok(())
     }
 
-    /// Puts a failed delivery of `server_uuid` back in line for one more attempt.
+    /// Puts a failed delivery of `server_uuid` back in line for one more attempt, in one write:
+    /// the attempt is due now and nobody holds it, so the workers' next sweep queues it.
     pub async fn requeue_webhook_delivery(&self, server_uuid: Uuid, delivery_id: i64) -> Result<Requeue, StoreError> {
         let status = sqlx::query_scalar!(
-            "SELECT status FROM webhook_deliveries WHERE id = $1 AND server_uuid = $2 FOR UPDATE",
+            r#"SELECT status AS "status: DeliveryStatus" FROM webhook_deliveries
+                WHERE id = $1 AND server_uuid = $2 FOR UPDATE"#,
             delivery_id,
             server_uuid,
         );
@@ -263,11 +341,13 @@ impl Store {
         let Some(status) = status.fetch_optional(&mut *tx).await? else {
             return Ok(Requeue::NotFound);
         };
-        if status != "failed" {
+        if status != DeliveryStatus::Failed {
             return Ok(Requeue::NotFailed);
         }
         sqlx::query!(
-            "UPDATE webhook_deliveries SET status = 'retrying', next_attempt_at = now(), updated_at = now() WHERE id = $1",
+            r#"UPDATE webhook_deliveries
+                  SET status = 'retrying', next_attempt_at = now(), handed_over_at = NULL, updated_at = now()
+                WHERE id = $1"#,
             delivery_id,
         )
         .execute(&mut *tx)
@@ -276,29 +356,47 @@ impl Store {
         Ok(Requeue::Requeued)
     }
 
-    /// Puts a requeued delivery back to failed when it could not be queued after all.
-    pub async fn fail_webhook_delivery(&self, delivery_id: i64) -> Result<(), StoreError> {
-        sqlx::query!(
-            "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, updated_at = now() WHERE id = $1",
-            delivery_id,
+    /// Up to `limit` attempts that are due and that no message carries, oldest due first, of
+    /// live endpoints: those nobody holds (a retry asked for through the API), and those handed
+    /// over and still not made `presumed_lost_after` past their due time (their message or
+    /// their worker was lost). Their deliveries stay locked until [`DueAttempts::hand_over`]
+    /// (other sweeps skip them), or are let go if it is dropped.
+    pub async fn due_webhook_attempts(
+        &self,
+        presumed_lost_after: Duration,
+        limit: i64,
+    ) -> Result<DueAttempts, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let attempts = sqlx::query_as!(
+            DueAttempt,
+            r#"SELECT d.id AS delivery_id, d.attempts + 1 AS "attempt!"
+                 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.uuid = d.endpoint_uuid
+                WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_at <= now()
+                  AND (d.handed_over_at IS NULL OR d.next_attempt_at < now() - make_interval(secs => $1))
+                  AND e.deleted_at IS NULL AND e.disabled_at IS NULL
+                ORDER BY d.next_attempt_at
+                LIMIT $2
+                  FOR UPDATE OF d SKIP LOCKED"#,
+            presumed_lost_after.as_secs_f64(),
+            limit,
         )
-        .execute(&self.pool)
+        .fetch_all(&mut *transaction)
         .await?;
-        Ok(())
+        Ok(DueAttempts { transaction, attempts })
     }
 
     pub async fn list_webhook_attempts(
         &self,
         server_uuid: Uuid,
         endpoint_uuid: Option<Uuid>,
-        status: Option<&str>,
+        status: Option<DeliveryStatus>,
         limit: i64,
     ) -> Result<Vec<AttemptListing>, StoreError> {
         let attempts = sqlx::query_as!(
             AttemptListing,
             r#"SELECT d.id AS delivery_id, d.event_id, d.event_type, d.webhook_id, d.endpoint_uuid, a.attempt,
-                      a.response_status, a.error, a.duration_ms, a.attempted_at, a.next_attempt_at, a.outcome,
-                      d.status AS delivery_status
+                      a.response_status, a.error, a.duration_ms, a.attempted_at, a.next_attempt_at,
+                      a.outcome AS "outcome: DeliveryStatus", d.status AS "delivery_status: DeliveryStatus"
                  FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id
                 WHERE d.server_uuid = $1
                   AND ($2::uuid IS NULL OR d.endpoint_uuid = $2)
@@ -307,7 +405,7 @@ impl Store {
                 LIMIT $4"#,
             server_uuid,
             endpoint_uuid,
-            status,
+            status.map(DeliveryStatus::as_str),
             limit,
         )
         .fetch_all(&self.pool)

@@ -2,18 +2,28 @@
 //! (Standard Webhooks), retried through RabbitMQ, every attempt recorded.
 
 mod sender;
-mod topology;
 mod worker;
 
 use std::time::Duration;
 
 pub use sender::{check_destination, DestinationRefused, Sender};
-pub use topology::{declare_work_queue, Topology, ATTEMPT_MESSAGE_TYPE};
-pub use worker::{enqueue_attempt, WebhookWorker};
+pub use worker::{WebhookWorker, ATTEMPT_MESSAGE_TYPE};
 
-use crate::bus::BusSettings;
+use crate::bus::{BusSettings, Topology};
 
+/// The default of `WEBHOOK_RETRY_SCHEDULE`.
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h";
+/// The default of `WEBHOOK_TIMEOUT_MS`.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
+/// The default of `WEBHOOK_PREFETCH`.
+pub const DEFAULT_WEBHOOK_PREFETCH: u16 = 32;
+/// The default of `WEBHOOK_SWEEP_INTERVAL_MS`: also the longest a retry asked for through the
+/// API waits before a worker hands it to the broker.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How long past its due time an attempt held by the broker or a worker may stay unmade before
+/// a sweep presumes it lost and hands it over again. Longer than the work queue's usual backlog:
+/// a late message handed over again costs a message that is dropped, not a webhook.
+pub const DEFAULT_PRESUMED_LOST_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
@@ -25,6 +35,11 @@ pub struct WebhookSettings {
     pub allow_private: bool,
     /// How many messages a worker holds unacknowledged at once.
     pub prefetch: u16,
+    /// How often a worker sweeps for due attempts that no message carries.
+    pub sweep_interval: Duration,
+    /// How long past its due time an attempt that was handed over may stay unmade before the
+    /// sweep hands it over again; an attempt in progress is due again `timeout` after it started.
+    pub presumed_lost_after: Duration,
 }
 
 impl WebhookSettings {
@@ -33,9 +48,11 @@ impl WebhookSettings {
         WebhookSettings {
             bus,
             retry_schedule: parse_schedule(DEFAULT_RETRY_SCHEDULE).unwrap_or_default(),
-            timeout: Duration::from_secs(15),
+            timeout: DEFAULT_WEBHOOK_TIMEOUT,
             allow_private: false,
-            prefetch: 32,
+            prefetch: DEFAULT_WEBHOOK_PREFETCH,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            presumed_lost_after: DEFAULT_PRESUMED_LOST_AFTER,
         }
     }
 
@@ -75,5 +92,19 @@ mod tests {
         assert!(parse_schedule("5x").is_err());
         assert!(parse_schedule("0s").is_err());
         assert!(parse_schedule("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_command_line_defaults_are_the_settings_defaults() {
+        use clap::Parser;
+        let cli = crate::config::Cli::try_parse_from(["credential-ledger", "webhook-worker"]).unwrap();
+        let crate::config::CliCommand::WebhookWorker(args) = cli.command else { panic!("{:?}", cli.command) };
+        let (from_cli, defaults) = (args.webhooks.settings(&args.bus), WebhookSettings::new(args.bus.settings()));
+        assert_eq!(from_cli.retry_schedule, defaults.retry_schedule);
+        assert_eq!(from_cli.timeout, defaults.timeout);
+        assert_eq!(from_cli.allow_private, defaults.allow_private);
+        assert_eq!(from_cli.prefetch, defaults.prefetch);
+        assert_eq!(from_cli.sweep_interval, defaults.sweep_interval);
+        assert_eq!(from_cli.presumed_lost_after, defaults.presumed_lost_after);
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, USER_AGENT};
 
-use crate::domain::{is_public_address, WebhookSecret, WebhookUrl};
+use crate::domain::{is_public_address, AttemptResult, WebhookSecret, WebhookUrl};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DestinationRefused {
@@ -54,15 +54,6 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// The result of one attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sent {
-    /// The endpoint answered with this status.
-    Answered(u16),
-    /// No answer: refused destination, connection error or timeout.
-    Failed(String),
-}
-
 #[derive(Debug, Clone)]
 pub struct Sender {
     client: reqwest::Client,
@@ -85,19 +76,21 @@ impl Sender {
     }
 
     /// POSTs `body` signed for `webhook_id`; returns what happened and how long it took.
-    pub async fn send(&self, url: &str, secret: &str, webhook_id: &str, body: &str) -> (Sent, Duration) {
+    pub async fn send(&self, url: &str, secret: &str, webhook_id: &str, body: &str) -> (AttemptResult, Duration) {
         let started = Instant::now();
         let outcome = self.try_send(url, secret, webhook_id, body).await;
         (outcome, started.elapsed())
     }
 
-    async fn try_send(&self, url: &str, secret: &str, webhook_id: &str, body: &str) -> Sent {
-        let Ok(url) = WebhookUrl::parse(url) else { return Sent::Failed("the endpoint's url is invalid".into()) };
+    async fn try_send(&self, url: &str, secret: &str, webhook_id: &str, body: &str) -> AttemptResult {
+        let Ok(url) = WebhookUrl::parse(url) else {
+            return AttemptResult::Unanswered("the endpoint's url is invalid".into());
+        };
         if !self.allow_private && url.literal_ip().is_some_and(|ip| !is_public_address(ip)) {
-            return Sent::Failed(DestinationRefused::Internal.to_string());
+            return AttemptResult::Unanswered(DestinationRefused::Internal.to_string());
         }
         let Ok(secret) = WebhookSecret::parse(secret) else {
-            return Sent::Failed("the endpoint's secret is unreadable".into());
+            return AttemptResult::Unanswered("the endpoint's secret is unreadable".into());
         };
         let timestamp = chrono::Utc::now().timestamp();
         let mut headers = HeaderMap::new();
@@ -111,12 +104,12 @@ impl Sender {
         for (name, value) in signed {
             match HeaderValue::from_str(&value) {
                 Ok(value) => headers.insert(name, value),
-                Err(_) => return Sent::Failed(format!("{name} is not a valid header value")),
+                Err(_) => return AttemptResult::Unanswered(format!("{name} is not a valid header value")),
             };
         }
         match self.client.post(url.as_url().clone()).headers(headers).body(body.to_owned()).send().await {
-            Ok(response) => Sent::Answered(response.status().as_u16()),
-            Err(error) => Sent::Failed(describe(&error)),
+            Ok(response) => AttemptResult::Answered(response.status().as_u16()),
+            Err(error) => AttemptResult::Unanswered(describe(&error)),
         }
     }
 }

@@ -1,12 +1,20 @@
 //! The worker: consumes the work queue with manual acks and a bounded prefetch. An event
 //! message fans out into one delivery per subscribed endpoint; an attempt message (coming back
-//! from a retry queue, or from the retry API) tries one delivery again. A message is acked only
-//! once its attempts are recorded and any retry is queued, so a crash redelivers, never loses.
+//! from a retry queue, or handed over by a sweep) tries one delivery again. A message is acked
+//! only once its attempts are recorded and any retry is queued, so a crash redelivers, never
+//! loses.
+//!
+//! Every `sweep_interval` the worker also sweeps the deliveries for attempts that are due and
+//! that no message carries: retries asked for through the API (one write to the database, no
+//! broker), and attempts whose message or worker was lost. It publishes one attempt message for
+//! each to the work queue. Each attempt message names the attempt it asks for, and claiming an
+//! attempt counts it, so a second message for the same attempt finds it taken and is dropped:
+//! a sweep that hands over an attempt whose message was only late costs a message, not a webhook.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -17,14 +25,14 @@ use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::sender::{Sender, Sent};
-use super::topology::{Topology, ATTEMPT_MESSAGE_TYPE};
+use super::sender::Sender;
 use super::WebhookSettings;
-use crate::bus::{self, BusError};
-use crate::domain::CREDENTIAL_LOCKED;
+use crate::bus::{self, BusError, Topology};
+use crate::domain::{after_attempt, AfterAttempt, AttemptResult, CREDENTIAL_LOCKED};
 use crate::metrics::OutcomeLabels;
 use crate::store::{AttemptRecord, DeliveryTarget, Store, StoreError};
 
@@ -39,7 +47,14 @@ enum WorkerError {
     Unreadable(String),
     #[error("credential {0} is not in the view yet")]
     NotProjected(Uuid),
+    /// Cannot happen (the retry policy and the topology follow the same schedule); the message
+    /// is retried like after a broker failure.
+    #[error("no retry queue waits {0:?}")]
+    NoRetryQueue(Duration),
 }
+
+/// The `type` of a message that asks for one attempt of a delivery.
+pub const ATTEMPT_MESSAGE_TYPE: &str = "WebhookAttempt";
 
 /// The part of a bus message the worker reads (docs/events.md).
 #[derive(Debug, Deserialize)]
@@ -56,7 +71,14 @@ struct EventMessage {
 #[derive(Debug, Serialize, Deserialize)]
 struct AttemptMessage {
     delivery_id: i64,
+    /// The number of the attempt asked for; none on the dead-letter queue, and on messages queued
+    /// before attempts had numbers (those take whichever attempt is next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attempt: Option<i32>,
 }
+
+/// The most attempts one sweep query hands over (a sweep runs queries until one finds fewer).
+const SWEEP_BATCH: i64 = 100;
 
 pub struct WebhookWorker {
     store: Store,
@@ -106,10 +128,18 @@ impl WebhookWorker {
             )
             .await?;
         tracing::info!(queue = %self.topology.work_queue, "webhook worker consuming");
+        // The first tick is at once: a worker that starts takes over what was left undone.
+        let mut sweep = tokio::time::interval(self.settings.sweep_interval.max(MIN_SWEEP_INTERVAL));
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut in_flight = JoinSet::new();
         let outcome = loop {
             tokio::select! {
                 _ = stop.cancelled() => break Ok(()),
+                _ = sweep.tick() => match self.sweep(&publisher).await {
+                    Ok(()) => {}
+                    Err(WorkerError::Bus(error)) => break Err(error),
+                    Err(error) => tracing::warn!(error = %error, "webhook sweep failed; the next one tries again"),
+                },
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let worker = self.clone();
@@ -134,7 +164,7 @@ impl WebhookWorker {
         let kind = delivery.properties.kind().as_ref().map(|kind| kind.to_string()).unwrap_or_default();
         let result = match kind.as_str() {
             ATTEMPT_MESSAGE_TYPE => match serde_json::from_slice::<AttemptMessage>(&delivery.data) {
-                Ok(message) => self.attempt(message.delivery_id, publisher).await,
+                Ok(message) => self.attempt(message.delivery_id, message.attempt, publisher).await,
                 Err(error) => Err(WorkerError::Unreadable(error.to_string())),
             },
             CREDENTIAL_LOCKED => self.fan_out(&delivery.data, publisher).await,
@@ -181,7 +211,8 @@ impl WebhookWorker {
                     &payload,
                 )
                 .await?;
-            self.attempt(delivery_id, publisher).await
+            // Whichever attempt is next: a redelivered event means its attempt was not recorded.
+            self.attempt(delivery_id, None, publisher).await
         });
         futures::future::join_all(attempts).await.into_iter().collect()
     }
@@ -216,26 +247,30 @@ impl WebhookWorker {
         Ok(body.to_string())
     }
 
-    /// One attempt of a delivery, if it is still due one; records it and queues what follows.
-    async fn attempt(&self, delivery_id: i64, publisher: &Channel) -> Result<(), WorkerError> {
-        let Some(delivery) = self.store.claim_webhook_attempt(delivery_id).await? else {
+    /// One attempt of a delivery (attempt number `attempt`, if given), if it is still due;
+    /// records it and queues what follows.
+    async fn attempt(&self, delivery_id: i64, attempt: Option<i32>, publisher: &Channel) -> Result<(), WorkerError> {
+        let claimed = self.store.claim_webhook_attempt(delivery_id, attempt, self.settings.timeout).await?;
+        let Some(delivery) = claimed else {
             return Ok(());
         };
         let attempted_at = Utc::now();
-        let (sent, elapsed) = self
+        let (result, elapsed) = self
             .sender
             .send(&delivery.endpoint.url, &delivery.endpoint.secret, &delivery.webhook_id, &delivery.payload)
             .await;
-        let (outcome, next_attempt_at) = self.settle(&delivery, &sent, attempted_at, publisher).await?;
-        let (response_status, error) = match sent {
-            Sent::Answered(status) => (Some(i32::from(status)), None),
-            Sent::Failed(reason) => (None, Some(reason)),
+        let after = after_attempt(delivery.attempt, &result, &self.settings.retry_schedule, attempted_at);
+        self.follow_up(&delivery, after, publisher).await?;
+        let (response_status, error) = match result {
+            AttemptResult::Answered(status) => (Some(i32::from(status)), None),
+            AttemptResult::Unanswered(reason) => (None, Some(reason)),
         };
+        let outcome = after.status();
         tracing::info!(
             delivery_id,
             endpoint_uuid = %delivery.endpoint.uuid,
             attempt = delivery.attempt,
-            outcome,
+            outcome = outcome.as_str(),
             response_status,
             error = error.as_deref().unwrap_or(""),
             "webhook attempt"
@@ -246,42 +281,77 @@ impl WebhookWorker {
             response_status,
             error,
             outcome,
-            next_attempt_at,
+            next_attempt_at: after.next_attempt_at(),
         };
         self.store.record_webhook_attempt(&delivery, &record).await?;
-        crate::metrics::metrics().webhook_deliveries.get_or_create(&OutcomeLabels { outcome }).inc();
+        crate::metrics::metrics().webhook_deliveries.get_or_create(&OutcomeLabels { outcome: outcome.as_str() }).inc();
         Ok(())
     }
 
-    /// What an attempt's result means: delivered, retrying after the next delay, or failed.
-    async fn settle(
+    /// Does what the retry policy decided, before the attempt is recorded: queues the next
+    /// attempt on the retry queue of its delay, or files the failed delivery on the dead-letter
+    /// queue (disabling an endpoint that answered 410 Gone first).
+    async fn follow_up(
         &self,
         delivery: &DeliveryTarget,
-        sent: &Sent,
-        attempted_at: DateTime<Utc>,
+        after: AfterAttempt,
         publisher: &Channel,
-    ) -> Result<(&'static str, Option<DateTime<Utc>>), WorkerError> {
-        match sent {
-            Sent::Answered(status) if (200..300).contains(status) => return Ok(("delivered", None)),
-            Sent::Answered(410) => {
+    ) -> Result<(), WorkerError> {
+        match after {
+            AfterAttempt::Delivered => return Ok(()),
+            AfterAttempt::Retrying { delay, .. } => {
+                let retry_queue = self.topology.retry_queue(delay).ok_or(WorkerError::NoRetryQueue(delay))?;
+                let next = Some(delivery.attempt.saturating_add(1));
+                publish_attempt(publisher, retry_queue, &AttemptMessage { delivery_id: delivery.id, attempt: next })
+                    .await?;
+                return Ok(());
+            }
+            AfterAttempt::EndpointGone => {
                 self.store.disable_webhook_endpoint(delivery.endpoint.uuid, "the endpoint answered 410 Gone").await?;
             }
-            _ => {
-                if let Some((retry_queue, delay)) = self.topology.after_failed_attempt(delivery.attempt) {
-                    publish_attempt(publisher, retry_queue, delivery.id).await?;
-                    let due = attempted_at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                    return Ok(("retrying", Some(due)));
+            AfterAttempt::Failed => {}
+        }
+        let filed = AttemptMessage { delivery_id: delivery.id, attempt: None };
+        publish_attempt(publisher, &self.topology.dead_letter_queue, &filed).await?;
+        Ok(())
+    }
+
+    /// Hands the broker every attempt due that no message carries (see the module's comment).
+    /// The deliveries stay locked until the broker confirmed their messages, so sweeps of other
+    /// workers skip them; if this fails half-way, the next sweep publishes them again.
+    async fn sweep(&self, publisher: &Channel) -> Result<(), WorkerError> {
+        loop {
+            let due = self.store.due_webhook_attempts(self.settings.presumed_lost_after, SWEEP_BATCH).await?;
+            if due.attempts.is_empty() {
+                return Ok(());
+            }
+            let publishing = async {
+                for attempt in &due.attempts {
+                    let message = AttemptMessage { delivery_id: attempt.delivery_id, attempt: Some(attempt.attempt) };
+                    publish_attempt(publisher, &self.topology.work_queue, &message).await?;
                 }
+                Ok::<(), BusError>(())
+            };
+            tokio::time::timeout(self.settings.timeout, publishing)
+                .await
+                .map_err(|_| BusError::Unconfirmed("the sweep's attempts".into()))??;
+            let count = due.attempts.len();
+            due.hand_over().await?;
+            tracing::info!(count, "sweep handed over due webhook attempts");
+            if (count as i64) < SWEEP_BATCH {
+                return Ok(());
             }
         }
-        publish_attempt(publisher, &self.topology.dead_letter_queue, delivery.id).await?;
-        Ok(("failed", None))
     }
 }
 
+/// A zero interval would make the sweep spin.
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Puts an attempt message on `queue` (through the default exchange) and waits for the confirm.
-pub async fn publish_attempt(channel: &Channel, queue: &str, delivery_id: i64) -> Result<(), BusError> {
-    let body = serde_json::to_vec(&AttemptMessage { delivery_id }).unwrap_or_default();
+async fn publish_attempt(channel: &Channel, queue: &str, message: &AttemptMessage) -> Result<(), BusError> {
+    // A struct of integers always serialises.
+    let body = serde_json::to_vec(message).unwrap_or_default();
     let properties = BasicProperties::default()
         .with_type(ATTEMPT_MESSAGE_TYPE.into())
         .with_content_type("application/json".into())
@@ -291,16 +361,6 @@ pub async fn publish_attempt(channel: &Channel, queue: &str, delivery_id: i64) -
     if confirm.await?.is_ack() {
         Ok(())
     } else {
-        Err(BusError::Nacked(format!("the attempt of delivery {delivery_id}")))
+        Err(BusError::Nacked(format!("the attempt of delivery {}", message.delivery_id)))
     }
-}
-
-/// Queues one more attempt of a delivery right away (the retry API).
-pub async fn enqueue_attempt(settings: &WebhookSettings, delivery_id: i64) -> Result<(), BusError> {
-    let topology = settings.topology();
-    let (connection, channel) = bus::connect_publisher(&settings.bus).await?;
-    topology.declare(&channel).await?;
-    let published = publish_attempt(&channel, &topology.work_queue, delivery_id).await;
-    let _ = connection.close(200, "done".into()).await;
-    published
 }

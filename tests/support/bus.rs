@@ -8,7 +8,7 @@ use credential_ledger::bus::{BusSettings, RelaySettings, DEFAULT_AMQP_URL};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
@@ -171,6 +171,11 @@ impl TestBus {
         for queue in queues {
             let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
         }
+    }
+
+    /// Drops every message waiting in `queue` (as a broker that lost them would); how many.
+    pub async fn purge(&self, queue: &str) -> u32 {
+        self.channel.queue_purge(queue.into(), QueuePurgeOptions::default()).await.unwrap()
     }
 
     /// How many messages wait in `queue`.

@@ -5,20 +5,27 @@
 mod bus_support;
 #[path = "../support/app.rs"]
 mod helpers;
+#[path = "../support/proxy.rs"]
+mod proxy;
 #[path = "../support/receiver.rs"]
 mod receiver;
 
 use std::time::Duration;
 
-use credential_ledger::bus::RelaySettings;
+use credential_ledger::bus::{BusSettings, RelaySettings};
+use credential_ledger::domain::DeliveryStatus;
 use credential_ledger::startup::Settings;
-use credential_ledger::webhooks::WebhookSettings;
+use credential_ledger::store::{AttemptRecord, DueAttempt, Requeue, Store};
+use credential_ledger::webhooks::{WebhookSettings, WebhookWorker};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use bus_support::TestBus;
-use helpers::{spawn_app_with, Answer, ChildGuard, TestApp};
+use helpers::{spawn_app, spawn_app_with, Answer, ChildGuard, TestApp};
 use receiver::{Hook, Receiver};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -31,11 +38,68 @@ fn settings(bus: &TestBus, schedule: &[Duration], allow_private: bool) -> Settin
             timeout: Duration::from_secs(5),
             allow_private,
             prefetch: 8,
+            // Retries asked for through the API wait for a sweep: keep the tests quick.
+            sweep_interval: Duration::from_millis(100),
             ..WebhookSettings::new(bus.settings())
         },
         run_webhook_worker: true,
         ..Settings::default()
     }
+}
+
+/// A webhook worker in this process, beside an app that runs none, so a test can stop it and
+/// start another.
+struct Worker {
+    stop: CancellationToken,
+    running: JoinHandle<()>,
+}
+
+impl Worker {
+    fn start(pool: &PgPool, settings: WebhookSettings) -> Worker {
+        let worker = WebhookWorker::new(Store::new(pool.clone()), settings).expect("the worker starts");
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(worker.run(stop.clone()));
+        Worker { stop, running }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.running.await.expect("the worker stops");
+    }
+}
+
+/// The attempts `filter` lists once `done` holds for them; panics after `WAIT`.
+async fn attempts_once(app: &TestApp, filter: Value, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let attempts = deliveries(app, filter.clone()).await;
+        if done(&attempts) {
+            return attempts;
+        }
+        assert!(Instant::now() < deadline, "the attempts never got there: {attempts:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// (attempt, response status, outcome, delivery status) of each attempt, newest first.
+fn summary(attempts: &[Value]) -> Vec<(i64, Option<i64>, String, String)> {
+    attempts
+        .iter()
+        .map(|a| {
+            let text = |field: &str| a[field].as_str().unwrap_or_default().to_owned();
+            (a["attempt"].as_i64().unwrap(), a["response_status"].as_i64(), text("outcome"), text("delivery_status"))
+        })
+        .collect()
+}
+
+/// Revokes a fresh credential and waits until its webhook to the only endpoint has failed
+/// `attempts` times and for good; the delivery's id.
+async fn a_failed_delivery(app: &TestApp, attempts: usize) -> i64 {
+    let doomed = app.create_api_key(&app.tenant.key, "Doomed").await;
+    app.revoke(&app.tenant.key, doomed["uuid"].as_str().unwrap()).await;
+    let failed = attempts_once(app, json!({"status": "failed"}), |listed| listed.len() == attempts).await;
+    assert_eq!(failed[0]["outcome"], "failed");
+    failed[0]["delivery_id"].as_i64().unwrap()
 }
 
 async fn teardown(mut app: TestApp, bus: TestBus, schedule: &[Duration]) {
@@ -365,4 +429,185 @@ async fn a_worker_killed_mid_delivery_is_replaced_and_the_webhook_still_arrives(
     assert_eq!(attempts[0]["attempt"], 2, "the interrupted attempt counts");
     drop(_second);
     teardown(app, bus, &schedule).await;
+}
+
+#[sqlx::test]
+async fn a_retry_committed_just_before_a_crash_is_made_by_the_next_worker_to_start(pool: PgPool) {
+    let bus = TestBus::new().await;
+    let schedule = [Duration::from_millis(100)];
+    let receiver = Receiver::start().await;
+    let settings = settings(&bus, &schedule, true);
+    let workers = settings.webhooks.clone();
+    let app = spawn_app_with(pool.clone(), Settings { run_webhook_worker: false, ..settings }).await;
+    register(&app, &app.tenant.key, &receiver.url("down")).await;
+    receiver.script("down", &[500, 503]);
+    let first = Worker::start(&pool, workers.clone());
+    let delivery_id = a_failed_delivery(&app, 2).await;
+    first.stop().await;
+
+    // All that `webhooks/retry` writes, and then nothing more: the process dies right after its
+    // commit, before anything is queued anywhere (the old handler's crash window).
+    let requeued = Store::new(pool.clone()).requeue_webhook_delivery(app.tenant.server_uuid, delivery_id).await;
+    assert!(matches!(requeued.unwrap(), Requeue::Requeued));
+    assert_eq!(receiver.received("down").len(), 2);
+
+    let second = Worker::start(&pool, workers);
+    let hooks = receiver.wait_for("down", 3, WAIT).await;
+    assert_eq!(hooks[2].answered, 200);
+    let attempts = attempts_once(&app, json!({}), |listed| listed.len() == 3).await;
+    assert_eq!(
+        summary(&attempts),
+        [
+            (3, Some(200), "delivered".into(), "delivered".into()),
+            (2, Some(503), "failed".into(), "delivered".into()),
+            (1, Some(500), "retrying".into(), "delivered".into()),
+        ]
+    );
+    second.stop().await;
+    assert_eq!(receiver.received("down").len(), 3, "one attempt for one retry");
+    teardown(app, bus, &schedule).await;
+}
+
+#[sqlx::test]
+async fn retry_answers_without_the_broker_and_a_worker_makes_the_attempt(pool: PgPool) {
+    let bus = TestBus::new().await;
+    let schedule = [Duration::from_millis(100)];
+    let receiver = Receiver::start().await;
+    let settings = settings(&bus, &schedule, true);
+    let workers = settings.webhooks.clone();
+    // The API's way to the broker is refused; the relay and the worker have theirs.
+    let broker: std::net::SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let refused = proxy::Proxy::start(broker).await;
+    refused.set_mode(proxy::Mode::Refuse);
+    let unreachable = BusSettings { url: format!("amqp://guest:guest@{}/%2f", refused.addr()), ..bus.settings() };
+    let webhooks = WebhookSettings { bus: unreachable, ..settings.webhooks.clone() };
+    let app = spawn_app_with(pool.clone(), Settings { run_webhook_worker: false, webhooks, ..settings }).await;
+    register(&app, &app.tenant.key, &receiver.url("down")).await;
+    receiver.script("down", &[500, 503]);
+    let worker = Worker::start(&pool, workers);
+    let delivery_id = a_failed_delivery(&app, 2).await;
+
+    let retried = app.post("/api/v1/webhooks/retry", Some(&app.tenant.key), &json!({"id": delivery_id})).await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
+    assert_eq!(retried.body, json!({"status": "success", "data": {"id": delivery_id, "status": "retrying"}}));
+    let hooks = receiver.wait_for("down", 3, WAIT).await;
+    assert_eq!(hooks[2].answered, 200);
+    attempts_once(&app, json!({"status": "delivered"}), |listed| listed.len() == 3 && listed[0]["attempt"] == 3).await;
+    assert_eq!(refused.connections(), 0, "the API never reached for the broker");
+    worker.stop().await;
+    teardown(app, bus, &schedule).await;
+}
+
+#[sqlx::test]
+async fn an_attempt_whose_message_was_lost_is_handed_over_again_once_overdue(pool: PgPool) {
+    let bus = TestBus::new().await;
+    // Long enough for the test to lose the message before it is due.
+    let schedule = [Duration::from_secs(3)];
+    let receiver = Receiver::start().await;
+    let mut settings = settings(&bus, &schedule, true);
+    settings.webhooks.presumed_lost_after = Duration::from_millis(500);
+    let retry_queue = settings.webhooks.topology().retry_queues[0].clone();
+    let app = spawn_app_with(pool, settings).await;
+    register(&app, &app.tenant.key, &receiver.url("flaky")).await;
+    receiver.script("flaky", &[500]);
+
+    let doomed = app.create_api_key(&app.tenant.key, "Doomed").await;
+    app.revoke(&app.tenant.key, doomed["uuid"].as_str().unwrap()).await;
+    receiver.wait_for("flaky", 1, WAIT).await;
+    attempts_once(&app, json!({"status": "retrying"}), |listed| listed.len() == 1).await;
+    let started = Instant::now();
+    assert_eq!(bus.purge(&retry_queue).await, 1, "the scheduled attempt was lost before it was due");
+
+    let hooks = receiver.wait_for("flaky", 2, WAIT).await;
+    assert!(started.elapsed() >= Duration::from_secs(2), "not before it was due and overdue");
+    assert_eq!(hooks[1].answered, 200);
+    let attempts = attempts_once(&app, json!({"status": "delivered"}), |listed| listed.len() == 2).await;
+    assert_eq!(attempts[0]["attempt"], 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received("flaky").len(), 2, "handed over once, attempted once");
+    teardown(app, bus, &schedule).await;
+}
+
+/// An endpoint and a delivery to it, through the store alone (no broker, no worker).
+async fn a_delivery(app: &TestApp, store: &Store) -> i64 {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let events = ["CredentialLocked".to_owned()];
+    let server = app.tenant.server_uuid;
+    let endpoint =
+        store.create_webhook_endpoint(server, "http://127.0.0.1:9/hook", &events, None, secret).await.unwrap();
+    let event_id = uuid::Uuid::new_v4();
+    let webhook_id = format!("msg_{}", event_id.simple());
+    store.open_webhook_delivery(server, endpoint.uuid, event_id, "CredentialLocked", &webhook_id, "{}").await.unwrap()
+}
+
+fn record(outcome: DeliveryStatus, next_attempt_in: Option<Duration>) -> AttemptRecord {
+    let now = chrono::Utc::now();
+    AttemptRecord {
+        attempted_at: now,
+        duration_ms: 1,
+        response_status: Some(if outcome == DeliveryStatus::Delivered { 200 } else { 500 }),
+        error: None,
+        outcome,
+        next_attempt_at: next_attempt_in.map(|delay| now + chrono::Duration::from_std(delay).unwrap()),
+    }
+}
+
+#[sqlx::test]
+async fn each_attempt_is_claimed_once_and_a_late_record_does_not_undo_a_later_attempt(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let store = Store::new(pool);
+    let delivery_id = a_delivery(&app, &store).await;
+    let lease = Duration::from_secs(60);
+
+    let first = store.claim_webhook_attempt(delivery_id, Some(1), lease).await.unwrap().expect("attempt 1");
+    assert_eq!(first.attempt, 1);
+    assert!(store.claim_webhook_attempt(delivery_id, Some(1), lease).await.unwrap().is_none(), "a second message");
+    assert!(store.claim_webhook_attempt(delivery_id, Some(3), lease).await.unwrap().is_none(), "not the next one");
+    store.record_webhook_attempt(&first, &record(DeliveryStatus::Retrying, Some(lease))).await.unwrap();
+
+    let second = store.claim_webhook_attempt(delivery_id, Some(2), lease).await.unwrap().expect("attempt 2");
+    // Attempt 2 is presumed lost; a redelivered event takes whichever attempt is next.
+    let third = store.claim_webhook_attempt(delivery_id, None, lease).await.unwrap().expect("attempt 3");
+    assert_eq!((second.attempt, third.attempt), (2, 3));
+    store.record_webhook_attempt(&third, &record(DeliveryStatus::Delivered, None)).await.unwrap();
+    store.record_webhook_attempt(&second, &record(DeliveryStatus::Retrying, Some(lease))).await.unwrap();
+    assert!(store.claim_webhook_attempt(delivery_id, Some(3), lease).await.unwrap().is_none(), "its retry message");
+
+    let listed = store.list_webhook_attempts(app.tenant.server_uuid, None, None, 10).await.unwrap();
+    let outcomes: Vec<(i32, DeliveryStatus, DeliveryStatus)> =
+        listed.iter().map(|a| (a.attempt, a.outcome, a.delivery_status)).collect();
+    use DeliveryStatus::{Delivered, Retrying};
+    assert_eq!(outcomes, [(2, Retrying, Delivered), (3, Delivered, Delivered), (1, Retrying, Delivered)]);
+    let retrying = store.list_webhook_attempts(app.tenant.server_uuid, None, Some(Retrying), 10).await.unwrap();
+    assert!(retrying.is_empty(), "the delivery is delivered");
+}
+
+#[sqlx::test]
+async fn the_sweep_takes_due_attempts_nobody_holds_and_held_ones_only_once_overdue(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let store = Store::new(pool);
+    let delivery_id = a_delivery(&app, &store).await;
+    let (hour, none) = (Duration::from_secs(3600), Duration::ZERO);
+    let due = |presumed_lost_after: Duration| {
+        let store = store.clone();
+        async move { store.due_webhook_attempts(presumed_lost_after, 10).await.unwrap().attempts }
+    };
+
+    assert!(due(hour).await.is_empty(), "the first attempt is the opening worker's");
+    let first = store.claim_webhook_attempt(delivery_id, None, hour).await.unwrap().unwrap();
+    assert!(due(none).await.is_empty(), "an attempt in progress is held until its lease ends");
+    store.record_webhook_attempt(&first, &record(DeliveryStatus::Failed, None)).await.unwrap();
+    assert!(due(none).await.is_empty(), "a failed delivery is due nothing");
+
+    assert!(matches!(store.requeue_webhook_delivery(app.tenant.server_uuid, delivery_id).await, Ok(Requeue::Requeued)));
+    let swept = store.due_webhook_attempts(hour, 10).await.unwrap();
+    assert_eq!(swept.attempts, [DueAttempt { delivery_id, attempt: 2 }], "a retry nobody holds is due at once");
+    assert!(due(hour).await.is_empty(), "another sweep skips it meanwhile");
+    swept.hand_over().await.unwrap();
+    assert!(due(hour).await.is_empty(), "handed over, it is the broker's");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(due(none).await, [DueAttempt { delivery_id, attempt: 2 }], "until it is overdue: presumed lost");
+
+    let requeued_again = store.requeue_webhook_delivery(app.tenant.server_uuid, delivery_id).await.unwrap();
+    assert!(matches!(requeued_again, Requeue::NotFailed), "a retrying delivery is not retried again");
 }
