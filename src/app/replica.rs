@@ -60,7 +60,7 @@ impl State {
                 reason: format!("the replica is at {}, the next event is at {}", self.position, event.position),
             });
         }
-        let next = event.apply_to(self.credentials.get(&event.stream_id).map(Arc::as_ref))?;
+        let next = event.logged().apply_to(self.credentials.get(&event.stream_id).map(Arc::as_ref))?;
         self.insert(next);
         self.position = event.position;
         Ok(())

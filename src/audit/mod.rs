@@ -67,7 +67,7 @@ impl Replay {
         {
             return Ok(());
         }
-        self.ledger.fold(event)?;
+        self.ledger.fold(event.logged())?;
         Ok(())
     }
 

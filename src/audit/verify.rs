@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{ChainGap, ExportRecord};
-use crate::domain::{chain_hash, Hash, LogRules, RecordedEvent, StoredEvent, GENESIS_HASH};
+use crate::domain::{Hash, LogRules, RecordedEvent, StoredEvent, GENESIS_HASH};
 
 /// A head an auditor recorded earlier: `POSITION:HASH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl Verifier {
         if prev_hash != self.prev_hash {
             return Err(self.fail(position, "prev_hash does not match the hash of the previous position"));
         }
-        let hash = chain_hash(&prev_hash, &event.chain_link());
+        let hash = event.chain_hash(&prev_hash).map_err(|unreadable| self.fail(position, &unreadable.reason))?;
         if hash.as_slice() != event.hash {
             return Err(self.fail(position, "the hash does not match the event's content: the event was changed"));
         }
@@ -144,7 +144,7 @@ impl Verifier {
         if self.last_recorded_at.is_some_and(|last| event.recorded_at < last) {
             return Err(self.fail(position, "recorded_at is earlier than the previous event's"));
         }
-        let decoded = event.decode().map_err(|unreadable| self.fail(position, &unreadable.reason))?;
+        let decoded = event.logged().decode().map_err(|unreadable| self.fail(position, &unreadable.reason))?;
         let actor = event.actor().ok_or_else(|| self.fail(position, "metadata.actor is missing or unreadable"))?;
         self.rules
             .record(RecordedEvent {

@@ -95,6 +95,8 @@ pub struct OutgoingMessage {
 }
 
 pub fn encode(event: &StoredEvent) -> OutgoingMessage {
+    // The log's payloads are jsonb: their text always parses.
+    let data = event.payload_json().unwrap_or_default();
     let body = MessageBody {
         event_id: event.event_id,
         position: event.position,
@@ -103,7 +105,7 @@ pub fn encode(event: &StoredEvent) -> OutgoingMessage {
         stream_version: event.stream_version,
         server_uuid: event.server_uuid,
         recorded_at: event.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        data: &event.payload,
+        data: &data,
     };
     let mut headers = FieldTable::default();
     headers.insert("position".into(), AMQPValue::LongLongInt(event.position));

@@ -82,6 +82,19 @@ impl Event {
         schema_version: i32,
         payload: &serde_json::Value,
     ) -> Result<Event, EventDecodeError> {
+        Event::decode_from(event_type, schema_version, payload)
+    }
+
+    /// `decode`, straight from the payload's JSON text.
+    pub fn decode_text(event_type: &str, schema_version: i32, payload: &str) -> Result<Event, EventDecodeError> {
+        Event::decode_from(event_type, schema_version, &mut serde_json::Deserializer::from_str(payload))
+    }
+
+    fn decode_from<'de>(
+        event_type: &str,
+        schema_version: i32,
+        payload: impl serde::Deserializer<'de, Error = serde_json::Error>,
+    ) -> Result<Event, EventDecodeError> {
         let wrap = |source| EventDecodeError::Payload { event_type: event_type.to_owned(), schema_version, source };
         match (event_type, schema_version) {
             (CREDENTIAL_CREATED, 1) => {

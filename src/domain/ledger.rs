@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::apply::{apply, ApplyError};
 use super::credential::Credential;
 use super::event::Event;
-use super::stored_event::{StoredEvent, UnreadableEvent};
+use super::stored_event::{LoggedEvent, UnreadableEvent};
 
 /// The credentials a batch needs (or, for a replay, all of them) and the id counter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,8 +64,8 @@ impl Ledger {
     }
 
     /// Folds one event read back from the log.
-    pub fn fold(&mut self, stored: &StoredEvent) -> Result<&Credential, UnreadableEvent> {
-        let next = stored.apply_to(self.credentials.get(&stored.stream_id))?;
+    pub fn fold(&mut self, logged: LoggedEvent<'_>) -> Result<&Credential, UnreadableEvent> {
+        let next = logged.apply_to(self.credentials.get(&logged.stream_id))?;
         Ok(self.insert(next))
     }
 

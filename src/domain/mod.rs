@@ -28,7 +28,7 @@ pub use event::{
 };
 pub use key::{ApiKey, InvalidKey, KeyHash, KEY_PREFIX};
 pub use ledger::Ledger;
-pub use stored_event::{StoredEvent, UnreadableEvent};
+pub use stored_event::{LoggedEvent, StoredEvent, UnreadableEvent};
 pub use trail::{LogRules, RecordedEvent, Violation};
 pub use webhook::{
     is_public_address, EventFilter, InvalidEventFilter, InvalidSecret, InvalidUrl, WebhookSecret, WebhookUrl,

@@ -1,13 +1,15 @@
 //! An event as the log holds it, and the one way to fold it into a credential's state: decode
 //! its payload by its type and schema version, then `apply` it. Appending (loading the touched
-//! credentials), rebuilding the view, the replica and every replay fold through here.
+//! credentials), rebuilding the view, the replica and every replay fold through
+//! `LoggedEvent::apply_to`: a `StoredEvent` lends one, and so does a row that holds only what
+//! folding needs (a rebuild reads no more of each row than that).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::apply::apply;
-use super::chain::ChainLink;
+use super::chain::{chain_hash, ChainLink, Hash};
 use super::credential::Credential;
 use super::event::{Actor, Event};
 
@@ -23,8 +25,12 @@ pub struct StoredEvent {
     pub event_type: String,
     pub schema_version: i32,
     pub server_uuid: Uuid,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
+    /// The payload's JSON text, as stored: folding decodes it straight into the event, without
+    /// building a `serde_json::Value` on the way.
+    #[serde(with = "json_text")]
+    pub payload: String,
+    #[serde(with = "json_text")]
+    pub metadata: String,
     pub recorded_at: DateTime<Utc>,
     #[serde(with = "hex_bytes")]
     pub prev_hash: Vec<u8>,
@@ -41,9 +47,24 @@ pub struct UnreadableEvent {
     pub reason: String,
 }
 
-impl StoredEvent {
+/// What folding an event needs of its row of the log.
+#[derive(Debug, Clone, Copy)]
+pub struct LoggedEvent<'a> {
+    pub position: i64,
+    pub stream_id: Uuid,
+    pub stream_version: i32,
+    pub event_type: &'a str,
+    pub schema_version: i32,
+    pub recorded_at: DateTime<Utc>,
+    /// The payload's JSON text.
+    pub payload: &'a str,
+}
+
+impl LoggedEvent<'_> {
+    /// The event, decoded straight from its JSON text by its type and schema version.
     pub fn decode(&self) -> Result<Event, UnreadableEvent> {
-        Event::decode(&self.event_type, self.schema_version, &self.payload).map_err(|error| self.unreadable(error))
+        Event::decode_text(self.event_type, self.schema_version, self.payload)
+            .map_err(|error| UnreadableEvent { position: self.position, reason: error.to_string() })
     }
 
     /// The state of this event's credential after it, from its state before (`None` before its
@@ -51,12 +72,26 @@ impl StoredEvent {
     pub fn apply_to(&self, previous: Option<&Credential>) -> Result<Credential, UnreadableEvent> {
         let event = self.decode()?;
         apply(previous, self.stream_id, self.stream_version, self.recorded_at, &event)
-            .map_err(|error| self.unreadable(error))
+            .map_err(|error| UnreadableEvent { position: self.position, reason: error.to_string() })
+    }
+}
+
+impl StoredEvent {
+    pub fn logged(&self) -> LoggedEvent<'_> {
+        LoggedEvent {
+            position: self.position,
+            stream_id: self.stream_id,
+            stream_version: self.stream_version,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            recorded_at: self.recorded_at,
+            payload: &self.payload,
+        }
     }
 
-    /// Everything about this event that its hash covers.
-    pub fn chain_link(&self) -> ChainLink<'_> {
-        ChainLink {
+    /// This event's hash, recomputed from everything it covers, chained to `prev_hash`.
+    pub fn chain_hash(&self, prev_hash: &Hash) -> Result<Hash, UnreadableEvent> {
+        let link = ChainLink {
             position: self.position,
             stream_id: self.stream_id,
             stream_version: self.stream_version,
@@ -64,15 +99,28 @@ impl StoredEvent {
             event_type: &self.event_type,
             schema_version: self.schema_version,
             server_uuid: self.server_uuid,
-            payload: &self.payload,
-            metadata: &self.metadata,
+            payload: &self.payload_json()?,
+            metadata: &self.metadata_json()?,
             recorded_at: self.recorded_at,
-        }
+        };
+        Ok(chain_hash(prev_hash, &link))
+    }
+
+    pub fn payload_json(&self) -> Result<serde_json::Value, UnreadableEvent> {
+        serde_json::from_str(&self.payload).map_err(|error| self.unreadable(format!("payload: {error}")))
+    }
+
+    pub fn metadata_json(&self) -> Result<serde_json::Value, UnreadableEvent> {
+        serde_json::from_str(&self.metadata).map_err(|error| self.unreadable(format!("metadata: {error}")))
     }
 
     /// Who caused the event, as its metadata records it.
     pub fn actor(&self) -> Option<Actor> {
-        self.metadata.get("actor").and_then(|actor| Actor::deserialize(actor).ok())
+        #[derive(Deserialize)]
+        struct Recorded {
+            actor: Actor,
+        }
+        serde_json::from_str::<Recorded>(&self.metadata).ok().map(|recorded| recorded.actor)
     }
 
     fn unreadable(&self, reason: impl std::fmt::Display) -> UnreadableEvent {
@@ -91,5 +139,20 @@ mod hex_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
         hex::decode(text.as_ref()).map_err(|_| serde::de::Error::custom("not hex"))
+    }
+}
+
+/// JSON text written out as the JSON it holds (compact, keys sorted), and read back from any
+/// JSON value: an export holds the payload as JSON, not as a string.
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
+        value.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        Ok(serde_json::Value::deserialize(deserializer)?.to_string())
     }
 }

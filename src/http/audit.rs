@@ -59,6 +59,9 @@ pub struct AuditedEvent {
 
 impl From<StoredEvent> for AuditedEvent {
     fn from(event: StoredEvent) -> Self {
+        // The log's payloads and metadata are jsonb: their text always parses.
+        let mut metadata = event.metadata_json().unwrap_or_default();
+        let data = event.payload_json().unwrap_or_default();
         AuditedEvent {
             position: event.position,
             event_id: event.event_id,
@@ -67,9 +70,9 @@ impl From<StoredEvent> for AuditedEvent {
             stream_version: event.stream_version,
             schema_version: event.schema_version,
             recorded_at: event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            actor: event.metadata["actor"].clone(),
-            request_id: event.metadata["request_id"].clone(),
-            data: event.payload,
+            actor: metadata["actor"].take(),
+            request_id: metadata["request_id"].take(),
+            data,
         }
     }
 }

@@ -237,9 +237,9 @@ async fn load_ledger(
         return Ok(ledger);
     }
     let events =
-        select_events!("WHERE stream_id = ANY($1) ORDER BY position", credential_uuids).fetch_all(connection).await?;
+        select_logged!("WHERE stream_id = ANY($1) ORDER BY position", credential_uuids).fetch_all(connection).await?;
     for event in &events {
-        ledger.fold(event)?;
+        ledger.fold(event.logged())?;
     }
     Ok(ledger)
 }

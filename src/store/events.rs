@@ -7,7 +7,32 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
-use crate::domain::StoredEvent;
+use crate::domain::{LoggedEvent, StoredEvent};
+
+/// A row of `select_logged!`.
+pub(super) struct LoggedRow {
+    pub(super) position: i64,
+    pub(super) stream_id: Uuid,
+    pub(super) stream_version: i32,
+    pub(super) event_type: String,
+    pub(super) schema_version: i32,
+    pub(super) recorded_at: DateTime<Utc>,
+    pub(super) payload: String,
+}
+
+impl LoggedRow {
+    pub(super) fn logged(&self) -> LoggedEvent<'_> {
+        LoggedEvent {
+            position: self.position,
+            stream_id: self.stream_id,
+            stream_version: self.stream_version,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            recorded_at: self.recorded_at,
+            payload: &self.payload,
+        }
+    }
+}
 
 /// Up to `limit` events after `position`, in log order.
 pub async fn events_after(

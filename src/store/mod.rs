@@ -7,8 +7,24 @@ macro_rules! select_events {
     ($rest:tt $(, $argument:expr)* $(,)?) => {
         sqlx::query_as!(
             crate::domain::StoredEvent,
-            "SELECT position, stream_id, stream_version, event_id, event_type, schema_version, server_uuid, payload, \
-             metadata, recorded_at, prev_hash, hash FROM events " + $rest
+            r#"SELECT position, stream_id, stream_version, event_id, event_type, schema_version, server_uuid,
+                      payload::text AS "payload!", metadata::text AS "metadata!", recorded_at, prev_hash, hash
+                 FROM events "# + $rest
+            $(, $argument)*
+        )
+    };
+}
+
+/// What folding needs of each event, `select_logged!("WHERE …", args…)`, for the reads that fold
+/// many events and nothing else: a rebuild, and the state a batch is decided against. Each row
+/// lends a `domain::LoggedEvent` (`row.logged()`).
+macro_rules! select_logged {
+    ($rest:tt $(, $argument:expr)* $(,)?) => {
+        sqlx::query_as!(
+            crate::store::LoggedRow,
+            r#"SELECT position, stream_id, stream_version, event_type, schema_version, recorded_at,
+                      payload::text AS "payload!"
+                 FROM events "# + $rest
             $(, $argument)*
         )
     };
@@ -33,6 +49,7 @@ use crate::domain::UnreadableEvent;
 
 pub use append::{Appended, ChainHead, Decision, NewEvent, EVENTS_CHANNEL};
 pub use events::events_after;
+use events::LoggedRow;
 pub use relay::{open_relay_session, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress};
 pub use schema::{applied_migrations, prepare, rebuild_projections, RebuildReport};
 pub use webhooks::{

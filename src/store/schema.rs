@@ -70,9 +70,9 @@ pub async fn rebuild_projections(pool: &PgPool) -> Result<RebuildReport, StoreEr
     let mut ledger = Ledger::new(0);
     let mut events = 0u64;
     {
-        let mut log = select_events!("ORDER BY position").fetch(&mut *tx);
+        let mut log = select_logged!("ORDER BY position").fetch(&mut *tx);
         while let Some(event) = log.try_next().await? {
-            ledger.fold(&event)?;
+            ledger.fold(event.logged())?;
             events += 1;
         }
     }
