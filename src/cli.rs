@@ -16,8 +16,7 @@ use crate::config::{
     CliCommand, DatabaseArgs, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand, WebhookWorkerArgs,
 };
 use crate::domain::{CredentialName, ServerName};
-use crate::http::Limits;
-use crate::startup::{shutdown_signal, Application, Settings};
+use crate::startup::{shutdown_signal, Application};
 use crate::store::{self, Store};
 use crate::webhooks::WebhookWorker;
 
@@ -84,7 +83,7 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     let pool = store::connect(&args.database.settings()).await.context("connecting to PostgreSQL")?;
     store::prepare(&pool).await?;
     let stop = CancellationToken::new();
-    let relay = tokio::spawn(Relay::new(pool, args.settings()).run(stop.clone()));
+    let relay = tokio::spawn(Relay::new(pool, args.relay.settings(&args.bus)).run(stop.clone()));
     shutdown_signal().await;
     stop.cancel();
     relay.await?;
@@ -210,24 +209,8 @@ async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let pool = store::connect(&args.relay.database.settings()).await.context("connecting to PostgreSQL")?;
-    let settings = Settings {
-        listen_addr: args.listen_addr,
-        usage_flush_interval: std::time::Duration::from_millis(args.usage_flush_interval_ms),
-        relay: (!args.no_relay).then(|| args.relay.settings()),
-        webhooks: args.webhooks.settings(&args.relay.bus),
-        run_webhook_worker: !args.no_webhooks,
-        limits: Limits {
-            request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
-            max_concurrent_requests: args.max_concurrent_requests.max(1),
-            header_read_timeout: std::time::Duration::from_millis(args.http_header_read_timeout_ms.max(1)),
-        },
-        auth_failures_per_minute: args.auth_failures_per_minute,
-        max_large_reads_per_server: args.max_large_reads_per_server,
-        max_credentials_per_server: args.max_credentials_per_server,
-        query_timeout: args.relay.database.settings().query_timeout,
-        shutdown_timeout: std::time::Duration::from_millis(args.shutdown_timeout_ms),
-    };
+    let pool = store::connect(&args.database.settings()).await.context("connecting to PostgreSQL")?;
+    let settings = args.settings();
     let application = Application::build(pool, settings).await?;
     tracing::info!(address = %application.local_addr()?, "serving");
     application.run_until(shutdown_signal()).await

@@ -10,11 +10,13 @@ use crate::bus::{
     BusSettings, RelaySettings, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE, DEFAULT_RELAY_BATCH_SIZE,
     DEFAULT_RELAY_MAX_BACKOFF, DEFAULT_RELAY_POLL_INTERVAL,
 };
+use crate::http::Limits;
 use crate::startup::{
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CREDENTIALS_PER_SERVER, DEFAULT_MAX_LARGE_READS_PER_SERVER,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    Settings, DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN_ADDR,
+    DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_CREDENTIALS_PER_SERVER, DEFAULT_MAX_LARGE_READS_PER_SERVER,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_USAGE_FLUSH_INTERVAL,
 };
-use crate::store::{DatabaseSettings, DEFAULT_QUERY_TIMEOUT};
+use crate::store::{DatabaseSettings, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUERY_TIMEOUT};
 use crate::webhooks::{
     parse_schedule, WebhookSettings, DEFAULT_RETRY_SCHEDULE, DEFAULT_SWEEP_INTERVAL, DEFAULT_WEBHOOK_PREFETCH,
     DEFAULT_WEBHOOK_TIMEOUT,
@@ -180,6 +182,13 @@ pub struct RelayArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub bus: BusArgs,
+    #[command(flatten)]
+    pub relay: RelayOptions,
+}
+
+/// How the relay publishes, wherever it runs (its own process, or inside `serve`).
+#[derive(Debug, Clone, Args)]
+pub struct RelayOptions {
     /// The most events published between two checkpoints.
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = DEFAULT_RELAY_BATCH_SIZE)]
     pub relay_batch_size: i64,
@@ -195,14 +204,14 @@ pub struct RelayArgs {
     pub relay_no_webhook_queue: bool,
 }
 
-impl RelayArgs {
-    pub fn settings(&self) -> RelaySettings {
+impl RelayOptions {
+    pub fn settings(&self, bus: &BusArgs) -> RelaySettings {
         RelaySettings {
             batch_size: self.relay_batch_size.max(1),
             poll_interval: Duration::from_millis(self.relay_poll_interval_ms),
             max_backoff: Duration::from_millis(self.relay_max_backoff_ms),
             declare_webhook_queue: !self.relay_no_webhook_queue,
-            ..RelaySettings::new(self.bus.settings())
+            ..RelaySettings::new(bus.settings())
         }
     }
 }
@@ -234,10 +243,10 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
     /// Size of the connection pool.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
     /// How long a request waits for a pooled connection before failing with 503.
-    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 1000)]
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = DEFAULT_ACQUIRE_TIMEOUT.as_millis() as u64)]
     pub database_acquire_timeout_ms: u64,
     /// How long the service's queries (appends, the read barrier, health checks) may take;
     /// a connection that does not answer in time is closed and replaced.
@@ -259,7 +268,11 @@ impl DatabaseArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub relay: RelayArgs,
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub bus: BusArgs,
+    #[command(flatten)]
+    pub relay: RelayOptions,
     /// Do not run the relay in this process.
     #[arg(long, env = "NO_RELAY")]
     pub no_relay: bool,
@@ -269,13 +282,13 @@ pub struct ServeArgs {
     #[arg(long, env = "NO_WEBHOOKS")]
     pub no_webhooks: bool,
     /// Address the HTTP API listens on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "LISTEN_ADDR", default_value_t = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
     /// How often coalesced `last_used_at` updates are written.
-    #[arg(long, env = "USAGE_FLUSH_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, env = "USAGE_FLUSH_INTERVAL_MS", default_value_t = DEFAULT_USAGE_FLUSH_INTERVAL.as_millis() as u64)]
     pub usage_flush_interval_ms: u64,
     /// A request still running after this is abandoned with 503 `request_timeout`.
-    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_millis() as u64)]
     pub request_timeout_ms: u64,
     /// How long a client may take to send a request's headers; also how long an idle
     /// keep-alive connection is kept (behind a load balancer, set it above the balancer's own
@@ -283,10 +296,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64)]
     pub http_header_read_timeout_ms: u64,
     /// Requests handled at once; beyond, 503 `overloaded`.
-    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
     /// Failed authentications allowed per client address and minute; beyond, 429.
-    #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
+    #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = DEFAULT_AUTH_FAILURES_PER_MINUTE)]
     pub auth_failures_per_minute: u32,
     /// Large reads (lists of over ten thousand credentials, any `as_of`) one server may run at
     /// once; beyond, 429 `server_busy`.
@@ -299,4 +312,61 @@ pub struct ServeArgs {
     /// After SIGTERM, how long draining may take before the process exits with an error.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64)]
     pub shutdown_timeout_ms: u64,
+}
+
+impl ServeArgs {
+    /// The running service's settings (its database settings are `self.database.settings()`).
+    pub fn settings(&self) -> Settings {
+        Settings {
+            listen_addr: self.listen_addr,
+            usage_flush_interval: Duration::from_millis(self.usage_flush_interval_ms),
+            relay: (!self.no_relay).then(|| self.relay.settings(&self.bus)),
+            webhooks: self.webhooks.settings(&self.bus),
+            run_webhook_worker: !self.no_webhooks,
+            limits: Limits {
+                request_timeout: Duration::from_millis(self.request_timeout_ms),
+                max_concurrent_requests: self.max_concurrent_requests.max(1),
+                header_read_timeout: Duration::from_millis(self.http_header_read_timeout_ms.max(1)),
+            },
+            auth_failures_per_minute: self.auth_failures_per_minute,
+            max_large_reads_per_server: self.max_large_reads_per_server,
+            max_credentials_per_server: self.max_credentials_per_server,
+            query_timeout: self.database.settings().query_timeout,
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> CliCommand {
+        Cli::try_parse_from(args).unwrap().command
+    }
+
+    /// Each default is written once: what a flag defaults to is what the settings default to.
+    /// (Compared through `Debug`: the settings hold no secrets there, and carry no `PartialEq`.)
+    #[test]
+    fn the_command_line_defaults_are_the_settings_defaults() {
+        let CliCommand::Serve(serve) = parse(&["credential-ledger", "serve"]) else { panic!("serve") };
+        assert_eq!(format!("{:?}", serve.settings()), format!("{:?}", Settings::default()));
+        assert_eq!(
+            format!("{:?}", serve.database.settings()),
+            format!("{:?}", DatabaseSettings::new(DEFAULT_DATABASE_URL))
+        );
+
+        let CliCommand::Relay(relay) = parse(&["credential-ledger", "relay"]) else { panic!("relay") };
+        assert_eq!(
+            format!("{:?}", relay.relay.settings(&relay.bus)),
+            format!("{:?}", RelaySettings::new(BusSettings::default()))
+        );
+        let CliCommand::WebhookWorker(worker) = parse(&["credential-ledger", "webhook-worker"]) else {
+            panic!("worker")
+        };
+        assert_eq!(
+            format!("{:?}", worker.webhooks.settings(&worker.bus)),
+            format!("{:?}", WebhookSettings::new(BusSettings::default()))
+        );
+    }
 }

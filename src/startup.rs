@@ -2,7 +2,7 @@
 //! webhook worker.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::replica::Replica;
 use crate::app::usage::UsageRecorder;
 use crate::app::writer::Writer;
-use crate::bus::{Relay, RelaySettings};
+use crate::bus::{BusSettings, Relay, RelaySettings};
 use crate::http::{router, App, AppState, AuthGuard, LargeReads, Limits, RelayHandle};
 use crate::store::{self, Store};
 use crate::webhooks::{WebhookSettings, WebhookWorker};
@@ -24,8 +24,8 @@ pub struct Settings {
     pub usage_flush_interval: Duration,
     /// Run the relay in this process, with these settings.
     pub relay: Option<RelaySettings>,
-    /// Webhook settings: the API needs them (destination checks, retries) even when the worker
-    /// runs elsewhere.
+    /// Webhook settings: the API needs them (destination checks) even when the worker runs
+    /// elsewhere.
     pub webhooks: WebhookSettings,
     pub run_webhook_worker: bool,
     pub limits: Limits,
@@ -41,28 +41,35 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
 }
 
+// The service's defaults, each written once: `serve`'s flags default to them (config.rs).
+pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+pub const DEFAULT_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// The default of `HTTP_HEADER_READ_TIMEOUT_MS`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 60;
 pub const DEFAULT_MAX_LARGE_READS_PER_SERVER: usize = 2;
 pub const DEFAULT_MAX_CREDENTIALS_PER_SERVER: usize = 1_000_000;
-
 /// The default of `SHUTDOWN_TIMEOUT_MS`: the request timeout plus the query timeout, with room.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What `serve` runs with no flags: the relay and the webhook worker in this process, on the
+/// default broker.
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            usage_flush_interval: Duration::from_secs(1),
-            relay: None,
-            webhooks: WebhookSettings::new(crate::bus::BusSettings::default()),
-            run_webhook_worker: false,
+            listen_addr: DEFAULT_LISTEN_ADDR,
+            usage_flush_interval: DEFAULT_USAGE_FLUSH_INTERVAL,
+            relay: Some(RelaySettings::new(BusSettings::default())),
+            webhooks: WebhookSettings::new(BusSettings::default()),
+            run_webhook_worker: true,
             limits: Limits {
-                request_timeout: Duration::from_secs(10),
-                max_concurrent_requests: 1024,
+                request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             },
-            auth_failures_per_minute: 10_000,
+            auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             max_large_reads_per_server: DEFAULT_MAX_LARGE_READS_PER_SERVER,
             max_credentials_per_server: DEFAULT_MAX_CREDENTIALS_PER_SERVER,
             query_timeout: crate::store::DEFAULT_QUERY_TIMEOUT,

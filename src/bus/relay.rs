@@ -269,21 +269,3 @@ async fn next_confirmed(in_flight: &mut VecDeque<InFlight>) -> Result<u64, Relay
         None => std::future::pending().await,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_command_line_defaults_are_the_settings_defaults() {
-        use clap::Parser;
-        let cli = crate::config::Cli::try_parse_from(["credential-ledger", "relay"]).unwrap();
-        let crate::config::CliCommand::Relay(args) = cli.command else { panic!("{:?}", cli.command) };
-        let (from_cli, defaults) = (args.settings(), RelaySettings::new(args.bus.settings()));
-        assert_eq!(from_cli.batch_size, defaults.batch_size);
-        assert_eq!(from_cli.poll_interval, defaults.poll_interval);
-        assert_eq!(from_cli.standby_interval, defaults.standby_interval);
-        assert_eq!(from_cli.max_backoff, defaults.max_backoff);
-        assert_eq!(from_cli.declare_webhook_queue, defaults.declare_webhook_queue);
-    }
-}

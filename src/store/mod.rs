@@ -84,6 +84,10 @@ impl From<UnreadableEvent> for StoreError {
 /// How long the service's own queries may take by default before their connection is given up.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+/// How long a request waits for a pooled connection before it fails with 503.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How to reach the database.
 #[derive(Clone)]
 pub struct DatabaseSettings {
@@ -91,6 +95,18 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub query_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// The documented defaults, for the database at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseSettings {
+            url: url.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+        }
+    }
 }
 
 impl std::fmt::Debug for DatabaseSettings {

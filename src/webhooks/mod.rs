@@ -93,18 +93,4 @@ mod tests {
         assert!(parse_schedule("0s").is_err());
         assert!(parse_schedule("").unwrap().is_empty());
     }
-
-    #[test]
-    fn the_command_line_defaults_are_the_settings_defaults() {
-        use clap::Parser;
-        let cli = crate::config::Cli::try_parse_from(["credential-ledger", "webhook-worker"]).unwrap();
-        let crate::config::CliCommand::WebhookWorker(args) = cli.command else { panic!("{:?}", cli.command) };
-        let (from_cli, defaults) = (args.webhooks.settings(&args.bus), WebhookSettings::new(args.bus.settings()));
-        assert_eq!(from_cli.retry_schedule, defaults.retry_schedule);
-        assert_eq!(from_cli.timeout, defaults.timeout);
-        assert_eq!(from_cli.allow_private, defaults.allow_private);
-        assert_eq!(from_cli.prefetch, defaults.prefetch);
-        assert_eq!(from_cli.sweep_interval, defaults.sweep_interval);
-        assert_eq!(from_cli.presumed_lost_after, defaults.presumed_lost_after);
-    }
 }

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{spawn_app_with, wait_until, TestApp, LIST};
+use crate::helpers::{spawn_app_with, test_settings, wait_until, TestApp, LIST};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -21,7 +21,7 @@ fn settings(max_concurrent_requests: usize) -> Settings {
             max_concurrent_requests,
             header_read_timeout: HEADER_READ_TIMEOUT,
         },
-        ..Settings::default()
+        ..test_settings()
     }
 }
 

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::{database_url, spawn_app_with, wait_until, TestApp};
+use crate::helpers::{database_url, spawn_app_with, test_settings, wait_until, TestApp};
 use crate::load::Load;
 use crate::proxy::Proxy;
 
@@ -44,7 +44,7 @@ async fn readiness(app: &TestApp) -> StatusCode {
 async fn silently_dead_connections_do_not_wedge_writes(pool: PgPool) {
     let (proxy, proxied) = through_proxy(&pool).await;
     let settings =
-        Settings { query_timeout: QUERY_TIMEOUT, shutdown_timeout: Duration::from_secs(8), ..Settings::default() };
+        Settings { query_timeout: QUERY_TIMEOUT, shutdown_timeout: Duration::from_secs(8), ..test_settings() };
     let mut app = spawn_app_with(proxied, settings).await;
     let load = Load::start(app.address.clone(), app.tenant.key.clone());
     load.wait_for_acknowledged(20, Duration::from_secs(10)).await;

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{answer, spawn_app, spawn_app_with, CREATE, LIST};
+use crate::helpers::{answer, spawn_app, spawn_app_with, test_settings, CREATE, LIST};
 
 #[sqlx::test]
 async fn readyz_reports_migrations_and_the_relay_state(pool: PgPool) {
@@ -84,7 +84,7 @@ async fn the_openapi_document_describes_every_endpoint_with_its_errors(pool: PgP
 
 #[sqlx::test]
 async fn an_address_that_keeps_failing_authentication_gets_429_before_any_lookup(pool: PgPool) {
-    let app = spawn_app_with(pool, Settings { auth_failures_per_minute: 3, ..Settings::default() }).await;
+    let app = spawn_app_with(pool, Settings { auth_failures_per_minute: 3, ..test_settings() }).await;
     let guessed = credential_ledger::domain::ApiKey::generate(&mut rand::rngs::OsRng);
     // Three failures are allowed; the fourth is one too many and blocks the address.
     for _ in 0..4 {
@@ -123,7 +123,7 @@ async fn a_request_over_its_time_limit_gets_503_request_timeout(pool: PgPool) {
         max_concurrent_requests: 64,
         header_read_timeout: Duration::from_secs(30),
     };
-    let app = spawn_app_with(pool, Settings { limits, ..Settings::default() }).await;
+    let app = spawn_app_with(pool, Settings { limits, ..test_settings() }).await;
     let answer = app.create(&app.tenant.key, json!({"name": "Slow"})).await;
     assert_eq!((answer.status, answer.error_code()), (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"));
 }
@@ -135,7 +135,7 @@ async fn requests_beyond_the_concurrency_cap_are_shed_with_503_overloaded(pool: 
         max_concurrent_requests: 1,
         header_read_timeout: Duration::from_secs(30),
     };
-    let app = spawn_app_with(pool, Settings { limits, ..Settings::default() }).await;
+    let app = spawn_app_with(pool, Settings { limits, ..test_settings() }).await;
     let bodies: Vec<Value> = (0..20).map(|i| json!({"name": format!("burst {i}")})).collect();
     let answers =
         futures::future::join_all(bodies.iter().map(|body| app.post(CREATE, Some(&app.tenant.key), body))).await;

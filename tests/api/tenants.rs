@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{spawn_app, spawn_app_with, wait_until, LIST};
+use crate::helpers::{spawn_app, spawn_app_with, test_settings, wait_until, LIST};
 
 #[sqlx::test]
 async fn a_large_list_streams_every_credential_in_order(pool: PgPool) {
@@ -42,7 +42,7 @@ async fn a_large_list_streams_every_credential_in_order(pool: PgPool) {
 /// read gets 429 `server_busy` at once, and another server's calls are untouched.
 #[sqlx::test]
 async fn each_server_gets_a_bounded_share_of_large_reads(pool: PgPool) {
-    let settings = Settings { max_large_reads_per_server: 1, ..Settings::default() };
+    let settings = Settings { max_large_reads_per_server: 1, ..test_settings() };
     let app = spawn_app_with(pool, settings).await;
     let other = app.new_tenant("Quiet neighbour").await;
     // Far more than socket buffers hold, so the held answer cannot finish behind the reader's back.
@@ -76,7 +76,7 @@ async fn each_server_gets_a_bounded_share_of_large_reads(pool: PgPool) {
 
 #[sqlx::test]
 async fn creates_stop_at_the_servers_credential_limit_and_rotation_goes_on(pool: PgPool) {
-    let settings = Settings { max_credentials_per_server: 3, ..Settings::default() };
+    let settings = Settings { max_credentials_per_server: 3, ..test_settings() };
     let app = spawn_app_with(pool, settings).await;
     let second = app.create_api_key(&app.tenant.key, "Second").await;
     app.create_api_key(&app.tenant.key, "Third").await;

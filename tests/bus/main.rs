@@ -18,14 +18,14 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use bus_support::{deduplicated_positions, TestBus};
-use helpers::{database_url, spawn_app, spawn_app_with, ChildGuard};
+use helpers::{database_url, spawn_app, spawn_app_with, test_settings, ChildGuard};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 #[sqlx::test]
 async fn every_event_is_published_once_in_log_order_with_the_documented_contract(pool: PgPool) {
     let mut bus = TestBus::new().await;
-    let app = spawn_app_with(pool, Settings { relay: Some(bus.relay_settings()), ..Settings::default() }).await;
+    let app = spawn_app_with(pool, Settings { relay: Some(bus.relay_settings()), ..test_settings() }).await;
     let key = app.tenant.key.clone();
     let created = app.create_api_key(&key, "Rotated").await;
     let rotated = app.regenerate(&key, created["uuid"].as_str().unwrap()).await;
@@ -213,7 +213,7 @@ async fn a_relay_killed_before_its_checkpoint_repeats_only_unconfirmed_messages(
 #[sqlx::test]
 async fn events_tail_prints_each_message_as_one_json_line(pool: PgPool) {
     let mut bus = TestBus::new().await;
-    let app = spawn_app_with(pool, Settings { relay: Some(bus.relay_settings()), ..Settings::default() }).await;
+    let app = spawn_app_with(pool, Settings { relay: Some(bus.relay_settings()), ..test_settings() }).await;
     bus.take(1, WAIT).await;
 
     let mut tail = Command::new(env!("CARGO_BIN_EXE_credential-ledger"))

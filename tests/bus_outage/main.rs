@@ -16,7 +16,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use bus_support::{deduplicated_positions, TestBus};
-use helpers::spawn_app_with;
+use helpers::{spawn_app_with, test_settings};
 
 fn rabbitmqctl(args: &[&str]) -> bool {
     Command::new("rabbitmqctl").args(args).status().map(|status| status.success()).unwrap_or(false)
@@ -60,7 +60,7 @@ async fn relay_health(app: &helpers::TestApp) -> serde_json::Value {
 #[ignore = "a fault suite: stops the machine's RabbitMQ; .ci/run runs it alone with --ignored"]
 async fn writes_succeed_while_the_broker_is_down_and_the_backlog_drains_in_order(pool: PgPool) {
     let mut bus = TestBus::durable().await;
-    let app = spawn_app_with(pool, Settings { relay: Some(bus.relay_settings()), ..Settings::default() }).await;
+    let app = spawn_app_with(pool, Settings { relay: Some(bus.relay_settings()), ..test_settings() }).await;
     assert_eq!(bus.take(1, Duration::from_secs(20)).await[0].position(), 1);
     while relay_health(&app).await["relayed"] != 1 {
         tokio::time::sleep(Duration::from_millis(20)).await;

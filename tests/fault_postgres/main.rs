@@ -9,11 +9,10 @@ mod load;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use credential_ledger::startup::Settings;
 use credential_ledger::store::{self, DatabaseSettings};
 use sqlx::PgPool;
 
-use helpers::{database_url, spawn_app_with};
+use helpers::{database_url, spawn_app_with, test_settings};
 use load::{assert_acknowledged_writes_are_in_the_log, assert_view_equals_a_rebuild, Load};
 
 fn cluster_version() -> String {
@@ -60,7 +59,7 @@ async fn writes_fail_fast_during_a_restart_and_recover_without_restarting_the_se
         query_timeout: store::DEFAULT_QUERY_TIMEOUT,
     };
     let service_pool = store::connect(&settings).await.unwrap();
-    let mut app = spawn_app_with(service_pool.clone(), Settings::default()).await;
+    let mut app = spawn_app_with(service_pool.clone(), test_settings()).await;
     let load = Load::start(app.address.clone(), app.tenant.key.clone());
 
     load.wait_for_acknowledged(50, Duration::from_secs(10)).await;

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use bus_support::TestBus;
-use helpers::{database_url, spawn_app_with, TestApp};
+use helpers::{database_url, spawn_app_with, test_settings, TestApp};
 use receiver::Receiver;
 
 /// Every log line of this test binary.
@@ -63,7 +63,7 @@ fn settings(bus: &TestBus) -> Settings {
             ..WebhookSettings::new(bus.settings())
         },
         run_webhook_worker: true,
-        ..Settings::default()
+        ..test_settings()
     }
 }
 

@@ -69,8 +69,22 @@ impl Answer {
     }
 }
 
+/// The service as tests run it, where that differs from `serve`'s defaults: on a free port, with
+/// no relay or webhook worker (the suites that need them say so), a failed-authentication limit
+/// that tables of refused keys from one address stay under, and usage flushed within 50 ms.
+pub fn test_settings() -> Settings {
+    Settings {
+        listen_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        relay: None,
+        run_webhook_worker: false,
+        auth_failures_per_minute: 10_000,
+        usage_flush_interval: Duration::from_millis(50),
+        ..Settings::default()
+    }
+}
+
 pub async fn spawn_app(pool: PgPool) -> TestApp {
-    spawn_app_with(pool, Settings::default()).await
+    spawn_app_with(pool, test_settings()).await
 }
 
 /// Starts the service on a free port, in this process, and provisions a first tenant.
@@ -78,7 +92,6 @@ pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         credential_ledger::telemetry::init(LogFormat::Text);
     }
-    let settings = Settings { usage_flush_interval: Duration::from_millis(50), ..settings };
     let application = Application::build(pool.clone(), settings).await.expect("the application starts");
     let address = format!("http://{}", application.local_addr().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();

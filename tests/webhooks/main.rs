@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use bus_support::TestBus;
-use helpers::{spawn_app, spawn_app_with, Answer, ChildGuard, TestApp};
+use helpers::{spawn_app, spawn_app_with, test_settings, Answer, ChildGuard, TestApp};
 use receiver::{Hook, Receiver};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -43,7 +43,7 @@ fn settings(bus: &TestBus, schedule: &[Duration], allow_private: bool) -> Settin
             ..WebhookSettings::new(bus.settings())
         },
         run_webhook_worker: true,
-        ..Settings::default()
+        ..test_settings()
     }
 }
 
