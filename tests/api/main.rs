@@ -8,13 +8,10 @@ mod concurrency;
 mod credentials;
 mod edge;
 mod faults;
-#[path = "../support/app.rs"]
-mod helpers;
+use credential_ledger_test_support::app as helpers;
 mod ledger;
-#[path = "../support/load.rs"]
-mod load;
+use credential_ledger_test_support::load;
 mod operations;
-#[path = "../support/proxy.rs"]
-mod proxy;
+use credential_ledger_test_support::proxy;
 mod secrets;
 mod tenants;

@@ -1,10 +1,8 @@
 //! The event bus, against the real RabbitMQ and PostgreSQL on this machine. Every test has an
 //! exchange of its own, so tests never see each other's messages.
 
-#[path = "../support/bus.rs"]
-mod bus_support;
-#[path = "../support/app.rs"]
-mod helpers;
+use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::bus as bus_support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

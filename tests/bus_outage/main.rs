@@ -2,10 +2,8 @@
 //! runs alone (cargo runs test binaries one after another), and the broker is always restarted,
 //! even when the test fails.
 
-#[path = "../support/bus.rs"]
-mod bus_support;
-#[path = "../support/app.rs"]
-mod helpers;
+use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::bus as bus_support;
 
 use std::process::Command;
 use std::time::Duration;

@@ -2,12 +2,9 @@
 //! then a new process) and a crash (SIGKILL, then a new process). Nothing acknowledged may be
 //! lost, nothing may be half-written, and every committed event must reach the bus.
 
-#[path = "../support/bus.rs"]
-mod bus_support;
-#[path = "../support/app.rs"]
-mod helpers;
-#[path = "../support/load.rs"]
-mod load;
+use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::bus as bus_support;
+use credential_ledger_test_support::load;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

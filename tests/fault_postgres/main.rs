@@ -1,10 +1,8 @@
 //! PostgreSQL restarted under a steady write load. This binary runs alone (cargo runs test
 //! binaries one after another) and always leaves PostgreSQL running, even when it fails.
 
-#[path = "../support/app.rs"]
-mod helpers;
-#[path = "../support/load.rs"]
-mod load;
+use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::load;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -2,12 +2,9 @@
 //! one response that hands them out: not in logs, the database, the bus or webhooks.
 //! This binary captures every log line it produces (debug level, trace for our own code).
 
-#[path = "../support/bus.rs"]
-mod bus_support;
-#[path = "../support/app.rs"]
-mod helpers;
-#[path = "../support/receiver.rs"]
-mod receiver;
+use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::bus as bus_support;
+use credential_ledger_test_support::receiver;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -1,5 +1,3 @@
-#![allow(dead_code)] // Each test binary uses a different part of this support code.
-
 use std::time::Duration;
 
 use credential_ledger::app::provision::provision_server;
@@ -255,9 +253,17 @@ pub async fn wait_for_processes_to_disconnect(pool: &PgPool) {
     .await
 }
 
+/// The service's binary. Cargo builds it before it runs integration tests, into the directory
+/// above theirs (`target/<profile>/deps/<test>` beside `target/<profile>/credential-ledger`).
+pub fn ledger_binary() -> std::path::PathBuf {
+    let test = std::env::current_exe().expect("the test executable's path");
+    let profile = test.parent().and_then(std::path::Path::parent).expect("target/<profile>/deps/<test>");
+    profile.join(format!("credential-ledger{}", std::env::consts::EXE_SUFFIX))
+}
+
 /// Runs the `credential-ledger` binary against `database_url`.
 pub fn run_ledger(args: &[&str], database_url: &str) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_credential-ledger"))
+    std::process::Command::new(ledger_binary())
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "warn")

@@ -1,5 +1,3 @@
-#![allow(dead_code)] // Each test binary uses a different part of this support code.
-
 //! A consumer on the real RabbitMQ, on an exchange of the test's own.
 
 use std::time::Duration;

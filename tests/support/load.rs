@@ -1,5 +1,3 @@
-#![allow(dead_code)] // Each test binary uses a different part of this support code.
-
 //! A steady write load against a running service, recording what was acknowledged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,7 +99,7 @@ impl Load {
         let acknowledged = |seen: &Acknowledged| seen.outcomes.iter().filter(|o| o.status == Some(200)).count();
         let from = acknowledged(&self.seen.lock().unwrap());
         let what = format!("{more} more acknowledged writes");
-        crate::helpers::wait_until(&what, deadline, || async {
+        crate::app::wait_until(&what, deadline, || async {
             (acknowledged(&self.seen.lock().unwrap()) >= from + more).then_some(())
         })
         .await

@@ -1,5 +1,3 @@
-#![allow(dead_code)] // Each test binary uses a different part of this support code.
-
 //! A TCP proxy of the test's own, on loopback, between the service and PostgreSQL or RabbitMQ.
 //!
 //! The real servers are shared by every test, so a test must never stop or pause them to

@@ -1,5 +1,3 @@
-#![allow(dead_code)] // Each test binary uses a different part of this support code.
-
 //! A real HTTP receiver for webhooks, on a free local port, that answers each path with a
 //! scripted sequence of statuses (200 once the script runs out) and keeps what it was sent.
 

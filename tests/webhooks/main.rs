@@ -1,14 +1,10 @@
 //! Webhooks end to end: the real PostgreSQL, the real RabbitMQ, the service's relay and worker,
 //! and a real HTTP receiver started by each test.
 
-#[path = "../support/bus.rs"]
-mod bus_support;
-#[path = "../support/app.rs"]
-mod helpers;
-#[path = "../support/proxy.rs"]
-mod proxy;
-#[path = "../support/receiver.rs"]
-mod receiver;
+use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::bus as bus_support;
+use credential_ledger_test_support::proxy;
+use credential_ledger_test_support::receiver;
 
 use std::time::Duration;
 
