@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use bus_support::{deduplicated_positions, TestBus};
-use helpers::{database_url, spawn_app, spawn_app_with, test_settings, ChildGuard};
+use helpers::{database_url, spawn_app, spawn_app_with, test_settings, wait_until, ChildGuard};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -96,7 +96,8 @@ async fn of_two_relays_one_publishes_and_the_other_takes_over_without_gaps(pool:
     let second = Relay::new(pool.clone(), bus.relay_settings());
     let (first_status, second_status) = (first.status(), second.status());
     let first_task = tokio::spawn(first.run(stop_first.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the first relay to lead", WAIT, || std::future::ready(first_status.snapshot().leader.then_some(())))
+        .await;
     let second_task = tokio::spawn(second.run(stop_second.clone()));
 
     for i in 0..5 {
@@ -157,9 +158,10 @@ async fn a_relay_killed_before_its_checkpoint_repeats_only_unconfirmed_messages(
         app.create(&app.tenant.key, json!({"name": format!("confirmed {i}")})).await;
     }
     let mut received = bus.take(5, WAIT).await;
-    while checkpoint(&pool, &bus).await != Some(5) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the checkpoint to reach 5", WAIT, || async {
+        (checkpoint(&pool, &bus).await == Some(5)).then_some(())
+    })
+    .await;
 
     // Hold the checkpoint row: the relay publishes, gets its confirms, then waits to checkpoint.
     let mut blocker = pool.begin().await.unwrap();

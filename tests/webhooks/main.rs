@@ -212,14 +212,7 @@ async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(pool: P
         assert_signed(hook, endpoint["secret"].as_str().unwrap());
     }
 
-    let mut attempts = Vec::new();
-    for _ in 0..100 {
-        attempts = deliveries(&app, json!({"uuid": endpoint["uuid"]})).await;
-        if attempts.len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let attempts = attempts_once(&app, json!({"uuid": endpoint["uuid"]}), |listed| listed.len() == 3).await;
     // Newest first.
     let summary: Vec<(i64, Option<i64>, &str)> = attempts
         .iter()
@@ -243,14 +236,7 @@ async fn a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_
     let doomed = app.create_api_key(&app.tenant.key, "Doomed").await;
     app.revoke(&app.tenant.key, doomed["uuid"].as_str().unwrap()).await;
     receiver.wait_for("down", 3, WAIT).await;
-    let mut failed = Vec::new();
-    for _ in 0..100 {
-        failed = deliveries(&app, json!({"status": "failed"})).await;
-        if failed.len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let failed = attempts_once(&app, json!({"status": "failed"}), |listed| listed.len() == 3).await;
     assert_eq!(failed.len(), 3, "three attempts of a failed delivery: {failed:#?}");
     assert_eq!(failed[0]["outcome"], "failed");
     assert_eq!(failed[0]["response_status"], 504);
@@ -266,14 +252,7 @@ async fn a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_
     let hooks = receiver.wait_for("down", 4, WAIT).await;
     assert_eq!(hooks[3].answered, 200);
     assert_signed(&hooks[3], endpoint["secret"].as_str().unwrap());
-    let mut delivered = Vec::new();
-    for _ in 0..100 {
-        delivered = deliveries(&app, json!({"status": "delivered"})).await;
-        if delivered.len() == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let delivered = attempts_once(&app, json!({"status": "delivered"}), |listed| listed.len() == 4).await;
     assert_eq!(delivered[0]["attempt"], 4);
     assert_eq!(delivered[0]["outcome"], "delivered");
 
@@ -413,14 +392,7 @@ async fn a_worker_killed_mid_delivery_is_replaced_and_the_webhook_still_arrives(
     let hooks = receiver.wait_for("slow", 2, WAIT).await;
     assert_eq!(hooks[0].header("webhook-id"), hooks[1].header("webhook-id"), "receivers can deduplicate");
     assert_signed(&hooks[1], endpoint["secret"].as_str().unwrap());
-    let mut attempts = Vec::new();
-    for _ in 0..100 {
-        attempts = deliveries(&app, json!({"status": "delivered"})).await;
-        if !attempts.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let attempts = attempts_once(&app, json!({"status": "delivered"}), |listed| !listed.is_empty()).await;
     assert_eq!(attempts.len(), 1, "{attempts:#?}");
     assert_eq!(attempts[0]["attempt"], 2, "the interrupted attempt counts");
     drop(_second);
