@@ -17,24 +17,23 @@ use crate::config::{
 };
 use crate::domain::{CredentialName, ServerName};
 use crate::startup::{shutdown_signal, Application};
-use crate::store::{self, Store};
+use crate::store::Store;
 use crate::webhooks::WebhookWorker;
 
 pub async fn run(command: CliCommand) -> anyhow::Result<()> {
     match command {
         CliCommand::Serve(args) => serve(args).await,
         CliCommand::Migrate(database) => {
-            let pool = store::connect(&database.settings()).await?;
-            store::prepare(&pool).await?;
+            Store::open(&database.settings()).await?.prepare().await?;
             tracing::info!("database is up to date");
             Ok(())
         }
         CliCommand::Server(ServerCommand::Create { name, credential_name, database }) => {
             let name = ServerName::parse(&name).context("--name")?;
             let credential_name = CredentialName::parse(&credential_name).context("--credential-name")?;
-            let pool = store::connect(&database.settings()).await?;
-            store::prepare(&pool).await?;
-            let provisioned = provision_server(&Store::new(pool), &name, credential_name).await?;
+            let store = Store::open(&database.settings()).await?;
+            store.prepare().await?;
+            let provisioned = provision_server(&store, &name, credential_name).await?;
             let credential = &provisioned.credential;
             let answer = json!({
                 "server": {"uuid": provisioned.server_uuid, "name": name.as_str()},
@@ -51,10 +50,10 @@ pub async fn run(command: CliCommand) -> anyhow::Result<()> {
             Ok(())
         }
         CliCommand::Projections(ProjectionsCommand::Rebuild(database)) => {
-            let pool = store::connect(&database.settings()).await?;
-            store::prepare(&pool).await?;
+            let store = Store::open(&database.settings()).await?;
+            store.prepare().await?;
             let started = std::time::Instant::now();
-            let report = store::rebuild_projections(&pool).await?;
+            let report = store.rebuild_projections().await?;
             let elapsed = started.elapsed();
             println!(
                 "{}",
@@ -80,10 +79,11 @@ pub async fn run(command: CliCommand) -> anyhow::Result<()> {
 }
 
 async fn relay(args: RelayArgs) -> anyhow::Result<()> {
-    let pool = store::connect(&args.database.settings()).await.context("connecting to PostgreSQL")?;
-    store::prepare(&pool).await?;
+    let store = Store::open(&args.database.settings()).await.context("opening the ledger")?;
+    store.prepare().await?;
+    let postgres = store.postgres().context("the relay to RabbitMQ needs PostgreSQL")?;
     let stop = CancellationToken::new();
-    let relay = tokio::spawn(Relay::new(pool, args.relay.settings(&args.bus)).run(stop.clone()));
+    let relay = tokio::spawn(Relay::new(postgres.pool().clone(), args.relay.settings(&args.bus)).run(stop.clone()));
     shutdown_signal().await;
     stop.cancel();
     relay.await?;
@@ -91,10 +91,8 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
 }
 
 async fn export(server: Option<Uuid>, output: Option<PathBuf>, database: DatabaseArgs) -> anyhow::Result<()> {
-    let settings = database.settings();
-    let pool = store::connect(&settings).await.context("connecting to PostgreSQL")?;
-    store::prepare(&pool).await?;
-    let store = Store::new(pool).with_query_timeout(settings.query_timeout);
+    let store = Store::open(&database.settings()).await.context("opening the ledger")?;
+    store.prepare().await?;
     let mut out: Box<dyn Write> = match &output {
         Some(path) => {
             Box::new(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
@@ -125,9 +123,7 @@ async fn verify(
     let checked = match &file {
         Some(path) => read_export(path, |record| verifier.push(&record).map_err(anyhow::Error::from)),
         None => {
-            let settings = database.settings();
-            let pool = store::connect(&settings).await.context("connecting to PostgreSQL")?;
-            let store = Store::new(pool).with_query_timeout(settings.query_timeout);
+            let store = Store::open(&database.settings()).await.context("opening the ledger")?;
             audit::export_records(&store, None, |record| Ok(verifier.push(&record)?)).await.map_err(|error| match error
             {
                 audit::ExportError::Verification(failure) => anyhow::Error::from(failure),
@@ -196,9 +192,8 @@ fn read_export(path: &Path, mut each: impl FnMut(ExportRecord) -> anyhow::Result
 }
 
 async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
-    let pool = store::connect(&args.database.settings()).await.context("connecting to PostgreSQL")?;
-    store::prepare(&pool).await?;
-    let store = Store::new(pool).with_query_timeout(args.database.settings().query_timeout);
+    let store = Store::open(&args.database.settings()).await.context("opening the ledger")?;
+    store.prepare().await?;
     let worker = WebhookWorker::new(store, args.webhooks.settings(&args.bus))?;
     let stop = CancellationToken::new();
     let running = tokio::spawn(worker.run(stop.clone()));
@@ -209,9 +204,8 @@ async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let pool = store::connect(&args.database.settings()).await.context("connecting to PostgreSQL")?;
-    let settings = args.settings();
-    let application = Application::build(pool, settings).await?;
+    let store = Store::open(&args.database.settings()).await.context("opening the ledger")?;
+    let application = Application::build(store, args.settings()).await?;
     tracing::info!(address = %application.local_addr()?, "serving");
     application.run_until(shutdown_signal()).await
 }

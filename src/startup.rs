@@ -5,7 +5,6 @@ use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +14,7 @@ use crate::app::usage::UsageRecorder;
 use crate::app::writer::Writer;
 use crate::bus::{BusSettings, Relay, RelaySettings};
 use crate::http::{router, App, AppState, AuthGuard, LargeReads, Limits, RelayHandle};
-use crate::store::{self, Store};
+use crate::store::Store;
 use crate::webhooks::{WebhookSettings, WebhookWorker};
 
 #[derive(Debug, Clone)]
@@ -93,9 +92,9 @@ pub struct Application {
 
 impl Application {
     /// Prepares the schema, starts the background tasks and binds the listener.
-    pub async fn build(pool: PgPool, settings: Settings) -> anyhow::Result<Application> {
-        store::prepare(&pool).await?;
-        let store = Store::new(pool).with_query_timeout(settings.query_timeout);
+    pub async fn build(store: Store, settings: Settings) -> anyhow::Result<Application> {
+        store.prepare().await?;
+        let store = store.with_query_timeout(settings.query_timeout);
         let replica = Replica::load(store.clone()).await?;
         let (writer, writer_task) = Writer::spawn(store.clone(), replica.clone());
         let usage = UsageRecorder::default();
@@ -105,7 +104,9 @@ impl Application {
         let (relay, relay_handle) = match settings.relay {
             Some(relay_settings) => {
                 let exchange = relay_settings.bus.exchange.clone();
-                let relay = Relay::new(store.pool().clone(), relay_settings);
+                let postgres =
+                    store.postgres().ok_or_else(|| anyhow::anyhow!("the relay to RabbitMQ needs PostgreSQL"))?;
+                let relay = Relay::new(postgres.pool().clone(), relay_settings);
                 let handle = RelayHandle { exchange, status: relay.status() };
                 (Some(tokio::spawn(relay.run(stop_background.clone()))), Some(handle))
             }

@@ -279,7 +279,7 @@ mod tests {
     async fn requests_that_arrived_before_a_head_read_began_share_it(pool: PgPool) {
         let (store, replica) = one_connection_store(&pool).await;
         let arrived = Instant::now();
-        let held = store.pool().acquire().await.unwrap();
+        let held = store.postgres().unwrap().pool().acquire().await.unwrap();
         let first = replica.head_since(arrived);
         let running = tokio::spawn(first.clone());
         let others: Vec<HeadRead> = (0..10).map(|_| replica.head_since(arrived)).collect();
@@ -297,7 +297,7 @@ mod tests {
     #[sqlx::test]
     async fn a_request_that_arrives_during_a_read_gets_the_next_one_which_later_arrivals_share(pool: PgPool) {
         let (store, replica) = one_connection_store(&pool).await;
-        let held = store.pool().acquire().await.unwrap();
+        let held = store.postgres().unwrap().pool().acquire().await.unwrap();
         let running = replica.head_since(Instant::now());
         let first = tokio::spawn(running.clone());
         let late = replica.head_since(Instant::now());

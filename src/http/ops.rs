@@ -77,7 +77,7 @@ pub struct Readiness {
     ))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Success<Readiness>, ApiError> {
     let checked = tokio::time::timeout(app.health_timeout, async {
-        let migrations = crate::store::applied_migrations(app.store.pool()).await?;
+        let migrations = app.store.applied_migrations().await?;
         let health = healthz(State(app.clone())).await?;
         Ok::<_, ApiError>((migrations, health.0))
     })

@@ -1,60 +1,22 @@
-//! PostgreSQL adapter: the event log, the credential view, the usage table, the relay's
-//! checkpoints and the webhook tables.
-//! Every SQL statement of the service is in this module, `migrations/` or `projections/`.
+//! Storage, behind one handle whatever the engine: `Store`. Each backend implements the same
+//! methods; this module holds what they share (the errors, the settings) and dispatches.
+//! Every SQL statement of the service is under this module, `migrations/` or `projections/`.
+//! The plan for the second backend (SQLite) is docs/embedded-backend.md.
 
-/// The one SELECT list of the log, into `StoredEvent`: `select_events!("WHERE …", args…)`.
-macro_rules! select_events {
-    ($rest:tt $(, $argument:expr)* $(,)?) => {
-        sqlx::query_as!(
-            crate::domain::StoredEvent,
-            r#"SELECT position, stream_id, stream_version, event_id, event_type, schema_version, server_uuid,
-                      payload::text AS "payload!", metadata::text AS "metadata!", recorded_at, prev_hash, hash
-                 FROM events "# + $rest
-            $(, $argument)*
-        )
-    };
-}
-
-/// What folding needs of each event, `select_logged!("WHERE …", args…)`, for the reads that fold
-/// many events and nothing else: a rebuild, and the state a batch is decided against. Each row
-/// lends a `domain::LoggedEvent` (`row.logged()`).
-macro_rules! select_logged {
-    ($rest:tt $(, $argument:expr)* $(,)?) => {
-        sqlx::query_as!(
-            crate::store::LoggedRow,
-            r#"SELECT position, stream_id, stream_version, event_type, schema_version, recorded_at,
-                      payload::text AS "payload!"
-                 FROM events "# + $rest
-            $(, $argument)*
-        )
-    };
-}
-
-mod append;
-mod events;
-mod relay;
-mod schema;
-mod usage;
-mod view;
-mod webhooks;
+pub mod postgres;
 
 use std::time::Duration;
 
-use sqlx::migrate::MigrateDatabase;
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
 
-use crate::domain::UnreadableEvent;
-
-pub use append::{Appended, ChainHead, Decision, NewEvent, EVENTS_CHANNEL};
-pub use events::events_after;
-use events::LoggedRow;
-pub use relay::{open_relay_session, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress};
-pub use schema::{applied_migrations, prepare, rebuild_projections, RebuildReport};
-pub use webhooks::{
-    AttemptListing, AttemptRecord, DeliveryTarget, DueAttempt, DueAttempts, EndpointTarget, LockedCredential, Requeue,
-    WebhookEndpoint,
+use crate::domain::{Credential, DeliveryStatus, Ledger, StoredEvent, UnreadableEvent};
+pub use postgres::{
+    applied_migrations, connect, events_after, open_relay_session, prepare, rebuild_projections, relay_checkpoint,
+    save_relay_checkpoint, try_lead_relay, Appended, AttemptListing, AttemptRecord, ChainHead, Decision,
+    DeliveryTarget, DueAttempt, DueAttempts, EndpointTarget, LockedCredential, LogProgress, NewEvent, PgStore,
+    RebuildReport, Requeue, WebhookEndpoint, EVENTS_CHANNEL,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -120,56 +82,207 @@ impl std::fmt::Debug for DatabaseSettings {
     }
 }
 
-/// Connects to the database named in the settings, creating it first if it does not exist.
-pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> {
-    if !Postgres::database_exists(&settings.url).await? {
-        Postgres::create_database(&settings.url).await?;
-    }
-    let options: PgConnectOptions = settings.url.parse()?;
-    let pool = PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(settings.acquire_timeout)
-        .connect_with(options.application_name("credential-ledger"))
-        .await?;
-    Ok(pool)
+/// The service's handle on its storage.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Postgres(PgStore),
 }
 
-/// The service's handle on PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct Store {
-    pool: PgPool,
-    query_timeout: Duration,
+/// Runs `$body` with `$backend` bound to whichever backend `$store` holds.
+macro_rules! on_backend {
+    ($store:expr, $backend:ident => $body:expr) => {
+        match $store {
+            Store::Postgres($backend) => $body,
+        }
+    };
 }
 
 impl Store {
+    /// Opens the database `settings` name (creating it if it does not exist), with their query
+    /// timeout. The schema is brought up to date by `prepare`.
+    pub async fn open(settings: &DatabaseSettings) -> Result<Store, StoreError> {
+        let pool = postgres::connect(settings).await?;
+        Ok(Store::new(pool).with_query_timeout(settings.query_timeout))
+    }
+
+    /// The PostgreSQL store on `pool`, with the default query timeout.
     pub fn new(pool: PgPool) -> Self {
-        Store { pool, query_timeout: DEFAULT_QUERY_TIMEOUT }
+        Store::Postgres(PgStore::new(pool))
     }
 
     pub fn with_query_timeout(self, query_timeout: Duration) -> Self {
-        Store { query_timeout, ..self }
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// The outcome of work done on `connection` under `tokio::time::timeout(self.query_timeout)`.
-    /// A connection that did not answer in time is closed, not returned to the pool: it may be
-    /// dead without knowing it (a network that drops packets silently), and the pool's check on
-    /// release would wait on it for ever, holding its slot.
-    fn settle<T>(
-        &self,
-        connection: PoolConnection<Postgres>,
-        outcome: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
-    ) -> Result<T, StoreError> {
-        match outcome {
-            Ok(result) => result,
-            Err(_) => {
-                drop(connection.detach());
-                crate::metrics::metrics().database_timeouts.inc();
-                Err(StoreError::TimedOut(self.query_timeout))
-            }
+        match self {
+            Store::Postgres(store) => Store::Postgres(store.with_query_timeout(query_timeout)),
         }
+    }
+
+    /// The PostgreSQL store, for what only PostgreSQL does (the relay to RabbitMQ).
+    pub fn postgres(&self) -> Option<&PgStore> {
+        match self {
+            Store::Postgres(store) => Some(store),
+        }
+    }
+
+    /// Migrations, then any projection whose schema changed.
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        on_backend!(self, store => postgres::prepare(store.pool()).await)
+    }
+
+    /// How many migrations are applied, and how many this build has.
+    pub async fn applied_migrations(&self) -> Result<(i64, i64), StoreError> {
+        on_backend!(self, store => postgres::applied_migrations(store.pool()).await)
+    }
+
+    pub async fn rebuild_projections(&self) -> Result<RebuildReport, StoreError> {
+        on_backend!(self, store => postgres::rebuild_projections(store.pool()).await)
+    }
+
+    /// Loads the state of `touched` at the head, lets `decide` decide against it at a time no
+    /// earlier than the last append, and appends the result (see `postgres::append`).
+    pub async fn append<'a, T>(
+        &self,
+        head: Option<ChainHead>,
+        touched: &[Uuid],
+        decide: impl FnMut(&mut Ledger, DateTime<Utc>) -> Decision<'a, T>,
+    ) -> Result<Appended<T>, StoreError> {
+        on_backend!(self, store => store.append(head, touched, decide).await)
+    }
+
+    pub async fn view_snapshot(
+        &self,
+        starting: impl FnOnce(usize),
+        each: impl FnMut(Credential),
+    ) -> Result<i64, StoreError> {
+        on_backend!(self, store => store.view_snapshot(starting, each).await)
+    }
+
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        on_backend!(self, store => store.head_position().await)
+    }
+
+    pub async fn events_after(&self, position: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        on_backend!(self, store => store.events_after(position, limit).await)
+    }
+
+    pub async fn credential_history(&self, server_uuid: Uuid, stream_id: Uuid) -> Result<Vec<StoredEvent>, StoreError> {
+        on_backend!(self, store => store.credential_history(server_uuid, stream_id).await)
+    }
+
+    pub async fn server_events(
+        &self,
+        server_uuid: Uuid,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        on_backend!(self, store => store.server_events(server_uuid, after_position, limit).await)
+    }
+
+    pub async fn fold_server_events_until(
+        &self,
+        server_uuid: Uuid,
+        as_of: DateTime<Utc>,
+        each: impl FnMut(StoredEvent) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, store => store.fold_server_events_until(server_uuid, as_of, each).await)
+    }
+
+    pub async fn log_progress(&self, exchange: &str) -> Result<LogProgress, StoreError> {
+        on_backend!(self, store => store.log_progress(exchange).await)
+    }
+
+    pub async fn record_usage(&self, usage: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        on_backend!(self, store => store.record_usage(usage).await)
+    }
+
+    pub async fn usage_since(&self, since: DateTime<Utc>) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
+        on_backend!(self, store => store.usage_since(since).await)
+    }
+
+    pub async fn create_webhook_endpoint(
+        &self,
+        server_uuid: Uuid,
+        url: &str,
+        events: &[String],
+        description: Option<&str>,
+        secret: &str,
+    ) -> Result<WebhookEndpoint, StoreError> {
+        on_backend!(self, store => store.create_webhook_endpoint(server_uuid, url, events, description, secret).await)
+    }
+
+    pub async fn list_webhook_endpoints(&self, server_uuid: Uuid) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        on_backend!(self, store => store.list_webhook_endpoints(server_uuid).await)
+    }
+
+    pub async fn delete_webhook_endpoint(&self, server_uuid: Uuid, uuid: Uuid) -> Result<bool, StoreError> {
+        on_backend!(self, store => store.delete_webhook_endpoint(server_uuid, uuid).await)
+    }
+
+    pub async fn subscribed_endpoints(
+        &self,
+        server_uuid: Uuid,
+        event_type: &str,
+    ) -> Result<Vec<EndpointTarget>, StoreError> {
+        on_backend!(self, store => store.subscribed_endpoints(server_uuid, event_type).await)
+    }
+
+    pub async fn disable_webhook_endpoint(&self, uuid: Uuid, reason: &str) -> Result<(), StoreError> {
+        on_backend!(self, store => store.disable_webhook_endpoint(uuid, reason).await)
+    }
+
+    pub async fn open_webhook_delivery(
+        &self,
+        server_uuid: Uuid,
+        endpoint_uuid: Uuid,
+        event_id: Uuid,
+        event_type: &str,
+        webhook_id: &str,
+        payload: &str,
+    ) -> Result<i64, StoreError> {
+        on_backend!(self, store => {
+            store.open_webhook_delivery(server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload).await
+        })
+    }
+
+    pub async fn claim_webhook_attempt(
+        &self,
+        delivery_id: i64,
+        attempt: Option<i32>,
+        lease: Duration,
+    ) -> Result<Option<DeliveryTarget>, StoreError> {
+        on_backend!(self, store => store.claim_webhook_attempt(delivery_id, attempt, lease).await)
+    }
+
+    pub async fn record_webhook_attempt(
+        &self,
+        delivery: &DeliveryTarget,
+        record: &AttemptRecord,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, store => store.record_webhook_attempt(delivery, record).await)
+    }
+
+    pub async fn requeue_webhook_delivery(&self, server_uuid: Uuid, delivery_id: i64) -> Result<Requeue, StoreError> {
+        on_backend!(self, store => store.requeue_webhook_delivery(server_uuid, delivery_id).await)
+    }
+
+    pub async fn due_webhook_attempts(
+        &self,
+        presumed_lost_after: Duration,
+        limit: i64,
+    ) -> Result<DueAttempts, StoreError> {
+        on_backend!(self, store => store.due_webhook_attempts(presumed_lost_after, limit).await)
+    }
+
+    pub async fn list_webhook_attempts(
+        &self,
+        server_uuid: Uuid,
+        endpoint_uuid: Option<Uuid>,
+        status: Option<DeliveryStatus>,
+        limit: i64,
+    ) -> Result<Vec<AttemptListing>, StoreError> {
+        on_backend!(self, store => store.list_webhook_attempts(server_uuid, endpoint_uuid, status, limit).await)
+    }
+
+    pub async fn locked_credential(&self, uuid: Uuid) -> Result<Option<LockedCredential>, StoreError> {
+        on_backend!(self, store => store.locked_credential(uuid).await)
     }
 }

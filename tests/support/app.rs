@@ -90,7 +90,7 @@ pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         credential_ledger::telemetry::init(LogFormat::Text);
     }
-    let application = Application::build(pool.clone(), settings).await.expect("the application starts");
+    let application = Application::build(Store::new(pool.clone()), settings).await.expect("the application starts");
     let address = format!("http://{}", application.local_addr().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();

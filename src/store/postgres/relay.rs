@@ -2,7 +2,7 @@
 
 use sqlx::{PgConnection, PgPool};
 
-use super::{Store, StoreError};
+use super::{PgStore, StoreError};
 
 /// A connection of its own for the relay leader, out of the pool: the leader lock lives and dies
 /// with it, and it reads the log and moves the checkpoint.
@@ -60,7 +60,7 @@ pub struct LogProgress {
     pub relayed: i64,
 }
 
-impl Store {
+impl PgStore {
     pub async fn log_progress(&self, exchange: &str) -> Result<LogProgress, StoreError> {
         let mut connection = self.pool.acquire().await?;
         let read = async {

@@ -16,7 +16,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use super::{Store, StoreError};
+use super::{PgStore, StoreError};
 use crate::domain::{chain_hash, ChainLink, Event, EventMetadata, Hash, Ledger, PendingEvent, ServerName};
 
 /// The channel every commit notifies with its new head position.
@@ -65,7 +65,7 @@ pub struct Appended<T> {
     pub head: ChainHead,
 }
 
-impl Store {
+impl PgStore {
     /// Loads the state of `touched` at the head, lets `decide` decide against it at a time no
     /// earlier than the last append, and appends the result. `head` is where the caller last
     /// saw the log end (a writer keeps it between batches); `None` reads it. `decide` runs

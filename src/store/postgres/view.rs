@@ -3,11 +3,11 @@
 
 use futures::TryStreamExt;
 
-use super::{Store, StoreError};
+use super::{PgStore, StoreError};
 use crate::domain::StoredEvent;
 use crate::domain::{Credential, CredentialName, CredentialType, KeyHash};
 
-impl Store {
+impl PgStore {
     /// Reads the credential view in one snapshot, row by row into `each` (a million credentials
     /// never sit in a list on their way), after telling `starting` how many there are. Returns
     /// the log position the view reflects.

@@ -6,7 +6,7 @@ use futures::TryStreamExt;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Store, StoreError};
+use super::{PgStore, StoreError};
 use crate::domain::{LoggedEvent, StoredEvent};
 
 /// A row of `select_logged!`.
@@ -43,7 +43,7 @@ pub async fn events_after(
     Ok(select_events!("WHERE position > $1 ORDER BY position LIMIT $2", position, limit).fetch_all(connection).await?)
 }
 
-impl Store {
+impl PgStore {
     /// Every event of one credential of `server_uuid`, in order (none: no such credential there).
     pub async fn credential_history(&self, server_uuid: Uuid, stream_id: Uuid) -> Result<Vec<StoredEvent>, StoreError> {
         let events =

@@ -12,7 +12,7 @@ use crate::domain::{Credential, Ledger};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 const CREDENTIALS_PROJECTION: &str = "credentials";
-const CREDENTIALS_SCHEMA: &str = include_str!("../../projections/credentials.sql");
+const CREDENTIALS_SCHEMA: &str = include_str!("../../../projections/credentials.sql");
 /// Where the projection file's bare table ends and its indexes begin.
 const INDEXES_MARKER: &str = "\n-- indexes\n";
 /// How much COPY text to send at once.

@@ -9,7 +9,7 @@ use sqlx::postgres::{PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Postgres, Transaction, Type};
 use uuid::Uuid;
 
-use super::{Store, StoreError};
+use super::{PgStore, StoreError};
 use crate::domain::DeliveryStatus;
 
 // Delivery states are text in the database (`webhook_deliveries.status`, `webhook_attempts.outcome`,
@@ -144,7 +144,7 @@ impl DueAttempts {
     }
 }
 
-impl Store {
+impl PgStore {
     pub async fn create_webhook_endpoint(
         &self,
         server_uuid: Uuid,
