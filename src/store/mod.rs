@@ -3,6 +3,7 @@
 //! Every SQL statement of the service is under this module, `migrations/` or `projections/`.
 //! The plan for the second backend (SQLite) is docs/embedded-backend.md.
 
+mod append;
 pub mod postgres;
 
 use std::time::Duration;
@@ -12,11 +13,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::{Credential, DeliveryStatus, Ledger, StoredEvent, UnreadableEvent};
+pub use append::{Appended, ChainHead, Decision, NewEvent};
 pub use postgres::{
     applied_migrations, connect, events_after, open_relay_session, prepare, rebuild_projections, relay_checkpoint,
-    save_relay_checkpoint, try_lead_relay, Appended, AttemptListing, AttemptRecord, ChainHead, Decision,
-    DeliveryTarget, DueAttempt, DueAttempts, EndpointTarget, LockedCredential, LogProgress, NewEvent, PgStore,
-    RebuildReport, Requeue, WebhookEndpoint, EVENTS_CHANNEL,
+    save_relay_checkpoint, try_lead_relay, AttemptListing, AttemptRecord, DeliveryTarget, DueAttempt, DueAttempts,
+    EndpointTarget, LockedCredential, LogProgress, PgStore, RebuildReport, Requeue, WebhookEndpoint, EVENTS_CHANNEL,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -12,58 +12,16 @@
 //! holds the head's row lock until commit, so appends from every instance are ordered and
 //! gap-free.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::{PgStore, StoreError};
-use crate::domain::{chain_hash, ChainLink, Event, EventMetadata, Hash, Ledger, PendingEvent, ServerName};
+use crate::domain::Ledger;
+use crate::store::append::{Appended, ChainHead, Decision, Rows};
 
 /// The channel every commit notifies with its new head position.
 pub const EVENTS_CHANNEL: &str = "credential_ledger_events";
-
-/// An event to append, with the context of the command that decided it.
-#[derive(Debug, Clone)]
-pub struct NewEvent<'a> {
-    pub pending: PendingEvent,
-    pub metadata: &'a EventMetadata,
-}
-
-/// The end of the log, as an appender chains to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainHead {
-    pub position: i64,
-    hash: Hash,
-    last_credential_id: i64,
-    last_recorded_at: Option<DateTime<Utc>>,
-}
-
-impl ChainHead {
-    /// The time to record new events with: now, but never before the last append, so that
-    /// `recorded_at` does not decrease along the log even if the clock steps back. Microseconds,
-    /// as PostgreSQL keeps them (the hash must cover exactly what is stored).
-    pub fn now(&self) -> DateTime<Utc> {
-        let now = Utc::now().trunc_subsecs(6);
-        self.last_recorded_at.map_or(now, |last| now.max(last))
-    }
-}
-
-/// What one decision over the ledger produced: new servers (tenants), events to append, and
-/// whatever the caller wants back (answers to its commands).
-pub struct Decision<'a, T> {
-    pub servers: Vec<(Uuid, ServerName)>,
-    pub events: Vec<NewEvent<'a>>,
-    pub value: T,
-}
-
-/// A committed append: the caller's value, the ledger with the credentials it changed, and the
-/// new head to chain the next append to.
-pub struct Appended<T> {
-    pub value: T,
-    pub ledger: Ledger,
-    pub previous: i64,
-    pub head: ChainHead,
-}
 
 impl PgStore {
     /// Loads the state of `touched` at the head, lets `decide` decide against it at a time no
@@ -113,26 +71,14 @@ async fn read_head(connection: &mut PgConnection) -> Result<ChainHead, StoreErro
     let row = sqlx::query!("SELECT position, hash, last_credential_id, recorded_at FROM chain_head")
         .fetch_one(connection)
         .await?;
-    chain_head(row.position, &row.hash, row.last_credential_id, row.recorded_at)
+    ChainHead::read(row.position, &row.hash, row.last_credential_id, row.recorded_at)
 }
 
 async fn lock_head(connection: &mut PgConnection) -> Result<ChainHead, StoreError> {
     let row = sqlx::query!("SELECT position, hash, last_credential_id, recorded_at FROM chain_head FOR UPDATE")
         .fetch_one(connection)
         .await?;
-    chain_head(row.position, &row.hash, row.last_credential_id, row.recorded_at)
-}
-
-fn chain_head(
-    position: i64,
-    hash: &[u8],
-    last_credential_id: i64,
-    last_recorded_at: Option<DateTime<Utc>>,
-) -> Result<ChainHead, StoreError> {
-    let hash = hash
-        .try_into()
-        .map_err(|_| StoreError::Corrupt { position, reason: "the chain head's hash is not 32 bytes".into() })?;
-    Ok(ChainHead { position, hash, last_credential_id, last_recorded_at })
+    ChainHead::read(row.position, &row.hash, row.last_credential_id, row.recorded_at)
 }
 
 /// Decides against the state at `head` and appends, or says `None` if the head has moved.
@@ -142,7 +88,7 @@ async fn try_append<'a, T>(
     touched: &[Uuid],
     decide: &mut impl FnMut(&mut Ledger, DateTime<Utc>) -> Decision<'a, T>,
 ) -> Result<Option<Appended<T>>, StoreError> {
-    let mut ledger = load_ledger(connection, head.last_credential_id, touched).await?;
+    let mut ledger = load_ledger(connection, head.last_credential_id(), touched).await?;
     let recorded_at = head.now();
     let Decision { servers, events, value } = decide(&mut ledger, recorded_at);
     if events.is_empty() && servers.is_empty() {
@@ -150,12 +96,7 @@ async fn try_append<'a, T>(
         return Ok(Some(Appended { value, ledger, previous, head }));
     }
     let rows = Rows::new(&head, &ledger, &servers, &events, recorded_at);
-    let next = ChainHead {
-        position: head.position + events.len() as i64,
-        hash: rows.last_hash,
-        last_credential_id: ledger.last_credential_id(),
-        last_recorded_at: Some(recorded_at),
-    };
+    let next = head.after(&rows, &ledger, recorded_at);
     let moved = sqlx::query_scalar!(
         r#"WITH head AS (
                UPDATE chain_head SET position = $1, hash = $2, last_credential_id = $3, recorded_at = $4
@@ -190,8 +131,8 @@ async fn try_append<'a, T>(
            )
            SELECT pg_notify($30, position::text) AS "notified!" FROM head"#,
         next.position,
-        &next.hash[..],
-        next.last_credential_id,
+        &next.hash()[..],
+        next.last_credential_id(),
         recorded_at,
         head.position,
         &rows.server_uuids,
@@ -242,97 +183,4 @@ async fn load_ledger(
         ledger.fold(event.logged())?;
     }
     Ok(ledger)
-}
-
-/// The statement's parameters: one array per column, each event chained to the one before.
-#[derive(Default)]
-struct Rows {
-    /// The hash of the last event: the new head's.
-    last_hash: Hash,
-    server_uuids: Vec<Uuid>,
-    server_names: Vec<String>,
-    positions: Vec<i64>,
-    stream_ids: Vec<Uuid>,
-    stream_versions: Vec<i32>,
-    event_ids: Vec<Uuid>,
-    event_types: Vec<String>,
-    schema_versions: Vec<i32>,
-    event_server_uuids: Vec<Uuid>,
-    payloads: Vec<serde_json::Value>,
-    metadatas: Vec<serde_json::Value>,
-    prev_hashes: Vec<Vec<u8>>,
-    hashes: Vec<Vec<u8>>,
-    ids: Vec<i64>,
-    uuids: Vec<Uuid>,
-    credential_server_uuids: Vec<Uuid>,
-    names: Vec<String>,
-    types: Vec<String>,
-    holds: Vec<bool>,
-    key_hashes: Vec<Vec<u8>>,
-    key_prefixes: Vec<String>,
-    created_ats: Vec<DateTime<Utc>>,
-    locked_ats: Vec<Option<DateTime<Utc>>>,
-    versions: Vec<i32>,
-}
-
-impl Rows {
-    fn new(
-        head: &ChainHead,
-        ledger: &Ledger,
-        servers: &[(Uuid, ServerName)],
-        events: &[NewEvent<'_>],
-        recorded_at: DateTime<Utc>,
-    ) -> Rows {
-        let mut rows = Rows { last_hash: head.hash, ..Rows::default() };
-        for (uuid, name) in servers {
-            rows.server_uuids.push(*uuid);
-            rows.server_names.push(name.as_str().to_owned());
-        }
-        let mut position = head.position;
-        for NewEvent { pending, metadata } in events {
-            position += 1;
-            let event_id = Uuid::new_v4();
-            let payload = pending.event.payload();
-            let metadata = serde_json::to_value(metadata).unwrap_or(serde_json::Value::Null);
-            let link = ChainLink {
-                position,
-                stream_id: pending.stream_id,
-                stream_version: pending.stream_version,
-                event_id,
-                event_type: pending.event.event_type(),
-                schema_version: Event::SCHEMA_VERSION,
-                server_uuid: pending.server_uuid,
-                payload: &payload,
-                metadata: &metadata,
-                recorded_at,
-            };
-            let hash = chain_hash(&rows.last_hash, &link);
-            rows.positions.push(position);
-            rows.stream_ids.push(pending.stream_id);
-            rows.stream_versions.push(pending.stream_version);
-            rows.event_ids.push(event_id);
-            rows.event_types.push(pending.event.event_type().to_owned());
-            rows.schema_versions.push(Event::SCHEMA_VERSION);
-            rows.event_server_uuids.push(pending.server_uuid);
-            rows.payloads.push(payload);
-            rows.metadatas.push(metadata);
-            rows.prev_hashes.push(rows.last_hash.to_vec());
-            rows.hashes.push(hash.to_vec());
-            rows.last_hash = hash;
-        }
-        for credential in ledger.changed() {
-            rows.ids.push(credential.id);
-            rows.uuids.push(credential.uuid);
-            rows.credential_server_uuids.push(credential.server_uuid);
-            rows.names.push(credential.name.as_str().to_owned());
-            rows.types.push(credential.credential_type.as_str().to_owned());
-            rows.holds.push(credential.hold);
-            rows.key_hashes.push(credential.key_hash.0.to_vec());
-            rows.key_prefixes.push(credential.key_prefix.clone());
-            rows.created_ats.push(credential.created_at);
-            rows.locked_ats.push(credential.locked_at);
-            rows.versions.push(credential.version);
-        }
-        rows
-    }
 }

@@ -47,7 +47,7 @@ use sqlx::{PgPool, Postgres};
 
 use super::{DatabaseSettings, StoreError, DEFAULT_QUERY_TIMEOUT};
 
-pub use append::{Appended, ChainHead, Decision, NewEvent, EVENTS_CHANNEL};
+pub use append::EVENTS_CHANNEL;
 pub use events::events_after;
 use events::LoggedRow;
 pub use relay::{open_relay_session, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress};
