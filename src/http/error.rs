@@ -194,9 +194,10 @@ impl From<DomainError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Unavailable(_) => {
-                ApiError::Unavailable(error.to_string())
-            }
+            StoreError::Database(_)
+            | StoreError::Migrate(_)
+            | StoreError::Unavailable(_)
+            | StoreError::Unsupported(_) => ApiError::Unavailable(error.to_string()),
             StoreError::Corrupt { .. } | StoreError::InconsistentView { .. } => ApiError::Internal(error.to_string()),
             // A write may have committed: the answer must say "unknown", not "retry".
             StoreError::TimedOut(_) => ApiError::Timeout,

@@ -5,6 +5,7 @@
 
 mod append;
 pub mod postgres;
+pub mod sqlite;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub use postgres::{
     save_relay_checkpoint, try_lead_relay, AttemptListing, AttemptRecord, DeliveryTarget, DueAttempt, DueAttempts,
     EndpointTarget, LockedCredential, LogProgress, PgStore, RebuildReport, Requeue, WebhookEndpoint, EVENTS_CHANNEL,
 };
+pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,6 +34,9 @@ pub enum StoreError {
     InconsistentView { position: i64, reason: String },
     #[error("{0}")]
     Unavailable(String),
+    /// The backend in use does not do this (yet).
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// The database did not answer within the query timeout; a write may or may not have
     /// committed. The connection was discarded.
     #[error("the database did not answer within {0:?}")]
@@ -83,10 +88,14 @@ impl std::fmt::Debug for DatabaseSettings {
     }
 }
 
+const WEBHOOKS_NEED_POSTGRES: &str = "webhooks are not stored in the embedded ledger yet: they need PostgreSQL";
+
 /// The service's handle on its storage.
 #[derive(Debug, Clone)]
 pub enum Store {
     Postgres(PgStore),
+    /// The embedded ledger (webhook deliveries are not stored there yet).
+    Sqlite(SqliteStore),
 }
 
 /// Runs `$body` with `$backend` bound to whichever backend `$store` holds.
@@ -94,6 +103,7 @@ macro_rules! on_backend {
     ($store:expr, $backend:ident => $body:expr) => {
         match $store {
             Store::Postgres($backend) => $body,
+            Store::Sqlite($backend) => $body,
         }
     };
 }
@@ -102,6 +112,9 @@ impl Store {
     /// Opens the database `settings` name (creating it if it does not exist), with their query
     /// timeout. The schema is brought up to date by `prepare`.
     pub async fn open(settings: &DatabaseSettings) -> Result<Store, StoreError> {
+        if settings.url.starts_with("sqlite:") {
+            return Ok(Store::Sqlite(SqliteStore::open(settings).await?));
+        }
         let pool = postgres::connect(settings).await?;
         Ok(Store::new(pool).with_query_timeout(settings.query_timeout))
     }
@@ -114,6 +127,7 @@ impl Store {
     pub fn with_query_timeout(self, query_timeout: Duration) -> Self {
         match self {
             Store::Postgres(store) => Store::Postgres(store.with_query_timeout(query_timeout)),
+            Store::Sqlite(store) => Store::Sqlite(store.with_query_timeout(query_timeout)),
         }
     }
 
@@ -121,21 +135,31 @@ impl Store {
     pub fn postgres(&self) -> Option<&PgStore> {
         match self {
             Store::Postgres(store) => Some(store),
+            Store::Sqlite(_) => None,
         }
     }
 
     /// Migrations, then any projection whose schema changed.
     pub async fn prepare(&self) -> Result<(), StoreError> {
-        on_backend!(self, store => postgres::prepare(store.pool()).await)
+        match self {
+            Store::Postgres(store) => postgres::prepare(store.pool()).await,
+            Store::Sqlite(store) => store.prepare().await,
+        }
     }
 
     /// How many migrations are applied, and how many this build has.
     pub async fn applied_migrations(&self) -> Result<(i64, i64), StoreError> {
-        on_backend!(self, store => postgres::applied_migrations(store.pool()).await)
+        match self {
+            Store::Postgres(store) => postgres::applied_migrations(store.pool()).await,
+            Store::Sqlite(store) => store.applied_migrations().await,
+        }
     }
 
     pub async fn rebuild_projections(&self) -> Result<RebuildReport, StoreError> {
-        on_backend!(self, store => postgres::rebuild_projections(store.pool()).await)
+        match self {
+            Store::Postgres(store) => postgres::rebuild_projections(store.pool()).await,
+            Store::Sqlite(store) => store.rebuild_projections().await,
+        }
     }
 
     /// Loads the state of `touched` at the head, lets `decide` decide against it at a time no
@@ -207,15 +231,26 @@ impl Store {
         description: Option<&str>,
         secret: &str,
     ) -> Result<WebhookEndpoint, StoreError> {
-        on_backend!(self, store => store.create_webhook_endpoint(server_uuid, url, events, description, secret).await)
+        match self {
+            Store::Postgres(store) => {
+                store.create_webhook_endpoint(server_uuid, url, events, description, secret).await
+            }
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 
     pub async fn list_webhook_endpoints(&self, server_uuid: Uuid) -> Result<Vec<WebhookEndpoint>, StoreError> {
-        on_backend!(self, store => store.list_webhook_endpoints(server_uuid).await)
+        match self {
+            Store::Postgres(store) => store.list_webhook_endpoints(server_uuid).await,
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 
     pub async fn delete_webhook_endpoint(&self, server_uuid: Uuid, uuid: Uuid) -> Result<bool, StoreError> {
-        on_backend!(self, store => store.delete_webhook_endpoint(server_uuid, uuid).await)
+        match self {
+            Store::Postgres(store) => store.delete_webhook_endpoint(server_uuid, uuid).await,
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 
     pub async fn subscribed_endpoints(
@@ -223,11 +258,17 @@ impl Store {
         server_uuid: Uuid,
         event_type: &str,
     ) -> Result<Vec<EndpointTarget>, StoreError> {
-        on_backend!(self, store => store.subscribed_endpoints(server_uuid, event_type).await)
+        match self {
+            Store::Postgres(store) => store.subscribed_endpoints(server_uuid, event_type).await,
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 
     pub async fn disable_webhook_endpoint(&self, uuid: Uuid, reason: &str) -> Result<(), StoreError> {
-        on_backend!(self, store => store.disable_webhook_endpoint(uuid, reason).await)
+        match self {
+            Store::Postgres(store) => store.disable_webhook_endpoint(uuid, reason).await,
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 
     pub async fn open_webhook_delivery(
@@ -239,9 +280,12 @@ impl Store {
         webhook_id: &str,
         payload: &str,
     ) -> Result<i64, StoreError> {
-        on_backend!(self, store => {
-            store.open_webhook_delivery(server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload).await
-        })
+        match self {
+            Store::Postgres(store) => {
+                store.open_webhook_delivery(server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload).await
+            }
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 
     pub async fn claim_webhook_attempt(
@@ -250,7 +294,10 @@ impl Store {
         attempt: Option<i32>,
         lease: Duration,
     ) -> Result<Option<DeliveryTarget>, StoreError> {
-        on_backend!(self, store => store.claim_webhook_attempt(delivery_id, attempt, lease).await)
+        match self {
+            Store::Postgres(store) => store.claim_webhook_attempt(delivery_id, attempt, lease).await,
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 
     pub async fn record_webhook_attempt(
@@ -258,11 +305,17 @@ impl Store {
         delivery: &DeliveryTarget,
         record: &AttemptRecord,
     ) -> Result<(), StoreError> {
-        on_backend!(self, store => store.record_webhook_attempt(delivery, record).await)
+        match self {
+            Store::Postgres(store) => store.record_webhook_attempt(delivery, record).await,
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 
     pub async fn requeue_webhook_delivery(&self, server_uuid: Uuid, delivery_id: i64) -> Result<Requeue, StoreError> {
-        on_backend!(self, store => store.requeue_webhook_delivery(server_uuid, delivery_id).await)
+        match self {
+            Store::Postgres(store) => store.requeue_webhook_delivery(server_uuid, delivery_id).await,
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 
     pub async fn due_webhook_attempts(
@@ -270,7 +323,10 @@ impl Store {
         presumed_lost_after: Duration,
         limit: i64,
     ) -> Result<DueAttempts, StoreError> {
-        on_backend!(self, store => store.due_webhook_attempts(presumed_lost_after, limit).await)
+        match self {
+            Store::Postgres(store) => store.due_webhook_attempts(presumed_lost_after, limit).await,
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 
     pub async fn list_webhook_attempts(
@@ -280,10 +336,16 @@ impl Store {
         status: Option<DeliveryStatus>,
         limit: i64,
     ) -> Result<Vec<AttemptListing>, StoreError> {
-        on_backend!(self, store => store.list_webhook_attempts(server_uuid, endpoint_uuid, status, limit).await)
+        match self {
+            Store::Postgres(store) => store.list_webhook_attempts(server_uuid, endpoint_uuid, status, limit).await,
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 
     pub async fn locked_credential(&self, uuid: Uuid) -> Result<Option<LockedCredential>, StoreError> {
-        on_backend!(self, store => store.locked_credential(uuid).await)
+        match self {
+            Store::Postgres(store) => store.locked_credential(uuid).await,
+            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
+        }
     }
 }

@@ -1,0 +1,438 @@
+//! SQLite: the embedded ledger, one file. The same log, chain and view as PostgreSQL's
+//! (docs/embedded-backend.md). SQLite has one writer at a time: every write takes the write lock
+//! first (`BEGIN IMMEDIATE`), so a batch is decided against the state it appends to, with no
+//! compare-and-set and no retry, across every process on the file. Webhook deliveries are not
+//! stored here yet (a later step of that plan): their methods answer `Unsupported`.
+
+mod sql;
+#[cfg(test)]
+mod tests;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::TryStreamExt;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use super::append::{Appended, ChainHead, Decision, Rows};
+use super::postgres::{LogProgress, RebuildReport};
+use super::{DatabaseSettings, StoreError};
+use crate::domain::{Credential, CredentialName, CredentialType, KeyHash, Ledger, LoggedEvent, StoredEvent};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+const CREDENTIALS_PROJECTION: &str = "credentials";
+const CREDENTIALS_SCHEMA: &str = include_str!("../../../projections/sqlite/credentials.sql");
+const INDEXES_MARKER: &str = "\n-- indexes\n";
+
+/// The service's handle on an embedded ledger.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    query_timeout: Duration,
+}
+
+/// A time as the embedded ledger stores it: the 27 characters the hash chain covers.
+fn stored_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn read_time(text: &str, position: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt { position, reason: format!("{text:?} is not a stored time") })
+}
+
+#[derive(FromRow)]
+struct HeadRow {
+    position: i64,
+    hash: Vec<u8>,
+    last_credential_id: i64,
+    recorded_at: Option<String>,
+}
+
+#[derive(FromRow)]
+struct LoggedRow {
+    position: i64,
+    stream_id: Uuid,
+    stream_version: i32,
+    event_type: String,
+    schema_version: i32,
+    recorded_at: String,
+    payload: String,
+}
+
+impl LoggedRow {
+    fn fold_into(&self, ledger: &mut Ledger) -> Result<(), StoreError> {
+        let logged = LoggedEvent {
+            position: self.position,
+            stream_id: self.stream_id,
+            stream_version: self.stream_version,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            recorded_at: read_time(&self.recorded_at, self.position)?,
+            payload: &self.payload,
+        };
+        ledger.fold(logged).map(drop).map_err(StoreError::from)
+    }
+}
+
+#[derive(FromRow)]
+struct EventRow {
+    position: i64,
+    stream_id: Uuid,
+    stream_version: i32,
+    event_id: Uuid,
+    event_type: String,
+    schema_version: i32,
+    server_uuid: Uuid,
+    payload: String,
+    metadata: String,
+    recorded_at: String,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl TryFrom<EventRow> for StoredEvent {
+    type Error = StoreError;
+
+    fn try_from(row: EventRow) -> Result<Self, Self::Error> {
+        Ok(StoredEvent {
+            recorded_at: read_time(&row.recorded_at, row.position)?,
+            position: row.position,
+            stream_id: row.stream_id,
+            stream_version: row.stream_version,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            schema_version: row.schema_version,
+            server_uuid: row.server_uuid,
+            payload: row.payload,
+            metadata: row.metadata,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct ViewRow {
+    id: i64,
+    uuid: Uuid,
+    server_uuid: Uuid,
+    name: String,
+    #[sqlx(rename = "type")]
+    credential_type: String,
+    hold: bool,
+    key_hash: Vec<u8>,
+    key_prefix: String,
+    created_at: String,
+    locked_at: Option<String>,
+    version: i32,
+}
+
+impl ViewRow {
+    fn credential(self, position: i64) -> Result<Credential, StoreError> {
+        let corrupt =
+            |reason: &str| StoreError::Corrupt { position, reason: format!("view row {}: {reason}", self.uuid) };
+        Ok(Credential {
+            id: self.id,
+            uuid: self.uuid,
+            server_uuid: self.server_uuid,
+            name: CredentialName::parse(&self.name).map_err(|_| corrupt("invalid name"))?,
+            credential_type: CredentialType::parse(&self.credential_type).map_err(|_| corrupt("invalid type"))?,
+            hold: self.hold,
+            key_hash: KeyHash::from_slice(&self.key_hash).ok_or_else(|| corrupt("invalid key hash"))?,
+            key_prefix: self.key_prefix.clone(),
+            created_at: read_time(&self.created_at, position)?,
+            locked_at: self.locked_at.as_deref().map(|text| read_time(text, position)).transpose()?,
+            version: self.version,
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the ledger file `settings.url` names (`sqlite://PATH`):
+    /// write-ahead log, a full sync at every commit, and a write lock waited for up to the query
+    /// timeout.
+    pub async fn open(settings: &DatabaseSettings) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(&settings.url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(settings.query_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool, query_timeout: settings.query_timeout })
+    }
+
+    pub fn with_query_timeout(self, query_timeout: Duration) -> Self {
+        SqliteStore { query_timeout, ..self }
+    }
+
+    /// Bounds `work` by the query timeout.
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.query_timeout, work).await.map_err(|_| StoreError::TimedOut(self.query_timeout))?
+    }
+
+    /// Migrations, then the view if its schema file changed (or was never built).
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        let built: Option<Vec<u8>> =
+            sqlx::query_scalar(sql::BUILT_PROJECTION).bind(CREDENTIALS_PROJECTION).fetch_optional(&self.pool).await?;
+        if built.as_deref() != Some(&schema_checksum()[..]) {
+            let report = self.rebuild_projections().await?;
+            tracing::info!(events = report.events, credentials = report.credentials, "credential view rebuilt");
+        }
+        Ok(())
+    }
+
+    pub async fn applied_migrations(&self) -> Result<(i64, i64), StoreError> {
+        let applied: i64 = sqlx::query_scalar(sql::APPLIED_MIGRATIONS).fetch_one(&self.pool).await?;
+        Ok((applied, MIGRATOR.iter().count() as i64))
+    }
+
+    /// Drops the view and folds the whole log into a new one, holding the write lock: appends
+    /// wait, and readers keep the old view until the commit.
+    pub async fn rebuild_projections(&self) -> Result<RebuildReport, StoreError> {
+        let (table, indexes) = CREDENTIALS_SCHEMA.split_once(INDEXES_MARKER).unwrap_or((CREDENTIALS_SCHEMA, ""));
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(sql::DROP_VIEW).execute(&mut *tx).await?;
+        let head = read_head(&mut tx).await?;
+        sqlx::raw_sql(table).execute(&mut *tx).await?;
+        let mut ledger = Ledger::new(0);
+        let mut events = 0u64;
+        {
+            let mut log = sqlx::query_as::<_, LoggedRow>(sql::LOG_TO_FOLD).fetch(&mut *tx);
+            while let Some(row) = log.try_next().await? {
+                row.fold_into(&mut ledger)?;
+                events += 1;
+            }
+        }
+        let mut credentials = 0u64;
+        for credential in ledger.credentials() {
+            bind_credential(sqlx::query(sql::INSERT_CREDENTIAL), credential).execute(&mut *tx).await?;
+            credentials += 1;
+        }
+        sqlx::raw_sql(indexes).execute(&mut *tx).await?;
+        sqlx::query(sql::RECORD_PROJECTION)
+            .bind(CREDENTIALS_PROJECTION)
+            .bind(&schema_checksum()[..])
+            .bind(head.position)
+            .bind(stored_time(Utc::now()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(RebuildReport { events, credentials, position: head.position })
+    }
+
+    /// Appends under the write lock: the head and the touched credentials are read, decided
+    /// against and appended in one transaction, so `head` (the caller's last sight of the end)
+    /// is never needed.
+    pub async fn append<'a, T>(
+        &self,
+        _head: Option<ChainHead>,
+        touched: &[Uuid],
+        mut decide: impl FnMut(&mut Ledger, DateTime<Utc>) -> Decision<'a, T>,
+    ) -> Result<Appended<T>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let head = read_head(&mut tx).await?;
+            let mut ledger = Ledger::new(head.last_credential_id());
+            for stream in touched {
+                let rows = sqlx::query_as::<_, LoggedRow>(sql::STREAM_TO_FOLD).bind(stream).fetch_all(&mut *tx).await?;
+                for row in &rows {
+                    row.fold_into(&mut ledger)?;
+                }
+            }
+            let recorded_at = head.now();
+            let Decision { servers, events, value } = decide(&mut ledger, recorded_at);
+            let previous = head.position;
+            if events.is_empty() && servers.is_empty() {
+                tx.rollback().await?;
+                return Ok(Appended { value, ledger, previous, head });
+            }
+            let rows = Rows::new(&head, &ledger, &servers, &events, recorded_at);
+            let next = head.after(&rows, &ledger, recorded_at);
+            let at = stored_time(recorded_at);
+            for (uuid, name) in &servers {
+                sqlx::query(sql::INSERT_SERVER).bind(uuid).bind(name.as_str()).bind(&at).execute(&mut *tx).await?;
+            }
+            for i in 0..rows.positions.len() {
+                sqlx::query(sql::INSERT_EVENT)
+                    .bind(rows.positions[i])
+                    .bind(rows.stream_ids[i])
+                    .bind(rows.stream_versions[i])
+                    .bind(rows.event_ids[i])
+                    .bind(&rows.event_types[i])
+                    .bind(rows.schema_versions[i])
+                    .bind(rows.event_server_uuids[i])
+                    .bind(rows.payloads[i].to_string())
+                    .bind(rows.metadatas[i].to_string())
+                    .bind(&at)
+                    .bind(&rows.prev_hashes[i])
+                    .bind(&rows.hashes[i])
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for credential in ledger.changed() {
+                bind_credential(sqlx::query(sql::UPSERT_CREDENTIAL), credential).execute(&mut *tx).await?;
+            }
+            sqlx::query(sql::MOVE_HEAD)
+                .bind(next.position)
+                .bind(&next.hash()[..])
+                .bind(next.last_credential_id())
+                .bind(&at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Appended { value, ledger, previous, head: next })
+        })
+        .await
+    }
+
+    /// Reads the view in one snapshot (the first read of a transaction fixes it), row by row.
+    pub async fn view_snapshot(
+        &self,
+        starting: impl FnOnce(usize),
+        mut each: impl FnMut(Credential),
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let head = read_head(&mut tx).await?;
+        let position = head.position;
+        let count: i64 = sqlx::query_scalar(sql::VIEW_COUNT).fetch_one(&mut *tx).await?;
+        // Credential ids are handed out without gaps, one view row each.
+        if count != head.last_credential_id() {
+            return Err(StoreError::InconsistentView {
+                position,
+                reason: format!(
+                    "it has {count} rows where the log created {} credentials: run `projections rebuild`",
+                    head.last_credential_id()
+                ),
+            });
+        }
+        starting(usize::try_from(count).unwrap_or_default());
+        {
+            let mut rows = sqlx::query_as::<_, ViewRow>(sql::VIEW_ROWS).fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                each(row.credential(position)?);
+            }
+        }
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        self.bounded(async { Ok(sqlx::query_scalar(sql::HEAD_POSITION).fetch_one(&self.pool).await?) }).await
+    }
+
+    pub async fn events_after(&self, position: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let query = sqlx::query_as::<_, EventRow>(sql::EVENTS_AFTER).bind(position).bind(limit);
+        self.bounded(async { stored(query.fetch_all(&self.pool).await?) }).await
+    }
+
+    pub async fn credential_history(&self, server_uuid: Uuid, stream_id: Uuid) -> Result<Vec<StoredEvent>, StoreError> {
+        let query = sqlx::query_as::<_, EventRow>(sql::CREDENTIAL_HISTORY).bind(stream_id).bind(server_uuid);
+        stored(query.fetch_all(&self.pool).await?)
+    }
+
+    pub async fn server_events(
+        &self,
+        server_uuid: Uuid,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let query =
+            sqlx::query_as::<_, EventRow>(sql::SERVER_EVENTS).bind(server_uuid).bind(after_position).bind(limit);
+        stored(query.fetch_all(&self.pool).await?)
+    }
+
+    /// Feeds `each` a server's events recorded at or before `as_of`, in log order, as they
+    /// stream in. Stored times are microseconds, so comparing with `as_of` cut to microseconds
+    /// keeps the same events.
+    pub async fn fold_server_events_until(
+        &self,
+        server_uuid: Uuid,
+        as_of: DateTime<Utc>,
+        mut each: impl FnMut(StoredEvent) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut events = sqlx::query_as::<_, EventRow>(sql::SERVER_EVENTS_UNTIL)
+            .bind(server_uuid)
+            .bind(stored_time(as_of))
+            .fetch(&self.pool);
+        while let Some(row) = events.try_next().await? {
+            each(StoredEvent::try_from(row)?)?;
+        }
+        Ok(())
+    }
+
+    pub async fn log_progress(&self, exchange: &str) -> Result<LogProgress, StoreError> {
+        self.bounded(async {
+            let (head, relayed): (i64, i64) =
+                sqlx::query_as(sql::LOG_PROGRESS).bind(exchange).fetch_one(&self.pool).await?;
+            Ok(LogProgress { head, relayed })
+        })
+        .await
+    }
+
+    /// Records when credentials were last used; an older time never overwrites a newer one.
+    pub async fn record_usage(&self, usage: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            for (uuid, at) in usage {
+                sqlx::query(sql::RECORD_USAGE).bind(uuid).bind(stored_time(*at)).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn usage_since(&self, since: DateTime<Utc>) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
+        let rows: Vec<(Uuid, String)> =
+            sqlx::query_as(sql::USAGE_SINCE).bind(stored_time(since)).fetch_all(&self.pool).await?;
+        rows.into_iter().map(|(uuid, at)| Ok((uuid, read_time(&at, 0)?))).collect()
+    }
+}
+
+async fn read_head(connection: &mut SqliteConnection) -> Result<ChainHead, StoreError> {
+    let row = sqlx::query_as::<_, HeadRow>(sql::READ_HEAD).fetch_one(connection).await?;
+    let recorded_at = row.recorded_at.as_deref().map(|text| read_time(text, row.position)).transpose()?;
+    ChainHead::read(row.position, &row.hash, row.last_credential_id, recorded_at)
+}
+
+fn stored(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, StoreError> {
+    rows.into_iter().map(StoredEvent::try_from).collect()
+}
+
+fn bind_credential<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    credential: &Credential,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(credential.id)
+        .bind(credential.uuid)
+        .bind(credential.server_uuid)
+        .bind(credential.name.as_str().to_owned())
+        .bind(credential.credential_type.as_str())
+        .bind(credential.hold)
+        .bind(credential.key_hash.0.to_vec())
+        .bind(credential.key_prefix.clone())
+        .bind(stored_time(credential.created_at))
+        .bind(credential.locked_at.map(stored_time))
+        .bind(credential.version)
+}
+
+fn schema_checksum() -> [u8; 32] {
+    Sha256::digest(CREDENTIALS_SCHEMA.as_bytes()).into()
+}

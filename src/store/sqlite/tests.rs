@@ -1,0 +1,174 @@
+//! The embedded ledger against a real SQLite file (no server needed).
+
+use std::path::PathBuf;
+
+use futures::future::join_all;
+use sqlx::Executor;
+
+use super::*;
+use crate::app::provision::provision_server;
+use crate::app::replica::Replica;
+use crate::app::writer::Writer;
+use crate::audit::{export_records, Verifier};
+use crate::domain::{handle, Actor, ApiKey, Command, CredentialName, EventMetadata, KeyMaterial, Outcome, ServerName};
+use crate::store::{NewEvent, Store};
+
+/// A ledger file of its own, removed with its write-ahead log when dropped.
+struct TempLedger {
+    path: PathBuf,
+}
+
+impl TempLedger {
+    fn new() -> TempLedger {
+        TempLedger { path: std::env::temp_dir().join(format!("credential-ledger-test-{}.db", Uuid::new_v4())) }
+    }
+
+    fn settings(&self) -> DatabaseSettings {
+        DatabaseSettings::new(format!("sqlite://{}", self.path.display()))
+    }
+
+    async fn store(&self) -> SqliteStore {
+        let store = SqliteStore::open(&self.settings()).await.unwrap();
+        store.prepare().await.unwrap();
+        store
+    }
+}
+
+impl Drop for TempLedger {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}
+
+fn cli() -> EventMetadata {
+    EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None }
+}
+
+#[tokio::test]
+async fn every_statement_prepares() {
+    let ledger = TempLedger::new();
+    let store = ledger.store().await;
+    let mut connection = store.pool.acquire().await.unwrap();
+    for statement in sql::ALL {
+        connection.prepare(statement).await.unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+}
+
+/// The same commands as on PostgreSQL give a chain `verify` accepts, and a rebuild gives back
+/// the view the appends kept.
+#[tokio::test]
+async fn a_ledger_on_sqlite_verifies_and_rebuilds_to_its_live_view() {
+    let ledger = TempLedger::new();
+    let store = Store::Sqlite(ledger.store().await);
+    let name = ServerName::parse("Acme").unwrap();
+    let server = provision_server(&store, &name, CredentialName::parse("First").unwrap()).await.unwrap();
+    let replica = Replica::load(store.clone()).await.unwrap();
+    let (writer, _task) = Writer::spawn(store.clone(), replica.clone());
+    let mut created = Vec::new();
+    for n in 0..5 {
+        let command = Command::Create {
+            server_uuid: server.server_uuid,
+            credential_uuid: Uuid::new_v4(),
+            name: CredentialName::parse(&format!("Key {n}")).unwrap(),
+            credential_type: CredentialType::Api,
+            hold: false,
+            key: KeyMaterial::from(&ApiKey::generate(&mut rand::thread_rng())),
+        };
+        let Outcome::Created(credential) = writer.execute(command, cli()).await.unwrap() else { panic!() };
+        created.push(credential);
+    }
+    let revoke = Command::Revoke { server_uuid: server.server_uuid, credential_uuid: created[0].uuid };
+    writer.execute(revoke, cli()).await.unwrap();
+    let rotate = Command::Regenerate {
+        server_uuid: server.server_uuid,
+        credential_uuid: created[1].uuid,
+        new_credential_uuid: Uuid::new_v4(),
+        new_key: KeyMaterial::from(&ApiKey::generate(&mut rand::thread_rng())),
+    };
+    writer.execute(rotate, cli()).await.unwrap();
+    assert_eq!(store.head_position().await.unwrap(), 1 + 5 + 1 + 2);
+
+    let mut verifier = Verifier::new(None);
+    export_records(&store, None, |record| Ok(verifier.push(&record)?)).await.unwrap();
+    let head = verifier.finish().unwrap();
+    assert_eq!((head.position, head.events), (9, 9));
+
+    let view = |store: Store| async move {
+        let mut credentials = Vec::new();
+        store.view_snapshot(|_| {}, |credential| credentials.push(credential)).await.unwrap();
+        credentials.sort_by_key(|credential| credential.id);
+        credentials
+    };
+    let live = view(store.clone()).await;
+    assert_eq!(live.len(), 7);
+    assert!(live[1].hold && live[2].hold, "the revoked and the rotated credential are held");
+    let report = store.rebuild_projections().await.unwrap();
+    assert_eq!((report.events, report.credentials, report.position), (9, 7, 9));
+    assert_eq!(view(store.clone()).await, live);
+    let fresh = Replica::load(store).await.unwrap();
+    assert_eq!(
+        fresh.authenticate(&server.key.hash()).map(|caller| caller.credential_uuid),
+        Some(server.credential.uuid)
+    );
+}
+
+#[tokio::test]
+async fn the_log_refuses_updates_and_deletes() {
+    let ledger = TempLedger::new();
+    let store = ledger.store().await;
+    let name = ServerName::parse("Acme").unwrap();
+    provision_server(&Store::Sqlite(store.clone()), &name, CredentialName::parse("First").unwrap()).await.unwrap();
+    for statement in ["UPDATE events SET event_type = 'Forged'", "DELETE FROM events"] {
+        let error = sqlx::query(statement).execute(&store.pool).await.unwrap_err();
+        assert!(error.to_string().contains("the event log is append-only"), "{statement}: {error}");
+    }
+    assert_eq!(store.head_position().await.unwrap(), 1);
+    assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1);
+}
+
+/// Two handles on one file, as two processes would have: of fifty concurrent rotations of one
+/// credential, exactly one is appended, and positions stay gap-free.
+#[tokio::test]
+async fn of_fifty_concurrent_rotations_across_two_handles_exactly_one_wins() {
+    let ledger = TempLedger::new();
+    let first = Store::Sqlite(ledger.store().await);
+    let second = Store::Sqlite(ledger.store().await);
+    let name = ServerName::parse("Acme").unwrap();
+    let server = provision_server(&first, &name, CredentialName::parse("First").unwrap()).await.unwrap();
+    let target = server.credential.uuid;
+    let rotations = (0..50).map(|n| {
+        let store = if n % 2 == 0 { first.clone() } else { second.clone() };
+        async move {
+            let command = Command::Regenerate {
+                server_uuid: server.server_uuid,
+                credential_uuid: target,
+                new_credential_uuid: Uuid::new_v4(),
+                new_key: KeyMaterial::from(&ApiKey::generate(&mut rand::thread_rng())),
+            };
+            let metadata = cli();
+            let appended = store
+                .append(None, &[target], |ledger, now| match handle(ledger, &command, &Actor::Cli, now) {
+                    Ok(handled) => Decision {
+                        servers: Vec::new(),
+                        events: handled
+                            .events
+                            .into_iter()
+                            .map(|pending| NewEvent { pending, metadata: &metadata })
+                            .collect(),
+                        value: true,
+                    },
+                    Err(_) => Decision { servers: Vec::new(), events: Vec::new(), value: false },
+                })
+                .await
+                .unwrap();
+            appended.value
+        }
+    });
+    let won = join_all(rotations).await.into_iter().filter(|won| *won).count();
+    assert_eq!(won, 1);
+    let events = first.events_after(0, 100).await.unwrap();
+    let positions: Vec<i64> = events.iter().map(|event| event.position).collect();
+    assert_eq!(positions, [1, 2, 3], "the provision, then one rotation's two events");
+}
