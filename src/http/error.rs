@@ -198,6 +198,12 @@ impl From<StoreError> for ApiError {
             | StoreError::Migrate(_)
             | StoreError::Unavailable(_)
             | StoreError::Unsupported(_) => ApiError::Unavailable(error.to_string()),
+            // Found when the ledger is opened, before any request is served.
+            StoreError::UnsupportedUrl(_)
+            | StoreError::CannotOpen { .. }
+            | StoreError::NotALedger(_)
+            | StoreError::ForeignDatabase { .. }
+            | StoreError::NewerSchema(_) => ApiError::Internal(error.to_string()),
             StoreError::Corrupt { .. } | StoreError::InconsistentView { .. } => ApiError::Internal(error.to_string()),
             // A write may have committed: the answer must say "unknown", not "retry".
             StoreError::TimedOut(_) => ApiError::Timeout,

@@ -37,10 +37,31 @@ pub enum StoreError {
     /// The backend in use does not do this (yet).
     #[error("{0}")]
     Unsupported(&'static str),
+    /// Only the scheme is said: the URL may hold a password.
+    #[error("DATABASE_URL: unsupported scheme {0:?} (use postgres://… or sqlite://PATH)")]
+    UnsupportedUrl(String),
+    #[error("cannot open the ledger at {path}: {reason}")]
+    CannotOpen { path: String, reason: String },
+    #[error("{0} is not a SQLite database")]
+    NotALedger(String),
+    #[error("{path} belongs to another program (application_id {application_id:#x}); refusing to change it")]
+    ForeignDatabase { path: String, application_id: u32 },
+    #[error("the ledger's schema (migration {0}) is newer than this build knows: upgrade credential-ledger")]
+    NewerSchema(i64),
     /// The database did not answer within the query timeout; a write may or may not have
     /// committed. The connection was discarded.
     #[error("the database did not answer within {0:?}")]
     TimedOut(Duration),
+}
+
+impl StoreError {
+    /// A migration error, named for what it means to the operator.
+    fn migrating(error: sqlx::migrate::MigrateError) -> StoreError {
+        match error {
+            sqlx::migrate::MigrateError::VersionMissing(version) => StoreError::NewerSchema(version),
+            other => StoreError::Migrate(other),
+        }
+    }
 }
 
 impl From<UnreadableEvent> for StoreError {
@@ -112,11 +133,15 @@ impl Store {
     /// Opens the database `settings` name (creating it if it does not exist), with their query
     /// timeout. The schema is brought up to date by `prepare`.
     pub async fn open(settings: &DatabaseSettings) -> Result<Store, StoreError> {
-        if settings.url.starts_with("sqlite:") {
-            return Ok(Store::Sqlite(SqliteStore::open(settings).await?));
+        let scheme = settings.url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme {
+            "sqlite" => Ok(Store::Sqlite(SqliteStore::open(settings).await?)),
+            "postgres" | "postgresql" => {
+                let pool = postgres::connect(settings).await?;
+                Ok(Store::new(pool).with_query_timeout(settings.query_timeout))
+            }
+            other => Err(StoreError::UnsupportedUrl(other.to_owned())),
         }
-        let pool = postgres::connect(settings).await?;
-        Ok(Store::new(pool).with_query_timeout(settings.query_timeout))
     }
 
     /// The PostgreSQL store on `pool`, with the default query timeout.
@@ -145,6 +170,10 @@ impl Store {
             Store::Postgres(store) => postgres::prepare(store.pool()).await,
             Store::Sqlite(store) => store.prepare().await,
         }
+        .map_err(|error| match error {
+            StoreError::Migrate(migrate) => StoreError::migrating(migrate),
+            other => other,
+        })
     }
 
     /// How many migrations are applied, and how many this build has.

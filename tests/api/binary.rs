@@ -56,3 +56,29 @@ async fn projections_rebuild_leaves_the_same_view(pool: PgPool) {
     assert_eq!(report["credentials"], 3);
     assert_eq!(app.view().await, live);
 }
+
+/// What cannot be opened stops the binary with one line on standard error and exit code 1,
+/// before anything is created (no server needed).
+#[test]
+fn a_ledger_that_cannot_be_opened_is_one_line_and_exit_code_one() {
+    let directory = std::env::temp_dir().join(format!("credential-ledger-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let not_sqlite = directory.join("notes.txt");
+    std::fs::write(&not_sqlite, "not a database").unwrap();
+    let cases = [
+        ("mysql://admin:hunter2@127.0.0.1/ledger".to_owned(), "unsupported scheme \"mysql\""),
+        (format!("sqlite://{}", not_sqlite.display()), "is not a SQLite database"),
+        ("sqlite:///proc/credential-ledger/nowhere/ledger.db".to_owned(), "cannot open the ledger at"),
+    ];
+    for (url, expected) in cases {
+        let output = run_ledger(&["migrate"], &url);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{url}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{url}: {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(expected), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2"));
+    }
+    assert_eq!(std::fs::read_to_string(&not_sqlite).unwrap(), "not a database");
+    assert_eq!(std::fs::read_dir(&directory).unwrap().count(), 1, "nothing was created beside it");
+    std::fs::remove_dir_all(&directory).unwrap();
+}

@@ -47,6 +47,50 @@ fn read_time(text: &str, position: i64) -> Result<DateTime<Utc>, StoreError> {
         .map_err(|_| StoreError::Corrupt { position, reason: format!("{text:?} is not a stored time") })
 }
 
+/// `PRAGMA application_id` of every ledger file ("CLDG"), so that a file of another program is
+/// refused rather than written into.
+const LEDGER_APPLICATION_ID: u32 = 0x434C_4447;
+
+/// What the first 100 bytes of a file say it is (the SQLite file format's header).
+enum FileHeader {
+    Missing,
+    NotSqlite,
+    Sqlite { application_id: u32 },
+}
+
+impl FileHeader {
+    fn read(path: &std::path::Path) -> std::io::Result<FileHeader> {
+        use std::io::Read;
+        let mut header = Vec::with_capacity(100);
+        match std::fs::File::open(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(FileHeader::Missing),
+            Err(error) => return Err(error),
+            Ok(file) => file.take(100).read_to_end(&mut header)?,
+        };
+        if header.is_empty() {
+            return Ok(FileHeader::Missing);
+        }
+        if header.len() < 100 || !header.starts_with(b"SQLite format 3\0") {
+            return Ok(FileHeader::NotSqlite);
+        }
+        let application_id = u32::from_be_bytes([header[68], header[69], header[70], header[71]]);
+        Ok(FileHeader::Sqlite { application_id })
+    }
+}
+
+/// Whether a SQLite file without an application id is an empty database or a ledger, read
+/// without changing it.
+async fn is_ledger_without_id(options: SqliteConnectOptions) -> Result<bool, StoreError> {
+    use sqlx::ConnectOptions;
+    let mut connection = options.read_only(true).connect().await?;
+    let tables: Vec<String> = sqlx::query_scalar(sql::TABLES).fetch_all(&mut connection).await?;
+    Ok(tables.is_empty() || tables.iter().any(|table| table == "chain_head"))
+}
+
+fn cannot_open(path: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::CannotOpen { path: path.to_owned(), reason: error.to_string() }
+}
+
 #[derive(FromRow)]
 struct HeadRow {
     position: i64,
@@ -159,7 +203,23 @@ impl SqliteStore {
     /// write-ahead log, a full sync at every commit, and a write lock waited for up to the query
     /// timeout.
     pub async fn open(settings: &DatabaseSettings) -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str(&settings.url)?
+        let options = SqliteConnectOptions::from_str(&settings.url)?;
+        let path = options.get_filename().to_path_buf();
+        let shown = path.display().to_string();
+        // Checked before anything writes to the file: the journal mode below would change it.
+        let adopt = match FileHeader::read(&path).map_err(|error| cannot_open(&shown, error))? {
+            FileHeader::Missing => true,
+            FileHeader::NotSqlite => return Err(StoreError::NotALedger(shown)),
+            FileHeader::Sqlite { application_id: LEDGER_APPLICATION_ID } => false,
+            FileHeader::Sqlite { application_id } => {
+                // Ledgers made before the id was set have it at 0, and their head table.
+                if application_id != 0 || !is_ledger_without_id(options.clone()).await? {
+                    return Err(StoreError::ForeignDatabase { path: shown, application_id });
+                }
+                true
+            }
+        };
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -169,7 +229,15 @@ impl SqliteStore {
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|error| match error {
+                sqlx::Error::Database(_) | sqlx::Error::Io(_) => cannot_open(&shown, error),
+                other => StoreError::Database(other),
+            })?;
+        if adopt {
+            sqlx::query(sql::MARK_AS_LEDGER).execute(&pool).await?;
+            sqlx::query(sql::CHECKPOINT).execute(&pool).await?;
+        }
         Ok(SqliteStore { pool, query_timeout: settings.query_timeout })
     }
 

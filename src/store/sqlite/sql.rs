@@ -56,6 +56,12 @@ pub(super) const RECORD_PROJECTION: &str = "INSERT INTO projection_versions (nam
      SET checksum = excluded.checksum, position = excluded.position, rebuilt_at = excluded.rebuilt_at";
 pub(super) const DROP_VIEW: &str = "DROP TABLE IF EXISTS credentials";
 pub(super) const APPLIED_MIGRATIONS: &str = "SELECT count(*) FROM _sqlx_migrations WHERE success";
+/// Written once, when a new file becomes a ledger: `LEDGER_APPLICATION_ID` (0x434C4447, "CLDG").
+pub(super) const MARK_AS_LEDGER: &str = "PRAGMA application_id = 1129071687";
+/// Moves what the write-ahead log holds into the file itself (here: the application id, so that
+/// the file's header says what it is at once).
+pub(super) const CHECKPOINT: &str = "PRAGMA wal_checkpoint(TRUNCATE)";
+pub(super) const TABLES: &str = "SELECT name FROM sqlite_schema WHERE type = 'table'";
 
 /// The statements above that run against a migrated ledger with its view, for the test that
 /// prepares each one.
@@ -83,4 +89,6 @@ pub(super) const ALL: &[&str] = &[
     RECORD_PROJECTION,
     DROP_VIEW,
     APPLIED_MIGRATIONS,
+    TABLES,
+    CHECKPOINT,
 ];

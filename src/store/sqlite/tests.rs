@@ -172,3 +172,59 @@ async fn of_fifty_concurrent_rotations_across_two_handles_exactly_one_wins() {
     let positions: Vec<i64> = events.iter().map(|event| event.position).collect();
     assert_eq!(positions, [1, 2, 3], "the provision, then one rotation's two events");
 }
+
+/// Each refusal is one clear error, and leaves the file as it found it.
+#[tokio::test]
+async fn files_that_are_not_ledgers_are_refused_untouched() {
+    let not_sqlite = TempLedger::new();
+    std::fs::write(&not_sqlite.path, b"a text file, not a database").unwrap();
+    let refused = SqliteStore::open(&not_sqlite.settings()).await.unwrap_err();
+    assert!(matches!(refused, StoreError::NotALedger(_)), "{refused}");
+    assert_eq!(std::fs::read(&not_sqlite.path).unwrap(), b"a text file, not a database");
+
+    let foreign = TempLedger::new();
+    {
+        use sqlx::ConnectOptions;
+        let options = SqliteConnectOptions::from_str(&foreign.settings().url).unwrap().create_if_missing(true);
+        let mut connection = options.connect().await.unwrap();
+        sqlx::query("CREATE TABLE notes (body TEXT)").execute(&mut connection).await.unwrap();
+    }
+    let before = std::fs::read(&foreign.path).unwrap();
+    let refused = SqliteStore::open(&foreign.settings()).await.unwrap_err();
+    assert!(matches!(refused, StoreError::ForeignDatabase { application_id: 0, .. }), "{refused}");
+    assert_eq!(std::fs::read(&foreign.path).unwrap(), before, "not a byte changed");
+
+    let unwritable = DatabaseSettings::new("sqlite:///proc/credential-ledger/nowhere/ledger.db");
+    let refused = SqliteStore::open(&unwritable).await.unwrap_err();
+    assert!(matches!(refused, StoreError::CannotOpen { .. }), "{refused}");
+
+    let refused = Store::open(&DatabaseSettings::new("mysql://admin:hunter2@127.0.0.1/ledger")).await.unwrap_err();
+    assert!(matches!(&refused, StoreError::UnsupportedUrl(scheme) if scheme == "mysql"), "{refused}");
+    assert!(!refused.to_string().contains("hunter2"), "the URL's password is not repeated: {refused}");
+}
+
+/// A new file becomes a ledger, marked as one; reopened, it is recognised.
+#[tokio::test]
+async fn a_new_ledger_is_marked_and_recognised() {
+    let ledger = TempLedger::new();
+    drop(ledger.store().await);
+    let header = std::fs::read(&ledger.path).unwrap();
+    assert_eq!(&header[68..72], b"CLDG");
+    let reopened = ledger.store().await;
+    assert_eq!(reopened.head_position().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_ledger_from_a_newer_build_is_refused() {
+    let ledger = TempLedger::new();
+    let store = ledger.store().await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    let refused = Store::Sqlite(store).prepare().await.unwrap_err();
+    assert!(matches!(refused, StoreError::NewerSchema(999)), "{refused}");
+}
