@@ -93,6 +93,18 @@ pub struct Application {
 impl Application {
     /// Prepares the schema, starts the background tasks and binds the listener.
     pub async fn build(store: Store, settings: Settings) -> anyhow::Result<Application> {
+        // The embedded ledger has no relay and keeps no webhook deliveries yet
+        // (docs/embedded-backend.md): say so before anything starts.
+        if store.postgres().is_none() {
+            if settings.relay.is_some() {
+                anyhow::bail!(
+                    "the relay to RabbitMQ needs a postgres:// DATABASE_URL: on this ledger, serve --no-relay"
+                );
+            }
+            if settings.run_webhook_worker {
+                anyhow::bail!("webhooks need a postgres:// DATABASE_URL for now: on this ledger, serve --no-webhooks");
+            }
+        }
         store.prepare().await?;
         let store = store.with_query_timeout(settings.query_timeout);
         let replica = Replica::load(store.clone()).await?;
@@ -104,8 +116,7 @@ impl Application {
         let (relay, relay_handle) = match settings.relay {
             Some(relay_settings) => {
                 let exchange = relay_settings.bus.exchange.clone();
-                let postgres =
-                    store.postgres().ok_or_else(|| anyhow::anyhow!("the relay to RabbitMQ needs PostgreSQL"))?;
+                let postgres = store.postgres().ok_or_else(|| anyhow::anyhow!("the relay needs PostgreSQL"))?;
                 let relay = Relay::new(postgres.pool().clone(), relay_settings);
                 let handle = RelayHandle { exchange, status: relay.status() };
                 (Some(tokio::spawn(relay.run(stop_background.clone()))), Some(handle))

@@ -82,3 +82,21 @@ fn a_ledger_that_cannot_be_opened_is_one_line_and_exit_code_one() {
     assert_eq!(std::fs::read_dir(&directory).unwrap().count(), 1, "nothing was created beside it");
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+/// On an embedded ledger, `serve` runs the API alone for now: asked for the relay or the webhook
+/// worker, it says which flag to add, in one line, before it starts anything.
+#[test]
+fn serve_on_an_embedded_ledger_names_what_it_cannot_run_yet() {
+    let path = std::env::temp_dir().join(format!("credential-ledger-serve-{}.db", uuid::Uuid::new_v4()));
+    let url = format!("sqlite://{}", path.display());
+    for (flags, expected) in [(&[][..], "serve --no-relay"), (&["--no-relay"][..], "serve --no-webhooks")] {
+        let output = run_ledger(&[&["serve", "--listen-addr", "127.0.0.1:0"], flags].concat(), &url);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flags:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
