@@ -6,6 +6,7 @@
 mod append;
 pub mod postgres;
 pub mod sqlite;
+mod view;
 
 use std::time::Duration;
 

@@ -4,8 +4,8 @@
 use futures::TryStreamExt;
 
 use super::{PgStore, StoreError};
-use crate::domain::StoredEvent;
-use crate::domain::{Credential, CredentialName, CredentialType, KeyHash};
+use crate::domain::{Credential, StoredEvent};
+use crate::store::view::{check_view_size, ViewRow};
 
 impl PgStore {
     /// Reads the credential view in one snapshot, row by row into `each` (a million credentials
@@ -26,39 +26,17 @@ impl PgStore {
         let head = sqlx::query!("SELECT position, last_credential_id FROM chain_head").fetch_one(&mut *tx).await?;
         let position = head.position;
         let count = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM credentials"#).fetch_one(&mut *tx).await?;
-        // Credential ids are handed out without gaps, one view row each.
-        if count != head.last_credential_id {
-            return Err(StoreError::InconsistentView {
-                position,
-                reason: format!(
-                    "it has {count} rows where the log created {} credentials: run `projections rebuild`",
-                    head.last_credential_id
-                ),
-            });
-        }
+        check_view_size(count, head.last_credential_id, position)?;
         starting(usize::try_from(count).unwrap_or_default());
-        let mut rows = sqlx::query!(
+        let mut rows = sqlx::query_as!(
+            ViewRow,
             r#"SELECT id, uuid, server_uuid, name, type AS credential_type, hold, key_hash, key_prefix, created_at,
                       locked_at, version
                  FROM credentials"#
         )
         .fetch(&mut *tx);
         while let Some(row) = rows.try_next().await? {
-            let corrupt =
-                |reason: &str| StoreError::Corrupt { position, reason: format!("view row {}: {reason}", row.uuid) };
-            each(Credential {
-                id: row.id,
-                uuid: row.uuid,
-                server_uuid: row.server_uuid,
-                name: CredentialName::parse(&row.name).map_err(|_| corrupt("invalid name"))?,
-                credential_type: CredentialType::parse(&row.credential_type).map_err(|_| corrupt("invalid type"))?,
-                hold: row.hold,
-                key_hash: KeyHash::from_slice(&row.key_hash).ok_or_else(|| corrupt("invalid key hash"))?,
-                key_prefix: row.key_prefix,
-                created_at: row.created_at,
-                locked_at: row.locked_at,
-                version: row.version,
-            });
+            each(row.credential(position)?);
         }
         drop(rows);
         tx.commit().await?;

@@ -20,8 +20,9 @@ use uuid::Uuid;
 
 use super::append::{Appended, ChainHead, Decision, Rows};
 use super::postgres::{LogProgress, RebuildReport};
+use super::view::{check_view_size, ViewRow};
 use super::{DatabaseSettings, StoreError};
-use crate::domain::{Credential, CredentialName, CredentialType, KeyHash, Ledger, LoggedEvent, StoredEvent};
+use crate::domain::{Credential, Ledger, LoggedEvent, StoredEvent};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -162,8 +163,9 @@ impl TryFrom<EventRow> for StoredEvent {
     }
 }
 
+/// A view row as SQLite holds it (times as text).
 #[derive(FromRow)]
-struct ViewRow {
+struct StoredViewRow {
     id: i64,
     uuid: Uuid,
     server_uuid: Uuid,
@@ -178,23 +180,22 @@ struct ViewRow {
     version: i32,
 }
 
-impl ViewRow {
+impl StoredViewRow {
     fn credential(self, position: i64) -> Result<Credential, StoreError> {
-        let corrupt =
-            |reason: &str| StoreError::Corrupt { position, reason: format!("view row {}: {reason}", self.uuid) };
-        Ok(Credential {
+        ViewRow {
+            created_at: read_time(&self.created_at, position)?,
+            locked_at: self.locked_at.as_deref().map(|text| read_time(text, position)).transpose()?,
             id: self.id,
             uuid: self.uuid,
             server_uuid: self.server_uuid,
-            name: CredentialName::parse(&self.name).map_err(|_| corrupt("invalid name"))?,
-            credential_type: CredentialType::parse(&self.credential_type).map_err(|_| corrupt("invalid type"))?,
+            name: self.name,
+            credential_type: self.credential_type,
             hold: self.hold,
-            key_hash: KeyHash::from_slice(&self.key_hash).ok_or_else(|| corrupt("invalid key hash"))?,
-            key_prefix: self.key_prefix.clone(),
-            created_at: read_time(&self.created_at, position)?,
-            locked_at: self.locked_at.as_deref().map(|text| read_time(text, position)).transpose()?,
+            key_hash: self.key_hash,
+            key_prefix: self.key_prefix,
             version: self.version,
-        })
+        }
+        .credential(position)
     }
 }
 
@@ -379,19 +380,10 @@ impl SqliteStore {
         let head = read_head(&mut tx).await?;
         let position = head.position;
         let count: i64 = sqlx::query_scalar(sql::VIEW_COUNT).fetch_one(&mut *tx).await?;
-        // Credential ids are handed out without gaps, one view row each.
-        if count != head.last_credential_id() {
-            return Err(StoreError::InconsistentView {
-                position,
-                reason: format!(
-                    "it has {count} rows where the log created {} credentials: run `projections rebuild`",
-                    head.last_credential_id()
-                ),
-            });
-        }
+        check_view_size(count, head.last_credential_id(), position)?;
         starting(usize::try_from(count).unwrap_or_default());
         {
-            let mut rows = sqlx::query_as::<_, ViewRow>(sql::VIEW_ROWS).fetch(&mut *tx);
+            let mut rows = sqlx::query_as::<_, StoredViewRow>(sql::VIEW_ROWS).fetch(&mut *tx);
             while let Some(row) = rows.try_next().await? {
                 each(row.credential(position)?);
             }

@@ -10,7 +10,9 @@ use crate::app::provision::provision_server;
 use crate::app::replica::Replica;
 use crate::app::writer::Writer;
 use crate::audit::{export_records, Verifier};
-use crate::domain::{handle, Actor, ApiKey, Command, CredentialName, EventMetadata, KeyMaterial, Outcome, ServerName};
+use crate::domain::{
+    handle, Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, Outcome, ServerName,
+};
 use crate::store::{NewEvent, Store};
 
 /// A ledger file of its own, removed with its write-ahead log when dropped.
