@@ -7,6 +7,7 @@ mod append;
 pub mod postgres;
 pub mod sqlite;
 mod view;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -18,10 +19,14 @@ use crate::domain::{Credential, DeliveryStatus, Ledger, StoredEvent, UnreadableE
 pub use append::{Appended, ChainHead, Decision, NewEvent};
 pub use postgres::{
     applied_migrations, connect, events_after, open_relay_session, prepare, rebuild_projections, relay_checkpoint,
-    save_relay_checkpoint, try_lead_relay, AttemptListing, AttemptRecord, DeliveryTarget, DueAttempt, DueAttempts,
-    EndpointTarget, LockedCredential, LogProgress, PgStore, RebuildReport, Requeue, WebhookEndpoint, EVENTS_CHANNEL,
+    save_relay_checkpoint, try_lead_relay, DueAttempt, DueAttempts, LogProgress, PgStore, RebuildReport,
+    EVENTS_CHANNEL,
 };
 pub use sqlite::SqliteStore;
+pub use webhooks::{
+    AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, NewDelivery, Requeue,
+    WebhookEndpoint, DISPATCH_CHECKPOINT,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,13 +115,34 @@ impl std::fmt::Debug for DatabaseSettings {
     }
 }
 
-const WEBHOOKS_NEED_POSTGRES: &str = "webhooks are not stored in the embedded ledger yet: they need PostgreSQL";
+/// Signs that the log grew: a notification per commit, in any process on PostgreSQL; in this
+/// process on SQLite (other processes' appends are found by polling).
+pub enum HeadChanges {
+    Postgres(Box<sqlx::postgres::PgListener>),
+    Sqlite(tokio::sync::watch::Receiver<i64>),
+}
+
+impl HeadChanges {
+    /// Waits for the next append.
+    pub async fn changed(&mut self) -> Result<(), StoreError> {
+        match self {
+            HeadChanges::Postgres(listener) => {
+                listener.recv().await?;
+                Ok(())
+            }
+            HeadChanges::Sqlite(receiver) => receiver
+                .changed()
+                .await
+                .map_err(|_| StoreError::Unavailable("the embedded ledger was closed".into())),
+        }
+    }
+}
 
 /// The service's handle on its storage.
 #[derive(Debug, Clone)]
 pub enum Store {
     Postgres(PgStore),
-    /// The embedded ledger (webhook deliveries are not stored there yet).
+    /// The embedded ledger.
     Sqlite(SqliteStore),
 }
 
@@ -162,6 +188,26 @@ impl Store {
         match self {
             Store::Postgres(store) => Some(store),
             Store::Sqlite(_) => None,
+        }
+    }
+
+    /// The backend's name, for logs and health reports.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Notifications of appends, from now on.
+    pub async fn head_changes(&self) -> Result<HeadChanges, StoreError> {
+        match self {
+            Store::Postgres(store) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(store.pool()).await?;
+                listener.listen(EVENTS_CHANNEL).await?;
+                Ok(HeadChanges::Postgres(Box::new(listener)))
+            }
+            Store::Sqlite(store) => Ok(HeadChanges::Sqlite(store.head_changes())),
         }
     }
 
@@ -261,26 +307,15 @@ impl Store {
         description: Option<&str>,
         secret: &str,
     ) -> Result<WebhookEndpoint, StoreError> {
-        match self {
-            Store::Postgres(store) => {
-                store.create_webhook_endpoint(server_uuid, url, events, description, secret).await
-            }
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
+        on_backend!(self, store => store.create_webhook_endpoint(server_uuid, url, events, description, secret).await)
     }
 
     pub async fn list_webhook_endpoints(&self, server_uuid: Uuid) -> Result<Vec<WebhookEndpoint>, StoreError> {
-        match self {
-            Store::Postgres(store) => store.list_webhook_endpoints(server_uuid).await,
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
+        on_backend!(self, store => store.list_webhook_endpoints(server_uuid).await)
     }
 
     pub async fn delete_webhook_endpoint(&self, server_uuid: Uuid, uuid: Uuid) -> Result<bool, StoreError> {
-        match self {
-            Store::Postgres(store) => store.delete_webhook_endpoint(server_uuid, uuid).await,
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
+        on_backend!(self, store => store.delete_webhook_endpoint(server_uuid, uuid).await)
     }
 
     pub async fn subscribed_endpoints(
@@ -288,17 +323,11 @@ impl Store {
         server_uuid: Uuid,
         event_type: &str,
     ) -> Result<Vec<EndpointTarget>, StoreError> {
-        match self {
-            Store::Postgres(store) => store.subscribed_endpoints(server_uuid, event_type).await,
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
+        on_backend!(self, store => store.subscribed_endpoints(server_uuid, event_type).await)
     }
 
     pub async fn disable_webhook_endpoint(&self, uuid: Uuid, reason: &str) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(store) => store.disable_webhook_endpoint(uuid, reason).await,
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
+        on_backend!(self, store => store.disable_webhook_endpoint(uuid, reason).await)
     }
 
     pub async fn open_webhook_delivery(
@@ -310,12 +339,9 @@ impl Store {
         webhook_id: &str,
         payload: &str,
     ) -> Result<i64, StoreError> {
-        match self {
-            Store::Postgres(store) => {
-                store.open_webhook_delivery(server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload).await
-            }
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
+        on_backend!(self, store => {
+            store.open_webhook_delivery(server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload).await
+        })
     }
 
     pub async fn claim_webhook_attempt(
@@ -324,39 +350,39 @@ impl Store {
         attempt: Option<i32>,
         lease: Duration,
     ) -> Result<Option<DeliveryTarget>, StoreError> {
-        match self {
-            Store::Postgres(store) => store.claim_webhook_attempt(delivery_id, attempt, lease).await,
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
+        on_backend!(self, store => store.claim_webhook_attempt(delivery_id, attempt, lease).await)
     }
 
+    /// Claims up to `room` attempts due at `now` (or held and presumed lost), each held for
+    /// `lease`; no attempt is ever claimed by two callers, in any process.
+    pub async fn claim_due_attempts(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        presumed_lost_after: Duration,
+        room: usize,
+    ) -> Result<Vec<DeliveryTarget>, StoreError> {
+        on_backend!(self, store => store.claim_due_attempts(now, lease, presumed_lost_after, room).await)
+    }
+
+    /// When `claim_due_attempts` may next find something, if anything is under way.
+    pub async fn next_due_at(&self, presumed_lost_after: Duration) -> Result<Option<DateTime<Utc>>, StoreError> {
+        on_backend!(self, store => store.next_due_at(presumed_lost_after).await)
+    }
+
+    /// `held`: whether a message already holds the next attempt (RabbitMQ), or nobody does and
+    /// its due time is the schedule (in-process delivery).
     pub async fn record_webhook_attempt(
         &self,
         delivery: &DeliveryTarget,
         record: &AttemptRecord,
+        held: bool,
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(store) => store.record_webhook_attempt(delivery, record).await,
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
+        on_backend!(self, store => store.record_webhook_attempt(delivery, record, held).await)
     }
 
     pub async fn requeue_webhook_delivery(&self, server_uuid: Uuid, delivery_id: i64) -> Result<Requeue, StoreError> {
-        match self {
-            Store::Postgres(store) => store.requeue_webhook_delivery(server_uuid, delivery_id).await,
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
-    }
-
-    pub async fn due_webhook_attempts(
-        &self,
-        presumed_lost_after: Duration,
-        limit: i64,
-    ) -> Result<DueAttempts, StoreError> {
-        match self {
-            Store::Postgres(store) => store.due_webhook_attempts(presumed_lost_after, limit).await,
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
+        on_backend!(self, store => store.requeue_webhook_delivery(server_uuid, delivery_id).await)
     }
 
     pub async fn list_webhook_attempts(
@@ -366,16 +392,28 @@ impl Store {
         status: Option<DeliveryStatus>,
         limit: i64,
     ) -> Result<Vec<AttemptListing>, StoreError> {
-        match self {
-            Store::Postgres(store) => store.list_webhook_attempts(server_uuid, endpoint_uuid, status, limit).await,
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
+        on_backend!(self, store => store.list_webhook_attempts(server_uuid, endpoint_uuid, status, limit).await)
     }
 
     pub async fn locked_credential(&self, uuid: Uuid) -> Result<Option<LockedCredential>, StoreError> {
-        match self {
-            Store::Postgres(store) => store.locked_credential(uuid).await,
-            Store::Sqlite(_) => Err(StoreError::Unsupported(WEBHOOKS_NEED_POSTGRES)),
-        }
+        on_backend!(self, store => store.locked_credential(uuid).await)
+    }
+
+    /// The position the in-process dispatcher `name` has fanned the log out to.
+    pub async fn dispatch_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
+        on_backend!(self, store => store.dispatch_checkpoint(name).await)
+    }
+
+    /// Opens `deliveries` and moves the dispatcher's checkpoint from `from` to `to` in one
+    /// transaction; false (nothing written) when another dispatcher moved it first.
+    pub async fn commit_dispatch(
+        &self,
+        name: &str,
+        from: i64,
+        to: i64,
+        deliveries: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, store => store.commit_dispatch(name, from, to, deliveries, now).await)
     }
 }

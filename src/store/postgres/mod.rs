@@ -52,10 +52,7 @@ pub use events::events_after;
 use events::LoggedRow;
 pub use relay::{open_relay_session, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress};
 pub use schema::{applied_migrations, prepare, rebuild_projections, RebuildReport};
-pub use webhooks::{
-    AttemptListing, AttemptRecord, DeliveryTarget, DueAttempt, DueAttempts, EndpointTarget, LockedCredential, Requeue,
-    WebhookEndpoint,
-};
+pub use webhooks::{DueAttempt, DueAttempts};
 
 /// Connects to the database named in the settings, creating it first if it does not exist.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> {

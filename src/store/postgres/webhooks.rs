@@ -3,13 +3,16 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Postgres, Transaction, Type};
 use uuid::Uuid;
 
 use super::{PgStore, StoreError};
+use crate::store::webhooks::{
+    AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, NewDelivery, Requeue,
+    WebhookEndpoint,
+};
 use crate::domain::DeliveryStatus;
 
 // Delivery states are text in the database (`webhook_deliveries.status`, `webhook_attempts.outcome`,
@@ -28,89 +31,6 @@ impl<'r> Decode<'r, Postgres> for DeliveryStatus {
     fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
         Ok(DeliveryStatus::parse(<&str as Decode<Postgres>>::decode(value)?)?)
     }
-}
-
-/// An endpoint as its owner sees it (the secret is shown once, at creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct WebhookEndpoint {
-    pub uuid: Uuid,
-    pub url: String,
-    pub events: Vec<String>,
-    pub description: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub disabled_at: Option<DateTime<Utc>>,
-    pub disabled_reason: Option<String>,
-}
-
-/// Where and how to send: what the worker needs of an endpoint.
-#[derive(Debug, Clone)]
-pub struct EndpointTarget {
-    pub uuid: Uuid,
-    pub url: String,
-    pub secret: String,
-}
-
-/// A delivery ready for an attempt.
-#[derive(Debug, Clone)]
-pub struct DeliveryTarget {
-    pub id: i64,
-    pub webhook_id: String,
-    pub payload: String,
-    pub endpoint: EndpointTarget,
-    /// The number of this attempt (1 for the first).
-    pub attempt: i32,
-}
-
-/// The credential facts a webhook body carries.
-#[derive(Debug, Clone)]
-pub struct LockedCredential {
-    pub id: i64,
-    pub uuid: Uuid,
-    pub name: String,
-    pub credential_type: String,
-    pub hold: bool,
-    pub server_uuid: Uuid,
-    pub server_name: String,
-}
-
-/// One attempt, as `webhooks/deliveries` lists it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct AttemptListing {
-    pub delivery_id: i64,
-    pub event_id: Uuid,
-    pub event_type: String,
-    pub webhook_id: String,
-    pub endpoint_uuid: Uuid,
-    pub attempt: i32,
-    pub response_status: Option<i32>,
-    pub error: Option<String>,
-    pub duration_ms: i32,
-    pub attempted_at: DateTime<Utc>,
-    /// When the next attempt is due, if this one scheduled another.
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    /// What this attempt left the delivery as.
-    #[schema(value_type = String, example = "delivered")]
-    pub outcome: DeliveryStatus,
-    /// The delivery's state now.
-    #[schema(value_type = String, example = "delivered")]
-    pub delivery_status: DeliveryStatus,
-}
-
-/// What an attempt found.
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    pub attempted_at: DateTime<Utc>,
-    pub duration_ms: i32,
-    pub response_status: Option<i32>,
-    pub error: Option<String>,
-    pub outcome: DeliveryStatus,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-}
-
-pub enum Requeue {
-    Requeued,
-    NotFailed,
-    NotFound,
 }
 
 /// An attempt a sweep hands to the broker.
@@ -292,11 +212,13 @@ impl PgStore {
 
     /// Records an attempt and what it left the delivery as, together. An attempt overtaken by a
     /// later claim (it was presumed lost) is recorded, but leaves the delivery to the later one.
-    /// A retry is on its queue before this runs: the next attempt is handed over.
+    /// `held`: a retry message is on its queue before this runs, so the next attempt is handed
+    /// over (RabbitMQ); otherwise nobody holds it, and `next_attempt_at` is its schedule.
     pub async fn record_webhook_attempt(
         &self,
         delivery: &DeliveryTarget,
         record: &AttemptRecord,
+        held: bool,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
@@ -315,12 +237,14 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query!(
-            r#"UPDATE webhook_deliveries SET status = $2, next_attempt_at = $3, handed_over_at = now(), updated_at = now()
+            r#"UPDATE webhook_deliveries
+                  SET status = $2, next_attempt_at = $3, handed_over_at = CASE WHEN $5 THEN now() END, updated_at = now()
                 WHERE id = $1 AND attempts = $4"#,
             delivery.id,
             record.outcome.as_str(),
             record.next_attempt_at,
             delivery.attempt,
+            held,
         )
         .execute(&mut *tx)
         .await?;
@@ -383,6 +307,136 @@ impl PgStore {
         .fetch_all(&mut *transaction)
         .await?;
         Ok(DueAttempts { transaction, attempts })
+    }
+
+    /// Claims up to `room` attempts that may be claimed at `now`: due and held by nobody, or
+    /// held and overdue by `presumed_lost_after` (their worker presumed lost); each is counted
+    /// and held until `now + lease`. One statement that commits before any request is sent:
+    /// `SKIP LOCKED` lets concurrent claimers pass each other's rows, and one that waited on a
+    /// row sees it again as updated (no longer due), so no attempt goes to two claimers.
+    pub async fn claim_due_attempts(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        presumed_lost_after: Duration,
+        room: usize,
+    ) -> Result<Vec<DeliveryTarget>, StoreError> {
+        if room == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query!(
+            r#"WITH due AS (
+                   SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.uuid = d.endpoint_uuid
+                    WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_at <= $1
+                      AND (d.handed_over_at IS NULL OR d.next_attempt_at < $1 - make_interval(secs => $3))
+                      AND e.deleted_at IS NULL AND e.disabled_at IS NULL
+                    ORDER BY d.next_attempt_at
+                    LIMIT $4
+                      FOR UPDATE OF d SKIP LOCKED)
+               UPDATE webhook_deliveries d
+                  SET attempts = d.attempts + 1, next_attempt_at = $1 + make_interval(secs => $2),
+                      handed_over_at = $1, updated_at = now()
+                 FROM due, webhook_endpoints e
+                WHERE d.id = due.id AND e.uuid = d.endpoint_uuid
+            RETURNING d.id, d.webhook_id, d.payload, d.attempts, e.uuid AS endpoint_uuid, e.url, e.secret"#,
+            now,
+            lease.as_secs_f64(),
+            presumed_lost_after.as_secs_f64(),
+            i64::try_from(room).unwrap_or(i64::MAX),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| DeliveryTarget {
+                id: row.id,
+                webhook_id: row.webhook_id,
+                payload: row.payload,
+                attempt: row.attempts,
+                endpoint: EndpointTarget { uuid: row.endpoint_uuid, url: row.url, secret: row.secret },
+            })
+            .collect())
+    }
+
+    /// When the next attempt may be claimed: the earliest due time of those nobody holds, or
+    /// `presumed_lost_after` past the earliest of those held.
+    pub async fn next_due_at(&self, presumed_lost_after: Duration) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next = sqlx::query_scalar!(
+            r#"SELECT min(CASE WHEN d.handed_over_at IS NULL THEN d.next_attempt_at
+                              ELSE d.next_attempt_at + make_interval(secs => $1) END)
+                 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.uuid = d.endpoint_uuid
+                WHERE d.status IN ('pending', 'retrying') AND e.deleted_at IS NULL AND e.disabled_at IS NULL"#,
+            presumed_lost_after.as_secs_f64(),
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(next)
+    }
+
+    /// Where the dispatcher `name` has fanned the log out to, its row created on first use at
+    /// the furthest a relay to RabbitMQ got (so switching from RabbitMQ sends no history again),
+    /// or at the start.
+    pub async fn dispatch_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
+        sqlx::query!(
+            r#"INSERT INTO relay_checkpoints (exchange, position)
+               VALUES ($1, COALESCE((SELECT max(position) FROM relay_checkpoints WHERE exchange NOT LIKE 'in-process:%'), 0))
+               ON CONFLICT (exchange) DO NOTHING"#,
+            name,
+        )
+        .execute(&self.pool)
+        .await?;
+        let position =
+            sqlx::query_scalar!("SELECT position FROM relay_checkpoints WHERE exchange = $1", name)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(position)
+    }
+
+    /// Opens `deliveries` (due at `now`, held by nobody) and moves the checkpoint `name` from
+    /// `from` to `to`, in one transaction; false, with nothing written, when the checkpoint is
+    /// no longer at `from`. The compare-and-set comes first: its row lock makes a concurrent
+    /// dispatcher of the same batch wait, then find the checkpoint moved.
+    pub async fn commit_dispatch(
+        &self,
+        name: &str,
+        from: i64,
+        to: i64,
+        deliveries: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query!(
+            "UPDATE relay_checkpoints SET position = $3, updated_at = now() WHERE exchange = $1 AND position = $2",
+            name,
+            from,
+            to,
+        )
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let column = |field: fn(&NewDelivery) -> &str| deliveries.iter().map(|d| field(d).to_owned()).collect::<Vec<_>>();
+        sqlx::query!(
+            r#"INSERT INTO webhook_deliveries (server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload,
+                                               status, next_attempt_at, handed_over_at)
+               SELECT server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload, 'pending', $7, NULL
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[])
+                      AS d (server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload)
+               ON CONFLICT (event_id, endpoint_uuid) DO NOTHING"#,
+            &deliveries.iter().map(|d| d.server_uuid).collect::<Vec<_>>(),
+            &deliveries.iter().map(|d| d.endpoint_uuid).collect::<Vec<_>>(),
+            &deliveries.iter().map(|d| d.event_id).collect::<Vec<_>>(),
+            &column(|d| d.event_type.as_str()),
+            &column(|d| d.webhook_id.as_str()),
+            &column(|d| d.payload.as_str()),
+            now,
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn list_webhook_attempts(

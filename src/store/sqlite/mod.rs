@@ -1,12 +1,12 @@
 //! SQLite: the embedded ledger, one file. The same log, chain and view as PostgreSQL's
 //! (docs/embedded-backend.md). SQLite has one writer at a time: every write takes the write lock
 //! first (`BEGIN IMMEDIATE`), so a batch is decided against the state it appends to, with no
-//! compare-and-set and no retry, across every process on the file. Webhook deliveries are not
-//! stored here yet (a later step of that plan): their methods answer `Unsupported`.
+//! compare-and-set and no retry, across every process on the file.
 
 mod sql;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -35,6 +35,8 @@ const INDEXES_MARKER: &str = "\n-- indexes\n";
 pub struct SqliteStore {
     pool: SqlitePool,
     query_timeout: Duration,
+    /// The head's position after each append of this handle, sent after its commit.
+    head: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 /// A time as the embedded ledger stores it: the 27 characters the hash chain covers.
@@ -239,11 +241,17 @@ impl SqliteStore {
             sqlx::query(sql::MARK_AS_LEDGER).execute(&pool).await?;
             sqlx::query(sql::CHECKPOINT).execute(&pool).await?;
         }
-        Ok(SqliteStore { pool, query_timeout: settings.query_timeout })
+        let head = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
+        Ok(SqliteStore { pool, query_timeout: settings.query_timeout, head })
     }
 
     pub fn with_query_timeout(self, query_timeout: Duration) -> Self {
         SqliteStore { query_timeout, ..self }
+    }
+
+    /// The head's position after each commit of an append through this handle (or its clones).
+    pub fn head_changes(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.head.subscribe()
     }
 
     /// Bounds `work` by the query timeout.
@@ -365,6 +373,8 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            // After the commit: whoever wakes on it must find the events.
+            self.head.send_replace(next.position);
             Ok(Appended { value, ledger, previous, head: next })
         })
         .await

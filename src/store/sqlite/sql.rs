@@ -91,4 +91,100 @@ pub(super) const ALL: &[&str] = &[
     APPLIED_MIGRATIONS,
     TABLES,
     CHECKPOINT,
+    CREATE_WEBHOOK_ENDPOINT,
+    LIST_WEBHOOK_ENDPOINTS,
+    DELETE_WEBHOOK_ENDPOINT,
+    SUBSCRIBED_ENDPOINTS,
+    DISABLE_WEBHOOK_ENDPOINT,
+    OPEN_WEBHOOK_DELIVERY,
+    INSERT_DUE_DELIVERY,
+    CLAIM_DELIVERY,
+    DUE_DELIVERIES,
+    NEXT_DUE,
+    INSERT_ATTEMPT,
+    SETTLE_DELIVERY,
+    DELIVERY_STATUS,
+    REQUEUE_DELIVERY,
+    LIST_WEBHOOK_ATTEMPTS,
+    LOCKED_CREDENTIAL,
+    SEED_DISPATCH_CHECKPOINT,
+    DISPATCH_CHECKPOINT,
+    ADVANCE_DISPATCH_CHECKPOINT,
 ];
+
+// Webhooks (migrations/sqlite/0002_webhooks.sql). Times are bound from Rust as the 27-character
+// text, never left to SQL (`strftime` has milliseconds only).
+pub(super) const CREATE_WEBHOOK_ENDPOINT: &str = "INSERT INTO webhook_endpoints \
+     (uuid, server_uuid, url, events, description, secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+     RETURNING uuid, url, events, description, created_at, disabled_at, disabled_reason";
+pub(super) const LIST_WEBHOOK_ENDPOINTS: &str = "SELECT uuid, url, events, description, created_at, disabled_at, \
+     disabled_reason FROM webhook_endpoints WHERE server_uuid = ?1 AND deleted_at IS NULL ORDER BY created_at, uuid";
+pub(super) const DELETE_WEBHOOK_ENDPOINT: &str = "UPDATE webhook_endpoints SET deleted_at = ?3 \
+     WHERE uuid = ?1 AND server_uuid = ?2 AND deleted_at IS NULL";
+pub(super) const SUBSCRIBED_ENDPOINTS: &str = "SELECT e.uuid, e.url, e.secret FROM webhook_endpoints e \
+     WHERE e.server_uuid = ?1 AND EXISTS (SELECT 1 FROM json_each(e.events) WHERE json_each.value = ?2) \
+     AND e.deleted_at IS NULL AND e.disabled_at IS NULL ORDER BY e.created_at, e.uuid";
+pub(super) const DISABLE_WEBHOOK_ENDPOINT: &str = "UPDATE webhook_endpoints SET disabled_at = ?3, \
+     disabled_reason = ?2 WHERE uuid = ?1 AND disabled_at IS NULL";
+/// A delivery a broker worker opens: its first attempt due now and held by that worker.
+pub(super) const OPEN_WEBHOOK_DELIVERY: &str = "INSERT INTO webhook_deliveries (server_uuid, endpoint_uuid, \
+     event_id, event_type, webhook_id, payload, status, next_attempt_at, handed_over_at, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?7, ?7) \
+     ON CONFLICT (event_id, endpoint_uuid) DO UPDATE SET updated_at = webhook_deliveries.updated_at RETURNING id";
+/// A delivery the dispatcher opens: due now and held by nobody.
+pub(super) const INSERT_DUE_DELIVERY: &str = "INSERT INTO webhook_deliveries (server_uuid, endpoint_uuid, \
+     event_id, event_type, webhook_id, payload, status, next_attempt_at, handed_over_at, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, NULL, ?7, ?7) ON CONFLICT (event_id, endpoint_uuid) DO NOTHING";
+/// Counts the next attempt of a delivery still due one, to a live endpoint, and holds it until
+/// ?2; with ?4, only if that is the number of the next attempt. (SQLite's RETURNING cannot name
+/// the tables of an UPDATE … FROM, hence the subqueries.)
+pub(super) const CLAIM_DELIVERY: &str = "UPDATE webhook_deliveries \
+     SET attempts = attempts + 1, next_attempt_at = ?2, handed_over_at = ?3, updated_at = ?3 \
+     WHERE id = ?1 AND status IN ('pending', 'retrying') AND (?4 IS NULL OR attempts + 1 = ?4) \
+     AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.uuid = webhook_deliveries.endpoint_uuid \
+                 AND e.deleted_at IS NULL AND e.disabled_at IS NULL) \
+     RETURNING id, webhook_id, payload, attempts, endpoint_uuid, \
+     (SELECT e.url FROM webhook_endpoints e WHERE e.uuid = webhook_deliveries.endpoint_uuid) AS url, \
+     (SELECT e.secret FROM webhook_endpoints e WHERE e.uuid = webhook_deliveries.endpoint_uuid) AS secret";
+/// The deliveries whose next attempt may be claimed at ?1: due and held by nobody, or held and
+/// overdue since before ?2 (their worker presumed lost); oldest due first.
+pub(super) const DUE_DELIVERIES: &str = "SELECT d.id FROM webhook_deliveries d \
+     JOIN webhook_endpoints e ON e.uuid = d.endpoint_uuid \
+     WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_at <= ?1 \
+     AND (d.handed_over_at IS NULL OR d.next_attempt_at < ?2) \
+     AND e.deleted_at IS NULL AND e.disabled_at IS NULL ORDER BY d.next_attempt_at LIMIT ?3";
+/// The earliest due time of an attempt nobody holds, and of one held.
+pub(super) const NEXT_DUE: &str = "SELECT \
+     (SELECT min(d.next_attempt_at) FROM webhook_deliveries d JOIN webhook_endpoints e ON e.uuid = d.endpoint_uuid \
+      WHERE d.status IN ('pending', 'retrying') AND d.handed_over_at IS NULL \
+      AND e.deleted_at IS NULL AND e.disabled_at IS NULL), \
+     (SELECT min(d.next_attempt_at) FROM webhook_deliveries d JOIN webhook_endpoints e ON e.uuid = d.endpoint_uuid \
+      WHERE d.status IN ('pending', 'retrying') AND d.handed_over_at IS NOT NULL \
+      AND e.deleted_at IS NULL AND e.disabled_at IS NULL)";
+pub(super) const INSERT_ATTEMPT: &str = "INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, \
+     duration_ms, response_status, error, outcome, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+/// What an attempt left its delivery as, unless a later claim overtook it (`attempts = ?4`).
+pub(super) const SETTLE_DELIVERY: &str = "UPDATE webhook_deliveries SET status = ?2, next_attempt_at = ?3, \
+     handed_over_at = ?5, updated_at = ?6 WHERE id = ?1 AND attempts = ?4";
+pub(super) const DELIVERY_STATUS: &str = "SELECT status FROM webhook_deliveries WHERE id = ?1 AND server_uuid = ?2";
+pub(super) const REQUEUE_DELIVERY: &str = "UPDATE webhook_deliveries SET status = 'retrying', next_attempt_at = ?2, \
+     handed_over_at = NULL, updated_at = ?2 WHERE id = ?1";
+pub(super) const LIST_WEBHOOK_ATTEMPTS: &str = "SELECT d.id AS delivery_id, d.event_id, d.event_type, \
+     d.webhook_id, d.endpoint_uuid, a.attempt, a.response_status, a.error, a.duration_ms, a.attempted_at, \
+     a.next_attempt_at, a.outcome, d.status AS delivery_status \
+     FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
+     WHERE d.server_uuid = ?1 AND (?2 IS NULL OR d.endpoint_uuid = ?2) AND (?3 IS NULL OR d.status = ?3) \
+     ORDER BY a.id DESC LIMIT ?4";
+pub(super) const LOCKED_CREDENTIAL: &str = "SELECT c.id, c.uuid, c.name, c.type AS credential_type, c.hold, \
+     s.uuid AS server_uuid, s.name AS server_name FROM credentials c JOIN servers s ON s.uuid = c.server_uuid \
+     WHERE c.uuid = ?1";
+
+/// The dispatcher's checkpoint, created on first use: where a relay to RabbitMQ stopped, if one
+/// ran on this ledger (so switching from RabbitMQ does not send history again), else the start.
+pub(super) const SEED_DISPATCH_CHECKPOINT: &str = "INSERT INTO relay_checkpoints (exchange, position, updated_at) \
+     VALUES (?1, COALESCE((SELECT max(position) FROM relay_checkpoints WHERE exchange NOT LIKE 'in-process:%'), 0), \
+     ?2) ON CONFLICT (exchange) DO NOTHING";
+pub(super) const DISPATCH_CHECKPOINT: &str = "SELECT position FROM relay_checkpoints WHERE exchange = ?1";
+/// Compare-and-set: moves the checkpoint only from where this dispatcher read it.
+pub(super) const ADVANCE_DISPATCH_CHECKPOINT: &str = "UPDATE relay_checkpoints SET position = ?3, updated_at = ?4 \
+     WHERE exchange = ?1 AND position = ?2";

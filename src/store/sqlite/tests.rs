@@ -230,17 +230,3 @@ async fn a_ledger_from_a_newer_build_is_refused() {
     let refused = Store::Sqlite(store).prepare().await.unwrap_err();
     assert!(matches!(refused, StoreError::NewerSchema(999)), "{refused}");
 }
-
-/// Webhooks are not stored in the embedded ledger yet: every webhook call says so, and the API
-/// answers it as 503 with that reason rather than a 500.
-#[tokio::test]
-async fn webhook_calls_on_the_embedded_ledger_say_they_need_postgres() {
-    use axum::response::IntoResponse;
-    let ledger = TempLedger::new();
-    let store = Store::Sqlite(ledger.store().await);
-    let refused = store.list_webhook_endpoints(Uuid::new_v4()).await.unwrap_err();
-    assert!(matches!(refused, StoreError::Unsupported(_)), "{refused}");
-    assert!(refused.to_string().contains("need PostgreSQL"), "{refused}");
-    let answer = crate::http::ApiError::from(refused).into_response();
-    assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
-}
