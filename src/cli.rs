@@ -18,7 +18,7 @@ use crate::config::{
 use crate::domain::{CredentialName, ServerName};
 use crate::startup::{shutdown_signal, Application};
 use crate::store::Store;
-use crate::webhooks::WebhookWorker;
+use crate::webhooks::{DeliveryMode, Dispatcher, WebhookWorker};
 
 pub async fn run(command: CliCommand) -> anyhow::Result<()> {
     match command {
@@ -72,18 +72,20 @@ pub async fn run(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Verify { file, expect_head, database } => verify(file, expect_head, database).await,
         CliCommand::Replay { file, as_of, server } => replay(&file, as_of, server),
         CliCommand::Events(EventsCommand::Tail { bus, binding_key, limit }) => {
-            bus::tail(&bus.settings(), &binding_key, limit).await?;
+            let bus = bus.settings().context("events tail reads RabbitMQ: set AMQP_URL")?;
+            bus::tail(&bus, &binding_key, limit).await?;
             Ok(())
         }
     }
 }
 
 async fn relay(args: RelayArgs) -> anyhow::Result<()> {
+    let Some(bus) = args.bus.settings() else { anyhow::bail!("nothing to relay to: set AMQP_URL") };
     let store = Store::open(&args.database.settings()).await.context("opening the ledger")?;
     store.prepare().await?;
-    let postgres = store.postgres().context("the relay to RabbitMQ needs PostgreSQL")?;
+    let postgres = store.postgres().context("AMQP_URL needs a postgres:// DATABASE_URL")?;
     let stop = CancellationToken::new();
-    let relay = tokio::spawn(Relay::new(postgres.pool().clone(), args.relay.settings(&args.bus)).run(stop.clone()));
+    let relay = tokio::spawn(Relay::new(postgres.pool().clone(), args.relay.settings(bus)).run(stop.clone()));
     shutdown_signal().await;
     stop.cancel();
     relay.await?;
@@ -192,14 +194,27 @@ fn read_export(path: &Path, mut each: impl FnMut(ExportRecord) -> anyhow::Result
 }
 
 async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
+    let settings = args.webhooks.settings(&args.bus);
     let store = Store::open(&args.database.settings()).await.context("opening the ledger")?;
+    if settings.bus.is_some() && store.postgres().is_none() {
+        anyhow::bail!("AMQP_URL needs a postgres:// DATABASE_URL");
+    }
     store.prepare().await?;
-    let worker = WebhookWorker::new(store, args.webhooks.settings(&args.bus))?;
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let stop = CancellationToken::new();
+    // Without a broker, this process also follows the log (as `serve` would).
+    let dispatcher = (settings.delivery_mode() == DeliveryMode::InProcess).then(|| {
+        tokio::spawn(Dispatcher::new(store.clone(), wake.clone(), settings.sweep_interval).run(stop.clone()))
+    });
+    tracing::info!(database = store.backend(), delivery = settings.delivery_mode().as_str(), "webhook worker starting");
+    let worker = WebhookWorker::new(store, settings, wake)?;
     let running = tokio::spawn(worker.run(stop.clone()));
     shutdown_signal().await;
     stop.cancel();
     running.await?;
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.await?;
+    }
     Ok(())
 }
 

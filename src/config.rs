@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bus::{
-    BusSettings, RelaySettings, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE, DEFAULT_RELAY_BATCH_SIZE,
-    DEFAULT_RELAY_MAX_BACKOFF, DEFAULT_RELAY_POLL_INTERVAL,
+    BusSettings, RelaySettings, DEFAULT_EXCHANGE, DEFAULT_RELAY_BATCH_SIZE, DEFAULT_RELAY_MAX_BACKOFF,
+    DEFAULT_RELAY_POLL_INTERVAL,
 };
 use crate::http::Limits;
 use crate::startup::{
@@ -52,12 +52,14 @@ pub enum CliCommand {
     /// Manage read models built from the event log.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
-    /// Publish the event log to RabbitMQ and nothing else (for deployments that split roles).
+    /// Publish the event log to RabbitMQ and nothing else (for deployments that split roles;
+    /// needs AMQP_URL).
     Relay(RelayArgs),
     /// Watch the event bus.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Deliver webhooks and nothing else (for deployments that split roles).
+    /// Deliver webhooks and nothing else (for deployments that split roles): from RabbitMQ with
+    /// AMQP_URL, else following the log (as `serve` does without AMQP_URL).
     WebhookWorker(WebhookWorkerArgs),
     /// Write the ledger as JSON Lines, with every event's chain link.
     Export {
@@ -162,17 +164,20 @@ pub enum EventsCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct BusArgs {
-    /// RabbitMQ URL (it may carry a password; it is never logged).
-    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
-    pub amqp_url: String,
+    /// RabbitMQ URL (it may carry a password; it is never logged). Unset: no broker, and webhooks
+    /// are delivered in-process from the database (which must then be the only way they are).
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
     /// The durable topic exchange every event is published to.
     #[arg(long, env = "AMQP_EXCHANGE", default_value = DEFAULT_EXCHANGE)]
     pub amqp_exchange: String,
 }
 
 impl BusArgs {
-    pub fn settings(&self) -> BusSettings {
-        BusSettings { url: self.amqp_url.clone(), exchange: self.amqp_exchange.clone() }
+    /// The broker, if `AMQP_URL` names one.
+    pub fn settings(&self) -> Option<BusSettings> {
+        let url = self.amqp_url.clone()?;
+        Some(BusSettings { url, exchange: self.amqp_exchange.clone() })
     }
 }
 
@@ -205,13 +210,13 @@ pub struct RelayOptions {
 }
 
 impl RelayOptions {
-    pub fn settings(&self, bus: &BusArgs) -> RelaySettings {
+    pub fn settings(&self, bus: BusSettings) -> RelaySettings {
         RelaySettings {
             batch_size: self.relay_batch_size.max(1),
             poll_interval: Duration::from_millis(self.relay_poll_interval_ms),
             max_backoff: Duration::from_millis(self.relay_max_backoff_ms),
             declare_webhook_queue: !self.relay_no_webhook_queue,
-            ..RelaySettings::new(bus.settings())
+            ..RelaySettings::new(bus)
         }
     }
 }
@@ -273,7 +278,7 @@ pub struct ServeArgs {
     pub bus: BusArgs,
     #[command(flatten)]
     pub relay: RelayOptions,
-    /// Do not run the relay in this process.
+    /// Do not run the relay in this process (there is none without AMQP_URL).
     #[arg(long, env = "NO_RELAY")]
     pub no_relay: bool,
     #[command(flatten)]
@@ -320,7 +325,7 @@ impl ServeArgs {
         Settings {
             listen_addr: self.listen_addr,
             usage_flush_interval: Duration::from_millis(self.usage_flush_interval_ms),
-            relay: (!self.no_relay).then(|| self.relay.settings(&self.bus)),
+            relay: self.bus.settings().filter(|_| !self.no_relay).map(|bus| self.relay.settings(bus)),
             webhooks: self.webhooks.settings(&self.bus),
             run_webhook_worker: !self.no_webhooks,
             limits: Limits {
@@ -357,16 +362,15 @@ mod tests {
         );
 
         let CliCommand::Relay(relay) = parse(&["credential-ledger", "relay"]) else { panic!("relay") };
+        assert!(relay.bus.settings().is_none(), "no broker unless AMQP_URL names one");
+        let broker = BusSettings { url: "amqp://127.0.0.1:5672/%2f".into(), exchange: DEFAULT_EXCHANGE.into() };
         assert_eq!(
-            format!("{:?}", relay.relay.settings(&relay.bus)),
-            format!("{:?}", RelaySettings::new(BusSettings::default()))
+            format!("{:?}", relay.relay.settings(broker.clone())),
+            format!("{:?}", RelaySettings::new(broker))
         );
         let CliCommand::WebhookWorker(worker) = parse(&["credential-ledger", "webhook-worker"]) else {
             panic!("worker")
         };
-        assert_eq!(
-            format!("{:?}", worker.webhooks.settings(&worker.bus)),
-            format!("{:?}", WebhookSettings::new(BusSettings::default()))
-        );
+        assert_eq!(format!("{:?}", worker.webhooks.settings(&worker.bus)), format!("{:?}", WebhookSettings::new(None)));
     }
 }

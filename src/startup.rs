@@ -1,5 +1,6 @@
-//! Wiring: the running service is the HTTP API, the writer, the usage flusher, the relay and the
-//! webhook worker.
+//! Wiring: the running service is the HTTP API, the writer, the usage flusher, and webhook
+//! delivery: with RabbitMQ, the relay and the webhook worker; without, the dispatcher and the
+//! worker on the database queue.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -12,16 +13,16 @@ use tokio_util::sync::CancellationToken;
 use crate::app::replica::Replica;
 use crate::app::usage::UsageRecorder;
 use crate::app::writer::Writer;
-use crate::bus::{BusSettings, Relay, RelaySettings};
+use crate::bus::{Relay, RelaySettings};
 use crate::http::{router, App, AppState, AuthGuard, LargeReads, Limits, RelayHandle};
 use crate::store::Store;
-use crate::webhooks::{WebhookSettings, WebhookWorker};
+use crate::webhooks::{DeliveryMode, Dispatcher, WebhookSettings, WebhookWorker};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen_addr: SocketAddr,
     pub usage_flush_interval: Duration,
-    /// Run the relay in this process, with these settings.
+    /// Run the relay in this process, with these settings (RabbitMQ only).
     pub relay: Option<RelaySettings>,
     /// Webhook settings: the API needs them (destination checks) even when the worker runs
     /// elsewhere.
@@ -53,15 +54,14 @@ pub const DEFAULT_MAX_CREDENTIALS_PER_SERVER: usize = 1_000_000;
 /// The default of `SHUTDOWN_TIMEOUT_MS`: the request timeout plus the query timeout, with room.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What `serve` runs with no flags: the relay and the webhook worker in this process, on the
-/// default broker.
+/// What `serve` runs with no flags: in-process webhook delivery (no broker, so no relay).
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen_addr: DEFAULT_LISTEN_ADDR,
             usage_flush_interval: DEFAULT_USAGE_FLUSH_INTERVAL,
-            relay: Some(RelaySettings::new(BusSettings::default())),
-            webhooks: WebhookSettings::new(BusSettings::default()),
+            relay: None,
+            webhooks: WebhookSettings::new(None),
             run_webhook_worker: true,
             limits: Limits {
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -86,6 +86,7 @@ pub struct Application {
     relay: Option<JoinHandle<()>>,
     stop_background: CancellationToken,
     webhook_worker: Option<JoinHandle<()>>,
+    dispatcher: Option<JoinHandle<()>>,
     limits: Limits,
     shutdown_timeout: Duration,
 }
@@ -93,18 +94,18 @@ pub struct Application {
 impl Application {
     /// Prepares the schema, starts the background tasks and binds the listener.
     pub async fn build(store: Store, settings: Settings) -> anyhow::Result<Application> {
-        // The embedded ledger has no relay and keeps no webhook deliveries yet
-        // (docs/embedded-backend.md): say so before anything starts.
-        if store.postgres().is_none() {
-            if settings.relay.is_some() {
-                anyhow::bail!(
-                    "the relay to RabbitMQ needs a postgres:// DATABASE_URL: on this ledger, serve --no-relay"
-                );
-            }
-            if settings.run_webhook_worker {
-                anyhow::bail!("webhooks need a postgres:// DATABASE_URL for now: on this ledger, serve --no-webhooks");
-            }
+        // RabbitMQ's side (the relay's advisory lock, the sweep's SKIP LOCKED) is PostgreSQL's.
+        if store.postgres().is_none() && (settings.relay.is_some() || settings.webhooks.bus.is_some()) {
+            anyhow::bail!("AMQP_URL needs a postgres:// DATABASE_URL");
         }
+        let mode = settings.webhooks.delivery_mode();
+        tracing::info!(
+            database = store.backend(),
+            delivery = mode.as_str(),
+            relay = settings.relay.is_some(),
+            webhook_worker = settings.run_webhook_worker,
+            "starting"
+        );
         store.prepare().await?;
         let store = store.with_query_timeout(settings.query_timeout);
         let replica = Replica::load(store.clone()).await?;
@@ -123,11 +124,19 @@ impl Application {
             }
             None => (None, None),
         };
-        let webhook_worker = if settings.run_webhook_worker {
-            let worker = WebhookWorker::new(store.clone(), settings.webhooks.clone())?;
-            Some(tokio::spawn(worker.run(stop_background.clone())))
+        // What falls due in this process wakes its worker at once (the dispatcher's deliveries,
+        // `webhooks/retry`); the rest is found by time.
+        let delivery_wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (webhook_worker, dispatcher) = if settings.run_webhook_worker {
+            let worker = WebhookWorker::new(store.clone(), settings.webhooks.clone(), delivery_wake.clone())?;
+            let worker = tokio::spawn(worker.run(stop_background.clone()));
+            let dispatcher = (mode == DeliveryMode::InProcess).then(|| {
+                let dispatcher = Dispatcher::new(store.clone(), delivery_wake.clone(), settings.webhooks.sweep_interval);
+                tokio::spawn(dispatcher.run(stop_background.clone()))
+            });
+            (Some(worker), dispatcher)
         } else {
-            None
+            (None, None)
         };
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let state = std::sync::Arc::new(App {
@@ -141,6 +150,7 @@ impl Application {
             large_reads: LargeReads::new(settings.max_large_reads_per_server),
             max_credentials_per_server: settings.max_credentials_per_server,
             webhook_worker: webhook_worker.is_some(),
+            delivery_wake,
             health_timeout: Duration::from_secs(2),
         });
         Ok(Application {
@@ -152,6 +162,7 @@ impl Application {
             relay,
             stop_background,
             webhook_worker,
+            dispatcher,
             limits: settings.limits,
             shutdown_timeout: settings.shutdown_timeout,
         })
@@ -196,7 +207,7 @@ impl Application {
         self.flusher.await?;
         // Whatever is committed and not yet published stays in the log for the next leader.
         self.stop_background.cancel();
-        for task in [self.relay, self.webhook_worker].into_iter().flatten() {
+        for task in [self.relay, self.dispatcher, self.webhook_worker].into_iter().flatten() {
             task.await?;
         }
         tracing::info!("stopped");

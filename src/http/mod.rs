@@ -62,6 +62,8 @@ pub struct App {
     pub max_credentials_per_server: usize,
     /// Whether this process runs a webhook worker (reported by `/readyz`).
     pub webhook_worker: bool,
+    /// Wakes this process's in-process webhook worker (`webhooks/retry`).
+    pub delivery_wake: std::sync::Arc<tokio::sync::Notify>,
     pub health_timeout: Duration,
 }
 

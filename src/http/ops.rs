@@ -8,6 +8,8 @@ use super::envelope::{success_envelope, Success};
 use super::error::ErrorEnvelope;
 use super::{ApiError, AppState};
 use crate::bus::RelayStatusSnapshot;
+use crate::store::DISPATCH_CHECKPOINT;
+use crate::webhooks::DeliveryMode;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -16,6 +18,21 @@ pub struct Health {
     head: i64,
     /// Present when this process runs the relay.
     relay: Option<RelayHealth>,
+    delivery: DeliveryHealth,
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryHealth {
+    /// `in-process` (no broker: the log is followed and the database is the queue) or `rabbitmq`.
+    #[schema(example = "in-process")]
+    mode: &'static str,
+    /// In-process: the last position fanned out into deliveries (by whichever instance did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dispatched: Option<i64>,
+    /// In-process: events committed and not yet fanned out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,7 +59,12 @@ success_envelope!(ReadinessAnswer, Readiness);
         (status = 503, description = "The database does not answer", body = ErrorEnvelope),
     ))]
 pub async fn healthz(State(app): State<AppState>) -> Result<Success<Health>, ApiError> {
-    let exchange = app.relay.as_ref().map_or("", |relay| relay.exchange.as_str());
+    let mode = app.webhooks.delivery_mode();
+    let exchange = match (&app.relay, mode) {
+        (Some(relay), _) => relay.exchange.as_str(),
+        (None, DeliveryMode::InProcess) => DISPATCH_CHECKPOINT,
+        (None, DeliveryMode::RabbitMq) => "",
+    };
     let progress = match tokio::time::timeout(app.health_timeout, app.store.log_progress(exchange)).await {
         Ok(progress) => progress?,
         Err(_) => return Err(ApiError::Unavailable("the database did not answer in time".into())),
@@ -53,7 +75,15 @@ pub async fn healthz(State(app): State<AppState>) -> Result<Success<Health>, Api
         lag: progress.head - progress.relayed,
         this_instance: relay.status.snapshot(),
     });
-    Ok(Success(Health { database: "up", head: progress.head, relay }))
+    let delivery = match mode {
+        DeliveryMode::InProcess => DeliveryHealth {
+            mode: mode.as_str(),
+            dispatched: Some(progress.relayed),
+            lag: Some(progress.head - progress.relayed),
+        },
+        DeliveryMode::RabbitMq => DeliveryHealth { mode: mode.as_str(), dispatched: None, lag: None },
+    };
+    Ok(Success(Health { database: "up", head: progress.head, relay, delivery }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -65,6 +95,7 @@ pub struct Readiness {
     relay: Option<RelayHealth>,
     /// Whether this process runs a webhook worker.
     webhook_worker: bool,
+    delivery: DeliveryHealth,
 }
 
 /// Readiness: 200 when the database answers and every migration is applied.
@@ -99,6 +130,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Success<Readiness>, A
         migrations_expected: expected,
         relay: health.relay,
         webhook_worker: app.webhook_worker,
+        delivery: health.delivery,
     }))
 }
 

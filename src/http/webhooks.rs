@@ -183,7 +183,7 @@ pub async fn deliveries(
     Ok(Success(app.store.list_webhook_attempts(caller.server_uuid, endpoint, status, limit).await?))
 }
 
-/// One more attempt of a failed delivery: committed here, made by a webhook worker within its sweep interval.
+/// One more attempt of a failed delivery: committed here, made by a webhook worker at once (in-process delivery) or within its sweep interval.
 #[utoipa::path(post, path = "/api/v1/webhooks/retry", tag = "webhooks", request_body = RetryRequest,
     security(("api_key" = [])),
     responses(
@@ -197,14 +197,17 @@ pub async fn retry(
     caller: Caller,
     JsonBody(request): JsonBody<RetryRequest>,
 ) -> Result<Success<RetriedDelivery>, ApiError> {
-    // One write, no broker: a worker's sweep queues the attempt, so no crash can leave it
-    // committed and never queued.
+    // One write, no broker: the attempt is due in the database, where a worker's sweep (or the
+    // in-process worker, woken here) finds it, so no crash can leave it committed and lost.
     match app.store.requeue_webhook_delivery(caller.server_uuid, request.id).await? {
         Requeue::NotFound => Err(ApiError::NotFound { code: "delivery_not_found", what: "delivery" }),
         Requeue::NotFailed => {
             Err(ApiError::Conflict { code: "delivery_not_failed", message: "only a failed delivery is retried" })
         }
-        Requeue::Requeued => Ok(Success(RetriedDelivery { id: request.id, status: DeliveryStatus::Retrying })),
+        Requeue::Requeued => {
+            app.delivery_wake.notify_one();
+            Ok(Success(RetriedDelivery { id: request.id, status: DeliveryStatus::Retrying }))
+        }
     }
 }
 

@@ -1,15 +1,22 @@
-//! Webhook workers: `CredentialLocked` from the bus, delivered as signed HTTP requests
-//! (Standard Webhooks), retried through RabbitMQ, every attempt recorded.
+//! Webhooks: each `CredentialLocked` delivered as a signed HTTP request (Standard Webhooks) to
+//! every subscribed endpoint, retried on a schedule, every attempt recorded. With RabbitMQ the
+//! relay's messages are fanned out by the workers; without it the dispatcher follows the log
+//! and the workers take due attempts from the database (`queue`).
 
+mod dispatcher;
+mod payload;
+pub mod queue;
 mod sender;
 mod worker;
 
 use std::time::Duration;
 
+pub use dispatcher::Dispatcher;
+pub use queue::broker::ATTEMPT_MESSAGE_TYPE;
 pub use sender::{check_destination, DestinationRefused, Sender};
-pub use worker::{WebhookWorker, ATTEMPT_MESSAGE_TYPE};
+pub use worker::WebhookWorker;
 
-use crate::bus::{BusSettings, Topology};
+use crate::bus::{BusSettings, Topology, DEFAULT_EXCHANGE};
 
 /// The default of `WEBHOOK_RETRY_SCHEDULE`.
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h";
@@ -25,9 +32,27 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// a late message handed over again costs a message that is dropped, not a webhook.
 pub const DEFAULT_PRESUMED_LOST_AFTER: Duration = Duration::from_secs(60);
 
+/// How webhooks are delivered, as `/healthz`, `/readyz` and the start-up log name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryMode {
+    /// No broker: the dispatcher and the database queue, in this process.
+    InProcess,
+    RabbitMq,
+}
+
+impl DeliveryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::InProcess => "in-process",
+            DeliveryMode::RabbitMq => "rabbitmq",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
-    pub bus: BusSettings,
+    /// The broker (`AMQP_URL`); none for in-process delivery.
+    pub bus: Option<BusSettings>,
     /// The wait before each retry: attempt n+1 follows attempt n after `retry_schedule[n-1]`.
     pub retry_schedule: Vec<Duration>,
     pub timeout: Duration,
@@ -35,7 +60,9 @@ pub struct WebhookSettings {
     pub allow_private: bool,
     /// How many messages a worker holds unacknowledged at once.
     pub prefetch: u16,
-    /// How often a worker sweeps for due attempts that no message carries.
+    /// How often a worker sweeps for due attempts that no message carries; without a broker,
+    /// also the longest the dispatcher and the workers wait before looking at the database
+    /// again (for what other processes on it did).
     pub sweep_interval: Duration,
     /// How long past its due time an attempt that was handed over may stay unmade before the
     /// sweep hands it over again; an attempt in progress is due again `timeout` after it started.
@@ -43,8 +70,8 @@ pub struct WebhookSettings {
 }
 
 impl WebhookSettings {
-    /// The documented defaults, on `bus`.
-    pub fn new(bus: BusSettings) -> Self {
+    /// The documented defaults, on `bus` (none: in-process delivery).
+    pub fn new(bus: Option<BusSettings>) -> Self {
         WebhookSettings {
             bus,
             retry_schedule: parse_schedule(DEFAULT_RETRY_SCHEDULE).unwrap_or_default(),
@@ -56,8 +83,17 @@ impl WebhookSettings {
         }
     }
 
+    pub fn delivery_mode(&self) -> DeliveryMode {
+        match self.bus {
+            Some(_) => DeliveryMode::RabbitMq,
+            None => DeliveryMode::InProcess,
+        }
+    }
+
+    /// The broker's queues for this schedule.
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.bus.exchange, &self.retry_schedule)
+        let exchange = self.bus.as_ref().map_or(DEFAULT_EXCHANGE, |bus| bus.exchange.as_str());
+        Topology::new(exchange, &self.retry_schedule)
     }
 }
 

@@ -57,7 +57,7 @@ fn settings(bus: &TestBus) -> Settings {
         webhooks: WebhookSettings {
             retry_schedule: vec![Duration::from_millis(100)],
             allow_private: true,
-            ..WebhookSettings::new(bus.settings())
+            ..WebhookSettings::new(Some(bus.settings()))
         },
         run_webhook_worker: true,
         ..test_settings()
@@ -67,7 +67,7 @@ fn settings(bus: &TestBus) -> Settings {
 async fn teardown(mut app: TestApp, bus: TestBus) {
     app.stop().await;
     let topology =
-        WebhookSettings { retry_schedule: vec![Duration::from_millis(100)], ..WebhookSettings::new(bus.settings()) }
+        WebhookSettings { retry_schedule: vec![Duration::from_millis(100)], ..WebhookSettings::new(Some(bus.settings())) }
             .topology();
     let mut queues = topology.retry_queues.clone();
     queues.extend([topology.work_queue.clone(), topology.dead_letter_queue.clone()]);

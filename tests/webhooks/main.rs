@@ -36,7 +36,7 @@ fn settings(bus: &TestBus, schedule: &[Duration], allow_private: bool) -> Settin
             prefetch: 8,
             // Retries asked for through the API wait for a sweep: keep the tests quick.
             sweep_interval: Duration::from_millis(100),
-            ..WebhookSettings::new(bus.settings())
+            ..WebhookSettings::new(Some(bus.settings()))
         },
         run_webhook_worker: true,
         ..test_settings()
@@ -52,7 +52,8 @@ struct Worker {
 
 impl Worker {
     fn start(pool: &PgPool, settings: WebhookSettings) -> Worker {
-        let worker = WebhookWorker::new(Store::new(pool.clone()), settings).expect("the worker starts");
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let worker = WebhookWorker::new(Store::new(pool.clone()), settings, wake).expect("the worker starts");
         let stop = CancellationToken::new();
         let running = tokio::spawn(worker.run(stop.clone()));
         Worker { stop, running }
@@ -102,7 +103,7 @@ async fn teardown(mut app: TestApp, bus: TestBus, schedule: &[Duration]) {
     app.stop().await;
     helpers::wait_for_processes_to_disconnect(&app.pool).await;
     let topology =
-        WebhookSettings { retry_schedule: schedule.to_vec(), ..WebhookSettings::new(bus.settings()) }.topology();
+        WebhookSettings { retry_schedule: schedule.to_vec(), ..WebhookSettings::new(Some(bus.settings())) }.topology();
     let mut queues = topology.retry_queues.clone();
     queues.push(topology.work_queue.clone());
     queues.push(topology.dead_letter_queue.clone());
@@ -241,7 +242,7 @@ async fn a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_
     assert_eq!(failed[0]["outcome"], "failed");
     assert_eq!(failed[0]["response_status"], 504);
     let topology =
-        WebhookSettings { retry_schedule: schedule.to_vec(), ..WebhookSettings::new(bus.settings()) }.topology();
+        WebhookSettings { retry_schedule: schedule.to_vec(), ..WebhookSettings::new(Some(bus.settings())) }.topology();
     assert_eq!(bus.depth(&topology.dead_letter_queue).await, 1, "the delivery is in the dead-letter queue");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received("down").len(), 3, "no attempt after the schedule ran out");
@@ -448,7 +449,7 @@ async fn retry_answers_without_the_broker_and_a_worker_makes_the_attempt(pool: P
     let refused = proxy::Proxy::start(broker).await;
     refused.set_mode(proxy::Mode::Refuse);
     let unreachable = BusSettings { url: format!("amqp://guest:guest@{}/%2f", refused.addr()), ..bus.settings() };
-    let webhooks = WebhookSettings { bus: unreachable, ..settings.webhooks.clone() };
+    let webhooks = WebhookSettings { bus: Some(unreachable), ..settings.webhooks.clone() };
     let app = spawn_app_with(pool.clone(), Settings { run_webhook_worker: false, webhooks, ..settings }).await;
     register(&app, &app.tenant.key, &receiver.url("down")).await;
     receiver.script("down", &[500, 503]);
@@ -531,14 +532,14 @@ async fn each_attempt_is_claimed_once_and_a_late_record_does_not_undo_a_later_at
     assert_eq!(first.attempt, 1);
     assert!(store.claim_webhook_attempt(delivery_id, Some(1), lease).await.unwrap().is_none(), "a second message");
     assert!(store.claim_webhook_attempt(delivery_id, Some(3), lease).await.unwrap().is_none(), "not the next one");
-    store.record_webhook_attempt(&first, &record(DeliveryStatus::Retrying, Some(lease))).await.unwrap();
+    store.record_webhook_attempt(&first, &record(DeliveryStatus::Retrying, Some(lease)), true).await.unwrap();
 
     let second = store.claim_webhook_attempt(delivery_id, Some(2), lease).await.unwrap().expect("attempt 2");
     // Attempt 2 is presumed lost; a redelivered event takes whichever attempt is next.
     let third = store.claim_webhook_attempt(delivery_id, None, lease).await.unwrap().expect("attempt 3");
     assert_eq!((second.attempt, third.attempt), (2, 3));
-    store.record_webhook_attempt(&third, &record(DeliveryStatus::Delivered, None)).await.unwrap();
-    store.record_webhook_attempt(&second, &record(DeliveryStatus::Retrying, Some(lease))).await.unwrap();
+    store.record_webhook_attempt(&third, &record(DeliveryStatus::Delivered, None), true).await.unwrap();
+    store.record_webhook_attempt(&second, &record(DeliveryStatus::Retrying, Some(lease)), true).await.unwrap();
     assert!(store.claim_webhook_attempt(delivery_id, Some(3), lease).await.unwrap().is_none(), "its retry message");
 
     let listed = store.list_webhook_attempts(app.tenant.server_uuid, None, None, 10).await.unwrap();
@@ -558,17 +559,17 @@ async fn the_sweep_takes_due_attempts_nobody_holds_and_held_ones_only_once_overd
     let (hour, none) = (Duration::from_secs(3600), Duration::ZERO);
     let due = |presumed_lost_after: Duration| {
         let store = store.clone();
-        async move { store.due_webhook_attempts(presumed_lost_after, 10).await.unwrap().attempts }
+        async move { store.postgres().unwrap().due_webhook_attempts(presumed_lost_after, 10).await.unwrap().attempts }
     };
 
     assert!(due(hour).await.is_empty(), "the first attempt is the opening worker's");
     let first = store.claim_webhook_attempt(delivery_id, None, hour).await.unwrap().unwrap();
     assert!(due(none).await.is_empty(), "an attempt in progress is held until its lease ends");
-    store.record_webhook_attempt(&first, &record(DeliveryStatus::Failed, None)).await.unwrap();
+    store.record_webhook_attempt(&first, &record(DeliveryStatus::Failed, None), true).await.unwrap();
     assert!(due(none).await.is_empty(), "a failed delivery is due nothing");
 
     assert!(matches!(store.requeue_webhook_delivery(app.tenant.server_uuid, delivery_id).await, Ok(Requeue::Requeued)));
-    let swept = store.due_webhook_attempts(hour, 10).await.unwrap();
+    let swept = store.postgres().unwrap().due_webhook_attempts(hour, 10).await.unwrap();
     assert_eq!(swept.attempts, [DueAttempt { delivery_id, attempt: 2 }], "a retry nobody holds is due at once");
     assert!(due(hour).await.is_empty(), "another sweep skips it meanwhile");
     swept.hand_over().await.unwrap();
