@@ -67,6 +67,21 @@ pub enum CliCommand {
         /// The file to write (standard output without it).
         #[arg(long)]
         output: Option<std::path::PathBuf>,
+        /// A backup to `import` elsewhere: the servers and webhook endpoints too, before the
+        /// events, with the endpoints' signing secrets. Keep it as secret as the database.
+        #[arg(long)]
+        backup: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Load an `export --backup` into an empty ledger, after verifying the whole file.
+    Import {
+        /// The export to load.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// A head recorded earlier, `POSITION:HASH`, that the file must reach.
+        #[arg(long)]
+        expect_head: Option<crate::audit::ExpectedHead>,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -147,17 +162,33 @@ impl WebhookArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
-    /// Bind a temporary queue to the exchange and print each message as one JSON line.
-    Tail {
-        #[command(flatten)]
-        bus: BusArgs,
-        /// Binding key: `#` for everything, `credential.locked` for locks only.
-        #[arg(long, default_value = "#")]
-        binding_key: String,
-        /// Stop after this many messages.
-        #[arg(long)]
-        limit: Option<u64>,
-    },
+    /// Print each event as one JSON line, as RabbitMQ delivers it: from a temporary queue bound to
+    /// the exchange when a RabbitMQ URL is given, otherwise read from the log itself.
+    Tail(TailArgs),
+}
+
+/// `events tail`'s own settings. The RabbitMQ URL has no default here: without one, the tail
+/// follows the log in the database instead of a queue.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// RabbitMQ URL (it may carry a password; it is never logged). Unset: read the log.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// The durable topic exchange every event is published to.
+    #[arg(long, env = "AMQP_EXCHANGE", default_value = DEFAULT_EXCHANGE)]
+    pub amqp_exchange: String,
+    /// Binding key: `#` for everything, `credential.locked` for locks only.
+    #[arg(long, default_value = "#")]
+    pub binding_key: String,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Start at this position of the log instead of its head (only without RabbitMQ: a queue
+    /// holds only what is published after it is bound).
+    #[arg(long)]
+    pub from_position: Option<i64>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Clone, Args)]
