@@ -2,14 +2,13 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use sqlx::PgPool;
 
-use crate::helpers::{database_url, run_ledger, spawn_app};
+use crate::helpers::{run_ledger, spawn_app};
+use credential_ledger_test_support::backend::TestDb;
 
-#[sqlx::test]
-async fn server_create_prints_one_json_object_with_a_working_key(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
-    let output = run_ledger(&["server", "create", "--name", "Initech"], &database_url(&pool).await);
+async fn server_create_prints_one_json_object_with_a_working_key(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let output = run_ledger(&["server", "create", "--name", "Initech"], db.url());
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
@@ -26,30 +25,25 @@ async fn server_create_prints_one_json_object_with_a_working_key(pool: PgPool) {
     let listed = app.list(key).await;
     assert_eq!(listed.status, StatusCode::OK);
     assert_eq!(listed.data()[0]["uuid"], credential["uuid"]);
-    let metadata: Value = sqlx::query_scalar("SELECT metadata FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let metadata: Value = serde_json::from_str(&app.events().await.last().unwrap().metadata).unwrap();
     assert_eq!(metadata["actor"]["kind"], "cli");
 }
 
-#[sqlx::test]
-async fn server_create_refuses_a_blank_name_and_writes_nothing(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn server_create_refuses_a_blank_name_and_writes_nothing(db: TestDb) {
+    let app = spawn_app(&db).await;
     let head = app.log_head().await;
-    let output = run_ledger(&["server", "create", "--name", "   "], &database_url(&pool).await);
+    let output = run_ledger(&["server", "create", "--name", "   "], db.url());
     assert!(!output.status.success());
     assert!(output.stdout.is_empty());
     assert_eq!(app.log_head().await, head);
 }
 
-#[sqlx::test]
-async fn projections_rebuild_leaves_the_same_view(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn projections_rebuild_leaves_the_same_view(db: TestDb) {
+    let app = spawn_app(&db).await;
     let made = app.create_api_key(&app.tenant.key, "To rotate").await;
     app.regenerate(&app.tenant.key, made["uuid"].as_str().unwrap()).await;
     let live = app.view().await;
-    let output = run_ledger(&["projections", "rebuild"], &database_url(&pool).await);
+    let output = run_ledger(&["projections", "rebuild"], db.url());
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["events"], 4);
@@ -100,3 +94,9 @@ fn serve_on_an_embedded_ledger_names_what_it_cannot_run_yet() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+credential_ledger_test_support::on_both_backends!(
+    server_create_prints_one_json_object_with_a_working_key,
+    server_create_refuses_a_blank_name_and_writes_nothing,
+    projections_rebuild_leaves_the_same_view,
+);

@@ -3,6 +3,7 @@
 //! lost, nothing may be half-written, and every committed event must reach the bus.
 
 use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::backend::TestDb;
 use credential_ledger_test_support::bus as bus_support;
 use credential_ledger_test_support::load;
 
@@ -10,10 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::PgPool;
 
 use bus_support::{deduplicated_positions, TestBus};
-use helpers::{database_url, run_ledger, wait_for_processes_to_disconnect, wait_until};
+use helpers::{run_ledger, wait_until};
 use load::{assert_acknowledged_writes_are_in_the_log, assert_view_equals_a_rebuild, Load};
 
 struct Service {
@@ -69,11 +69,10 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[sqlx::test]
-#[ignore = "a fault suite: kills service processes under load; .ci/run runs it alone with --ignored"]
-async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool: PgPool) {
+async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(db: TestDb) {
+    let pool = db.pg_pool().await;
     let mut bus = TestBus::new().await;
-    let url = database_url(&pool).await;
+    let url = db.url().to_owned();
     let provisioned = run_ledger(&["server", "create", "--name", "Load"], &url);
     assert!(provisioned.status.success());
     let key =
@@ -114,13 +113,13 @@ async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool
     service.signal("TERM");
     service.wait_exit().await;
     drop(service);
-    wait_for_processes_to_disconnect(&pool).await;
 
     let acknowledged = seen.outcomes.iter().filter(|o| o.status == Some(200)).count();
     let unanswered = seen.outcomes.iter().filter(|o| o.status.is_none()).count();
     assert!(acknowledged > 20 && seen.rotated.len() > 5, "the load ran: {acknowledged} acknowledged");
-    assert_acknowledged_writes_are_in_the_log(&pool, &seen).await;
-    assert_view_equals_a_rebuild(&pool).await;
+    let store = db.store().await;
+    assert_acknowledged_writes_are_in_the_log(&store, &seen).await;
+    assert_view_equals_a_rebuild(&store).await;
     let verified = run_ledger(&["verify"], &url);
     assert!(verified.status.success(), "the chain verifies: {}", String::from_utf8_lossy(&verified.stdout));
 
@@ -133,3 +132,8 @@ async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool
     );
     bus.delete().await;
 }
+
+credential_ledger_test_support::on_postgres_and_rabbitmq!(
+    #[ignore = "a fault suite: kills service processes under load; .ci/run runs it alone with --ignored"]
+    nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash,
+);
