@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{run_ledger, spawn_app};
+use crate::helpers::{run_ledger, spawn_app, ChildGuard};
 use credential_ledger_test_support::backend::TestDb;
 
 async fn server_create_prints_one_json_object_with_a_working_key(db: TestDb) {
@@ -100,3 +100,55 @@ credential_ledger_test_support::on_both_backends!(
     server_create_refuses_a_blank_name_and_writes_nothing,
     projections_rebuild_leaves_the_same_view,
 );
+
+/// Two `serve` processes on one ledger, on either backend: a key made on one works at once on
+/// the other, and a key revoked on one is refused at once by the other. On SQLite the file's
+/// locks, not a process's memory, keep them in step, so a second instance is allowed.
+async fn two_processes_on_one_ledger_agree_on_every_key(db: TestDb) {
+    let provisioned = run_ledger(&["server", "create", "--name", "Shared"], db.url());
+    assert!(provisioned.status.success(), "{}", String::from_utf8_lossy(&provisioned.stderr));
+    let key =
+        serde_json::from_slice::<Value>(&provisioned.stdout).unwrap()["credential"]["key"].as_str().unwrap().to_owned();
+    let (first, _first) = serve_process(db.url()).await;
+    let (second, _second) = serve_process(db.url()).await;
+    let client = reqwest::Client::new();
+    let call = |base: &str, path: &str, key: &str, body: Value| {
+        let request = client.post(format!("{base}/api/v1/credentials/{path}")).header("X-Server-API-Key", key);
+        async move { crate::helpers::answer(request.json(&body).send().await.unwrap()).await }
+    };
+    let made = call(&first, "create", &key, serde_json::json!({"name": "Made on the first", "type": "API"})).await;
+    let made_key = made.data()["key"].as_str().unwrap().to_owned();
+    assert_eq!(call(&second, "list", &made_key, Value::Null).await.status, StatusCode::OK);
+    let uuid = made.data()["uuid"].clone();
+    assert_eq!(call(&second, "revoke", &key, serde_json::json!({ "uuid": uuid })).await.status, StatusCode::OK);
+    let refused = call(&first, "list", &made_key, Value::Null).await;
+    assert_eq!((refused.status, refused.error_code()), (StatusCode::UNAUTHORIZED, "invalid_api_key"));
+    let (verified, report) = crate::helpers::verify_database(db.url());
+    assert!(verified, "{report}");
+}
+
+/// `serve` on `database_url` on a free port, ready: its base URL and the process.
+async fn serve_process(database_url: &str) -> (String, ChildGuard) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(crate::helpers::ledger_binary())
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("NO_RELAY", "true")
+        .env("NO_WEBHOOKS", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let guard = ChildGuard(child);
+    crate::helpers::wait_until("serve to become ready", std::time::Duration::from_secs(30), || async {
+        let ready = reqwest::get(format!("{base}/readyz")).await;
+        ready.is_ok_and(|response| response.status().is_success()).then_some(())
+    })
+    .await;
+    (base, guard)
+}
+
+credential_ledger_test_support::on_both_backends!(two_processes_on_one_ledger_agree_on_every_key);
