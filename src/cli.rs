@@ -329,7 +329,8 @@ async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Store::open(&args.database.settings()).await.context("opening the ledger")?;
+    let ledger = store.backend();
     let application = Application::build(store, args.settings()).await?;
-    tracing::info!(address = %application.local_addr()?, "serving");
+    tracing::info!(address = %application.local_addr()?, ledger, "serving");
     application.run_until(shutdown_signal()).await
 }

@@ -11,6 +11,8 @@ use crate::bus::RelayStatusSnapshot;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
+    /// The ledger's backend: `sqlite` (embedded) or `postgresql`.
+    ledger: &'static str,
     database: &'static str,
     /// The position of the last event in the log.
     head: i64,
@@ -53,11 +55,13 @@ pub async fn healthz(State(app): State<AppState>) -> Result<Success<Health>, Api
         lag: progress.head - progress.relayed,
         this_instance: relay.status.snapshot(),
     });
-    Ok(Success(Health { database: "up", head: progress.head, relay }))
+    Ok(Success(Health { ledger: app.store.backend(), database: "up", head: progress.head, relay }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
+    /// The ledger's backend: `sqlite` (embedded) or `postgresql`.
+    ledger: &'static str,
     database: &'static str,
     migrations_applied: i64,
     migrations_expected: i64,
@@ -94,6 +98,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Success<Readiness>, A
         return Err(ApiError::Unavailable("the credential replica is reloading".into()));
     }
     Ok(Success(Readiness {
+        ledger: health.ledger,
         database: "up",
         migrations_applied: applied,
         migrations_expected: expected,

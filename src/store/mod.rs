@@ -162,11 +162,28 @@ impl Store {
         }
     }
 
+    /// The backend's name, as `/healthz` and the start-up log give it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgresql",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
     /// The PostgreSQL store, for what only PostgreSQL does (the relay to RabbitMQ).
     pub fn postgres(&self) -> Option<&PgStore> {
         match self {
             Store::Postgres(store) => Some(store),
             Store::Sqlite(_) => None,
+        }
+    }
+
+    /// Closes every connection and refuses new ones: on SQLite the last one to close folds the
+    /// write-ahead log back into the file.
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(store) => store.pool().close().await,
+            Store::Sqlite(store) => store.close().await,
         }
     }
 

@@ -7,6 +7,8 @@
 mod backup;
 mod sql;
 #[cfg(test)]
+pub(crate) mod temp;
+#[cfg(test)]
 mod tests;
 
 use std::str::FromStr;
@@ -256,6 +258,15 @@ impl SqliteStore {
     }
 
     /// Migrations, then the view if its schema file changed (or was never built).
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     pub async fn prepare(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         let built: Option<Vec<u8>> =
