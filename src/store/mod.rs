@@ -280,11 +280,6 @@ impl Store {
         on_backend!(self, store => store.import(batch).await)
     }
 
-    /// Closes every connection, waiting for them (before the ledger's file is removed, say).
-    pub async fn close(&self) {
-        on_backend!(self, store => store.close().await)
-    }
-
     pub async fn log_progress(&self, exchange: &str) -> Result<LogProgress, StoreError> {
         on_backend!(self, store => store.log_progress(exchange).await)
     }

@@ -14,6 +14,7 @@ use credential_ledger_test_support::app as helpers;
 mod ledger;
 use credential_ledger_test_support::load;
 mod operations;
+mod portability;
 use credential_ledger_test_support::proxy;
 mod secrets;
 mod tenants;

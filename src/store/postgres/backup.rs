@@ -147,10 +147,6 @@ impl PgStore {
         tx.commit().await?;
         Ok(Imported { position: report.position, events: report.events, credentials: report.credentials })
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 /// A chunk of events, one array per column.

@@ -158,10 +158,6 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(Imported { position: report.position, events: report.events, credentials: report.credentials })
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 async fn has_endpoints_table(connection: &mut SqliteConnection) -> Result<bool, StoreError> {
