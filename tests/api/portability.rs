@@ -299,3 +299,37 @@ async fn events_tail_follows_the_log_without_rabbitmq(db: TestDb) {
 }
 
 credential_ledger_test_support::on_both_backends!(events_tail_follows_the_log_without_rabbitmq);
+
+/// PostgreSQL to PostgreSQL, with a webhook endpoint: its secret moves too, and only in the
+/// backup. Into a new SQLite file, whose build has no webhook tables yet, the import is refused
+/// after the file was created, and the file goes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_endpoints_move_with_their_secrets() {
+    let (Some(source), Some(target)) = (TestDb::postgres().await, TestDb::postgres().await) else {
+        return skip_without_postgres();
+    };
+    let mut settings = crate::helpers::test_settings();
+    settings.webhooks.allow_private = true;
+    let mut app = crate::helpers::spawn_app_with(&source, settings).await;
+    let body = serde_json::json!({"url": "http://127.0.0.1:9/hook", "description": "billing"});
+    let created = app.post("/api/v1/webhooks/create", Some(&app.tenant.key.clone()), &body).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let secret = created.data()["secret"].as_str().unwrap().to_owned();
+    some_history(&app).await;
+    app.stop().await;
+    let scratch = Scratch::new();
+    let file = scratch.path("backup.jsonl");
+    backup(source.url(), &file);
+    assert!(std::fs::read_to_string(&file).unwrap().contains(&secret));
+    assert!(!String::from_utf8_lossy(&run(&["export"], source.url()).stdout).contains(&secret));
+
+    // TODO(merge): once the embedded ledger has its webhook tables, this import succeeds.
+    assert_refused_and_nothing_left(&file, "webhook");
+
+    let imported = stdout_json(&run(&["import", "--file", file.to_str().unwrap()], target.url()));
+    assert_eq!(imported["webhook_endpoints"], 1);
+    let moved = target.store().await.backup_endpoints().await.unwrap();
+    assert_eq!(moved, source.store().await.backup_endpoints().await.unwrap());
+    assert_eq!(moved[0].secret, secret);
+    assert_eq!(stdout_json(&run(&["verify"], target.url()))["head"], imported["head"]);
+}
