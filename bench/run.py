@@ -26,6 +26,9 @@ EXCHANGE = "credential-ledger.events"
 SERVICE_PORT = 18080
 CEILING_PORT = 18081
 REBUILD_EVENTS = int(os.environ.get("BENCH_REBUILD_EVENTS", "200000" if QUICK else "1000000"))
+# `postgres` (PostgreSQL and RabbitMQ) or `sqlite` (the embedded ledger, in-process delivery).
+BACKEND = os.environ.get("BENCH_BACKEND", "postgres")
+LEDGER_FILE = OUT / "ledger.db"
 RSS_CREDENTIALS = 100_000
 
 
@@ -124,8 +127,139 @@ def fmt(summary, digits=0, unit="") -> str:
     return f"{f.format(summary['median'])}{unit} ({f.format(summary['min'])}–{f.format(summary['max'])})"
 
 
+def pgbench_ceiling() -> dict:
+    """PostgreSQL's naive write (bench/pgbench_write.sql) on 64 connections, in its own database."""
+    psql(DATABASE, "CREATE TABLE IF NOT EXISTS bench_events (position bigserial PRIMARY KEY, stream_id uuid NOT NULL, "
+         "event_type text NOT NULL, payload jsonb NOT NULL, recorded_at timestamptz NOT NULL); "
+         "CREATE TABLE IF NOT EXISTS bench_view (uuid uuid PRIMARY KEY, name text NOT NULL, hold boolean NOT NULL)")
+    seconds = int(DURATION.rstrip("s"))
+    output = run("pgbench", "-n", "-c", str(CONNECTIONS), "-j", str(THREADS), "-T", str(seconds), "-f",
+                 str(ROOT / "bench" / "pgbench_write.sql"), f"{PG}/{DATABASE}")
+    latency = re.search(r"latency average = ([\d.]+) ms", output)
+    return {"rps": float(re.search(r"tps = ([\d.]+)", output).group(1)),
+            "p50": float(latency.group(1)) if latency else None}
+
+
+def sqlite_ceiling() -> dict:
+    """SQLite's naive write (examples/sqlite_ceiling.rs): one transaction per command, WAL, synchronous=FULL."""
+    seconds = DURATION.rstrip("s")
+    return json.loads(run(str(RELEASE / "examples" / "sqlite_ceiling"), str(OUT / "ceiling.db"), seconds, str(CONNECTIONS)))
+
+
+def main_sqlite() -> int:
+    """The embedded ledger: the same scenarios where they apply, against the same-run ceilings."""
+    results = {"duration": DURATION, "repeat": REPEAT, "connections": CONNECTIONS, "backend": "sqlite"}
+    for suffix in ["", "-wal", "-shm"]:
+        Path(f"{LEDGER_FILE}{suffix}").unlink(missing_ok=True)
+    run("psql", f"{PG}/postgres", "-qc", f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    run("psql", f"{PG}/postgres", "-qc", f"CREATE DATABASE {DATABASE}")
+    url = f"sqlite://{LEDGER_FILE}"
+    env = dict(
+        os.environ,
+        DATABASE_URL=url,
+        LISTEN_ADDR=f"127.0.0.1:{SERVICE_PORT}",
+        WEBHOOK_ALLOW_PRIVATE="true",
+        AUTH_FAILURES_PER_MINUTE="100000000",
+        RUST_LOG="warn",
+    )
+    env.pop("AMQP_URL", None)
+    binary = str(RELEASE / "credential-ledger")
+    tool = str(RELEASE / "examples" / "bench_tool")
+    run(binary, "migrate", env=env)
+
+    print("seeding: 10 credentials, 10,000 credentials, and 100,000 more for the memory figure", flush=True)
+    small = json.loads(run(tool, "seed", url, "Small", "10", env=env))
+    large = json.loads(run(tool, "seed", url, "Large", "10000", env=env))
+    json.loads(run(tool, "seed", url, "Bulk", str(RSS_CREDENTIALS), env=env))
+    writes = json.loads(run(tool, "seed", url, "Writes", "1", env=env))
+    unknown_key = run(tool, "key").strip()
+
+    service = Process([binary, "serve"], env, "service-sqlite.log")
+    ceiling = Process([str(RELEASE / "examples" / "http_ceiling"), f"127.0.0.1:{CEILING_PORT}"], env, "ceiling.log")
+    try:
+        wait_http(f"http://127.0.0.1:{SERVICE_PORT}/readyz")
+        wait_http(f"http://127.0.0.1:{CEILING_PORT}/")
+        base = f"http://127.0.0.1:{SERVICE_PORT}"
+        list_url = base + "/api/v1/credentials/list"
+        print("HTTP ceiling", flush=True)
+        results["http_ceiling"] = repeated(lambda: wrk(f"http://127.0.0.1:{CEILING_PORT}/api/v1/credentials/list", "list.lua", {"BENCH_KEY": "x"}))
+        print("1. list, 10 credentials", flush=True)
+        results["list_10"] = repeated(lambda: wrk(list_url, "list.lua", {"BENCH_KEY": small["key"]}))
+        print("2. list, 10,000 credentials", flush=True)
+        results["list_10000"] = repeated(lambda: wrk(list_url, "list.lua", {"BENCH_KEY": large["key"]}))
+        print("3. failed authentication", flush=True)
+        results["unknown_key"] = repeated(lambda: wrk(list_url, "unknown_key.lua", {"BENCH_UNKNOWN_KEY": unknown_key}))
+        results["peak_rss_reads_mib"] = service.peak_rss_mib()
+        print("PostgreSQL ceiling (pgbench) and SQLite ceiling (naive write)", flush=True)
+        results["pg_ceiling"] = repeated(pgbench_ceiling)
+        results["sqlite_ceiling"] = repeated(sqlite_ceiling)
+        print("4. create", flush=True)
+        batch_before = metric_sum("write_batch_size")
+        results["create"] = repeated(lambda: wrk(base + "/api/v1/credentials/create", "create.lua", {"BENCH_KEY": writes["key"]}))
+        batch_after = metric_sum("write_batch_size")
+        batches = batch_after[1] - batch_before[1]
+        results["mean_batch"] = (batch_after[0] - batch_before[0]) / batches if batches else None
+        results["peak_rss_mib"] = service.peak_rss_mib()
+        print("6. revoke → webhook, idle (in-process delivery)", flush=True)
+        results["lag_idle"] = json.loads(run(tool, "lag", base, small["key"], "-", "-", "200", env=env))
+    finally:
+        service.stop()
+        ceiling.stop()
+
+    print(f"7. projection rebuild of {REBUILD_EVENTS:,} events", flush=True)
+    present = json.loads(run(binary, "projections", "rebuild", env=env))["events"]
+    if present < REBUILD_EVENTS:
+        run(tool, "seed", url, "Rebuild", str(REBUILD_EVENTS - present), env=env)
+    rebuilds = [json.loads(run(binary, "projections", "rebuild", env=env)) for _ in range(REPEAT)]
+    rates = [r["events"] / r["seconds"] for r in rebuilds]
+    results["rebuild"] = {"events": rebuilds[0]["events"],
+                          "rate": {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}}
+    run("psql", f"{PG}/postgres", "-qc", f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+
+    (OUT / "results-sqlite.json").write_text(json.dumps(results, indent=2))
+    table = report_sqlite(results)
+    (OUT / "results-sqlite.md").write_text(table)
+    print(table)
+    return 0
+
+
+def report_sqlite(r: dict) -> str:
+    http = r["http_ceiling"]["rps"]["median"]
+    pg = r["pg_ceiling"]["rps"]["median"]
+    lite = r["sqlite_ceiling"]["rps"]["median"]
+    rows = [
+        ("HTTP ceiling (static axum list)", fmt(r["http_ceiling"]["rps"]), fmt(r["http_ceiling"]["p50"], 2, " ms"), fmt(r["http_ceiling"]["p99"], 2, " ms"), "1.00×"),
+        ("PostgreSQL ceiling (pgbench, naive write)", fmt(r["pg_ceiling"]["rps"]) + " tps", fmt(r["pg_ceiling"]["p50"], 2, " ms") + " (mean)", "", "1.00×"),
+        ("SQLite ceiling (naive write, WAL, synchronous=FULL)", fmt(r["sqlite_ceiling"]["rps"]) + " tps", fmt(r["sqlite_ceiling"]["p50"], 2, " ms") + " (mean)", "", f"{lite / pg:.2f}× PostgreSQL"),
+        ("1. list, 10 credentials", fmt(r["list_10"]["rps"]), fmt(r["list_10"]["p50"], 2, " ms"), fmt(r["list_10"]["p99"], 2, " ms"), f"{r['list_10']['rps']['median'] / http:.2f}× HTTP"),
+        ("2. list, 10,000 credentials", fmt(r["list_10000"]["rps"]), fmt(r["list_10000"]["p50"], 2, " ms"), fmt(r["list_10000"]["p99"], 2, " ms"), f"{r['list_10000']['rps']['median'] / http:.3f}× HTTP"),
+        ("3. failed authentication (unknown key)", fmt(r["unknown_key"]["rps"]), fmt(r["unknown_key"]["p50"], 2, " ms"), fmt(r["unknown_key"]["p99"], 2, " ms"), f"{r['unknown_key']['rps']['median'] / http:.2f}× HTTP"),
+        ("4. create", fmt(r["create"]["rps"]), fmt(r["create"]["p50"], 2, " ms"), fmt(r["create"]["p99"], 2, " ms"), f"{r['create']['rps']['median'] / pg:.2f}× PostgreSQL, {r['create']['rps']['median'] / lite:.2f}× SQLite"),
+    ]
+    lag = r["lag_idle"]
+    lines = [
+        f"Embedded ledger (BENCH_BACKEND=sqlite). wrk -t{THREADS} -c{r['connections']} -d{r['duration']}, {r['repeat']} run(s) each: median (min–max)",
+        "",
+        "| scenario | requests/s | p50 | p99 | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    lines += [
+        "",
+        f"- 4. mean group-commit batch during `create`: {r['mean_batch']:.1f} commands per transaction" if r.get("mean_batch") else "",
+        f"- 6. revoke → webhook, idle, in-process delivery, from sending the revoke: p50 {lag['webhook_p50_ms']:.2f} ms, "
+        f"p99 {lag['webhook_p99_ms']:.2f} ms; from its acknowledgement: p50 {lag['webhook_after_ack_p50_ms']:.2f} ms, "
+        f"p99 {lag['webhook_after_ack_p99_ms']:.2f} ms ({lag['count']} revokes)",
+        f"- 7. projection rebuild of {r['rebuild']['events']:,} events: {fmt(r['rebuild']['rate'])} events/s",
+        f"- 8. peak RSS of the service through scenarios 1–3: {r['peak_rss_reads_mib']:.1f} MiB; through 1–4: {r['peak_rss_mib']:.1f} MiB",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
+    if BACKEND == "sqlite":
+        return main_sqlite()
     results = {"duration": DURATION, "repeat": REPEAT, "connections": CONNECTIONS}
     run("psql", f"{PG}/postgres", "-qc", f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
     run("rabbitmqctl", "-q", "delete_vhost", VHOST, check=False)
@@ -195,17 +329,7 @@ def main() -> int:
         results["peak_rss_flood_mib"] = service.peak_rss_mib()
 
         print("PostgreSQL ceiling (pgbench)", flush=True)
-        psql(DATABASE, "CREATE TABLE IF NOT EXISTS bench_events (position bigserial PRIMARY KEY, stream_id uuid NOT NULL, "
-             "event_type text NOT NULL, payload jsonb NOT NULL, recorded_at timestamptz NOT NULL); "
-             "CREATE TABLE IF NOT EXISTS bench_view (uuid uuid PRIMARY KEY, name text NOT NULL, hold boolean NOT NULL)")
-        seconds = int(DURATION.rstrip("s"))
-        def pgbench():
-            output = run("pgbench", "-n", "-c", str(CONNECTIONS), "-j", str(THREADS), "-T", str(seconds), "-f",
-                         str(ROOT / "bench" / "pgbench_write.sql"), f"{PG}/{DATABASE}")
-            latency = re.search(r"latency average = ([\d.]+) ms", output)
-            return {"rps": float(re.search(r"tps = ([\d.]+)", output).group(1)),
-                    "p50": float(latency.group(1)) if latency else None}
-        results["pg_ceiling"] = repeated(pgbench)
+        results["pg_ceiling"] = repeated(pgbench_ceiling)
 
         print("4. create", flush=True)
         batch_before = metric_sum("write_batch_size")

@@ -4,9 +4,10 @@
 # and prints a table (also written to target/bench/results.md). See BENCHMARKS.md.
 #   bench/run.sh                 # full run (about 15 minutes)
 #   BENCH_QUICK=1 bench/run.sh   # shorter runs, one repetition
+#   BENCH_BACKEND=sqlite bench/run.sh  # the embedded ledger (no RabbitMQ; pgbench still gives the PostgreSQL ceiling)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 command -v pgbench >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-contrib >/dev/null; }
-cargo build --release --locked --quiet --bin credential-ledger --example http_ceiling --example bench_tool
+cargo build --release --locked --quiet --bin credential-ledger --example http_ceiling --example bench_tool --example sqlite_ceiling
 exec python3 bench/run.py "$@"

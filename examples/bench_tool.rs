@@ -5,6 +5,7 @@
 //! - `key`: prints a well-formed key that was never issued.
 //! - `lag BASE_URL KEY AMQP_URL EXCHANGE COUNT`: revokes COUNT credentials one after another and
 //!   measures revoke → bus message and revoke → webhook received; prints JSON with percentiles.
+//!   With `-` for AMQP_URL (in-process delivery, no broker), the webhook alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use credential_ledger::app::provision::provision_server;
 use credential_ledger::domain::{
     handle, Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, ServerName,
 };
-use credential_ledger::store::{self, DatabaseSettings, Decision, NewEvent, Store};
+use credential_ledger::store::{DatabaseSettings, Decision, NewEvent, Store};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -48,7 +49,8 @@ async fn seed(database_url: &str, server_name: &str, count: usize) -> anyhow::Re
         acquire_timeout: Duration::from_secs(30),
         query_timeout: Duration::from_secs(300),
     };
-    let store = Store::new(store::connect(&settings).await?);
+    let store = Store::open(&settings).await?;
+    store.prepare().await?;
     let first = provision_server(
         &store,
         &ServerName::parse(server_name).map_err(anyhow::Error::msg)?,
@@ -132,29 +134,10 @@ async fn lag(base_url: &str, key: &str, amqp_url: &str, exchange: &str, count: u
     let registered: Value = call("webhooks/create", json!({ "url": hook_url })).await?.json().await?;
     anyhow::ensure!(registered["status"] == "success", "webhook registration failed: {registered}");
 
-    // The bus consumer.
-    let connection = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    let queue = channel
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
-        .await?;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            exchange.into(),
-            "credential.locked".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer = match amqp_url {
+        "-" => None,
+        url => Some(bus_consumer(url, exchange).await?),
+    };
 
     // From sending the revoke (its own latency included), and from its answer (the commit is
     // acknowledged: what the relay and the worker add). A message may beat the answer: below 0.
@@ -169,7 +152,7 @@ async fn lag(base_url: &str, key: &str, amqp_url: &str, exchange: &str, count: u
         let revoked = call("credentials/revoke", json!({ "uuid": uuid })).await?;
         anyhow::ensure!(revoked.status().is_success(), "revoke failed");
         let acknowledged = started.elapsed().as_secs_f64() * 1000.0;
-        loop {
+        while let Some((_, consumer)) = consumer.as_mut() {
             let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("the bus consumer ended"))??;
@@ -197,17 +180,47 @@ async fn lag(base_url: &str, key: &str, amqp_url: &str, exchange: &str, count: u
     for figures in [&mut bus_ms, &mut hook_ms, &mut bus_after_ack_ms, &mut hook_after_ack_ms] {
         figures.sort_by(f64::total_cmp);
     }
+    // No broker: the bus figures are absent (null), not zero.
+    let figure = |sorted: &[f64], p: f64| (!sorted.is_empty()).then(|| percentile(sorted, p));
     println!(
         "{}",
         json!({
             "count": count,
-            "bus_p50_ms": percentile(&bus_ms, 0.5), "bus_p99_ms": percentile(&bus_ms, 0.99),
+            "bus_p50_ms": figure(&bus_ms, 0.5), "bus_p99_ms": figure(&bus_ms, 0.99),
             "webhook_p50_ms": percentile(&hook_ms, 0.5), "webhook_p99_ms": percentile(&hook_ms, 0.99),
-            "bus_after_ack_p50_ms": percentile(&bus_after_ack_ms, 0.5),
-            "bus_after_ack_p99_ms": percentile(&bus_after_ack_ms, 0.99),
+            "bus_after_ack_p50_ms": figure(&bus_after_ack_ms, 0.5),
+            "bus_after_ack_p99_ms": figure(&bus_after_ack_ms, 0.99),
             "webhook_after_ack_p50_ms": percentile(&hook_after_ack_ms, 0.5),
             "webhook_after_ack_p99_ms": percentile(&hook_after_ack_ms, 0.99),
         })
     );
     Ok(())
+}
+
+/// An exclusive queue on `exchange` bound to every lock.
+/// The connection comes back with it: the consumer lasts as long as the caller keeps both.
+async fn bus_consumer(amqp_url: &str, exchange: &str) -> anyhow::Result<(lapin::Connection, lapin::Consumer)> {
+    let connection = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let queue = channel
+        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            "credential.locked".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((connection, consumer))
 }

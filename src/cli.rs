@@ -11,9 +11,11 @@ use uuid::Uuid;
 
 use crate::app::provision::provision_server;
 use crate::audit::{self, ExpectedHead, ExportRecord, Replay, Verifier};
+use crate::bus::BusSettings;
 use crate::bus::{self, Relay};
 use crate::config::{
-    CliCommand, DatabaseArgs, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand, WebhookWorkerArgs,
+    CliCommand, DatabaseArgs, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand, TailArgs,
+    WebhookWorkerArgs,
 };
 use crate::domain::{CredentialName, ServerName};
 use crate::startup::{shutdown_signal, Application};
@@ -68,14 +70,11 @@ pub async fn run(command: CliCommand) -> anyhow::Result<()> {
         }
         CliCommand::Relay(args) => relay(args).await,
         CliCommand::WebhookWorker(args) => webhook_worker(args).await,
-        CliCommand::Export { server, output, database } => export(server, output, database).await,
+        CliCommand::Export { server, output, backup, database } => export(server, output, backup, database).await,
+        CliCommand::Import { file, expect_head, database } => import(&file, expect_head, database).await,
         CliCommand::Verify { file, expect_head, database } => verify(file, expect_head, database).await,
         CliCommand::Replay { file, as_of, server } => replay(&file, as_of, server),
-        CliCommand::Events(EventsCommand::Tail { bus, binding_key, limit }) => {
-            let bus = bus.settings().context("events tail reads RabbitMQ: set AMQP_URL")?;
-            bus::tail(&bus, &binding_key, limit).await?;
-            Ok(())
-        }
+        CliCommand::Events(EventsCommand::Tail(args)) => tail(args).await,
     }
 }
 
@@ -92,7 +91,42 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn export(server: Option<Uuid>, output: Option<PathBuf>, database: DatabaseArgs) -> anyhow::Result<()> {
+/// With a RabbitMQ URL, a queue on the exchange; without one, the log itself.
+async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    match &args.amqp_url {
+        Some(url) => {
+            if args.from_position.is_some() {
+                anyhow::bail!(
+                    "--from-position reads the log, and a RabbitMQ queue holds only what is published after it \
+                     is bound: leave AMQP_URL unset to tail the log"
+                );
+            }
+            let settings = BusSettings { url: url.clone(), exchange: args.amqp_exchange.clone() };
+            bus::tail(&settings, &args.binding_key, args.limit).await?;
+        }
+        None => {
+            let settings = args.database.settings();
+            // Watching must not create a ledger where there was none.
+            if let Some(path) = ledger_file(&settings.url).filter(|path| !path.exists()) {
+                anyhow::bail!("there is no ledger at {}", path.display());
+            }
+            let store = Store::open(&settings).await.context("opening the ledger")?;
+            let after = args.from_position.map(|position| position.max(1) - 1);
+            bus::tail_log(&store, &args.binding_key, after, args.limit).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn export(
+    server: Option<Uuid>,
+    output: Option<PathBuf>,
+    backup: bool,
+    database: DatabaseArgs,
+) -> anyhow::Result<()> {
+    if backup && server.is_some() {
+        anyhow::bail!("--backup exports the whole ledger: it cannot be combined with --server");
+    }
     let store = Store::open(&database.settings()).await.context("opening the ledger")?;
     store.prepare().await?;
     let mut out: Box<dyn Write> = match &output {
@@ -103,14 +137,17 @@ async fn export(server: Option<Uuid>, output: Option<PathBuf>, database: Databas
     };
     let mut records = 0u64;
     let mut head = None;
-    audit::export_records(&store, server, |record| {
-        head = Some(record.last_position());
+    let sink = |record: ExportRecord| {
+        head = record.last_position().or(head);
         serde_json::to_writer(&mut out, &record)?;
         out.write_all(b"\n")?;
         records += 1;
         Ok(())
-    })
-    .await?;
+    };
+    match backup {
+        true => audit::export_backup(&store, sink).await?,
+        false => audit::export_records(&store, server, sink).await?,
+    }
     out.flush()?;
     tracing::info!(records, head = head.unwrap_or(0), "exported");
     Ok(())
@@ -133,10 +170,16 @@ async fn verify(
             })
         }
     };
+    let not_covered = verifier.not_covered();
     let outcome = checked.and_then(|()| verifier.finish().map_err(anyhow::Error::from));
     match outcome {
         Ok(head) => {
-            println!("{}", json!({"verified": true, "head": head}));
+            let mut report = json!({"verified": true, "head": head});
+            // A backup's servers and endpoints: read, and said to be outside the chain.
+            if !not_covered.is_empty() {
+                report["not_covered_by_the_chain"] = json!(not_covered);
+            }
+            println!("{report}");
             Ok(())
         }
         Err(error) => match error.downcast::<audit::Failure>() {
@@ -154,12 +197,21 @@ async fn verify(
 
 fn replay(file: &Path, as_of: Option<chrono::DateTime<chrono::Utc>>, server: Option<Uuid>) -> anyhow::Result<()> {
     let mut replay = Replay::new(as_of, server);
+    let mut not_covered = audit::NotCovered::default();
     read_export(file, |record| {
-        if let ExportRecord::Event(event) = record {
-            replay.push(&event)?;
+        if let ExportRecord::Event(event) = &record {
+            replay.push(event)?;
         }
+        not_covered.count(&record);
         Ok(())
     })?;
+    if !not_covered.is_empty() {
+        tracing::info!(
+            servers = not_covered.servers,
+            webhook_endpoints = not_covered.webhook_endpoints,
+            "skipped the backup's records that the chain does not cover"
+        );
+    }
     let view: Vec<_> = replay
         .finish()
         .into_iter()
@@ -176,6 +228,77 @@ fn replay(file: &Path, as_of: Option<chrono::DateTime<chrono::Utc>>, server: Opt
         .collect();
     println!("{}", serde_json::Value::Array(view));
     Ok(())
+}
+
+/// Verifies the whole file first, then opens the ledger (creating it if it does not exist) and
+/// writes it there in one transaction. A failure leaves nothing behind: not a row, and not the
+/// SQLite file if this command created it.
+async fn import(file: &Path, expect_head: Option<ExpectedHead>, database: DatabaseArgs) -> anyhow::Result<()> {
+    let verified = audit::read_import(file, expect_head)
+        .map_err(|error| anyhow::anyhow!("import refused: {error}; nothing was written"))?;
+    let settings = database.settings();
+    let created = ledger_file(&settings.url).filter(|path| !path.exists());
+    let written = async {
+        let store = Store::open(&settings).await.context("opening the ledger")?;
+        let imported = async {
+            store.prepare().await?;
+            store.import(verified.batch()).await
+        }
+        .await;
+        store.close().await;
+        imported.map_err(|error| anyhow::anyhow!("import refused: {error}; nothing was written"))
+    }
+    .await;
+    let imported = match written {
+        Ok(imported) => imported,
+        Err(error) => {
+            if let Some(path) = &created {
+                remove_ledger_file(path);
+            }
+            return Err(error);
+        }
+    };
+    if imported.position != verified.head.position || imported.events != verified.head.events {
+        // The store wrote what it was given in one transaction that committed: this would be a bug.
+        anyhow::bail!(
+            "the imported ledger ends at position {} with {} events, the file at position {} with {}",
+            imported.position,
+            imported.events,
+            verified.head.position,
+            verified.head.events
+        );
+    }
+    println!(
+        "{}",
+        json!({
+            "imported": true,
+            "head": verified.head,
+            "servers": verified.servers.len(),
+            "webhook_endpoints": verified.endpoints.len(),
+            "credentials": imported.credentials,
+        })
+    );
+    Ok(())
+}
+
+/// The file of an embedded ledger's URL; none for PostgreSQL.
+fn ledger_file(url: &str) -> Option<PathBuf> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok().filter(|_| url.starts_with("sqlite:"))?;
+    Some(options.get_filename().to_path_buf())
+}
+
+/// Removes a ledger file this command created, with SQLite's files beside it.
+fn remove_ledger_file(path: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(&name) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(file = %Path::new(&name).display(), %error, "could not remove"),
+        }
+    }
 }
 
 /// Feeds each record of an export file to `each`, naming the line of anything unreadable.
@@ -220,7 +343,8 @@ async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Store::open(&args.database.settings()).await.context("opening the ledger")?;
+    let ledger = store.backend();
     let application = Application::build(store, args.settings()).await?;
-    tracing::info!(address = %application.local_addr()?, "serving");
+    tracing::info!(address = %application.local_addr()?, ledger, "serving");
     application.run_until(shutdown_signal()).await
 }

@@ -22,7 +22,10 @@ use crate::webhooks::{
     DEFAULT_WEBHOOK_TIMEOUT,
 };
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/credential_ledger";
+/// The embedded ledger's file, in the data directory (the working directory by default).
+pub const DEFAULT_LEDGER_FILE: &str = "credential-ledger.db";
+/// With neither `DATABASE_URL` nor `DATA_DIR`: the embedded ledger in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://credential-ledger.db";
 
 #[derive(Debug, Parser)]
 #[command(name = "credential-ledger", version, about = "An event-sourced ledger of API and SMTP credentials")]
@@ -69,6 +72,21 @@ pub enum CliCommand {
         /// The file to write (standard output without it).
         #[arg(long)]
         output: Option<std::path::PathBuf>,
+        /// A backup to `import` elsewhere: the servers and webhook endpoints too, before the
+        /// events, with the endpoints' signing secrets. Keep it as secret as the database.
+        #[arg(long)]
+        backup: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Load an `export --backup` into an empty ledger, after verifying the whole file.
+    Import {
+        /// The export to load.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// A head recorded earlier, `POSITION:HASH`, that the file must reach.
+        #[arg(long)]
+        expect_head: Option<crate::audit::ExpectedHead>,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -149,17 +167,33 @@ impl WebhookArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
-    /// Bind a temporary queue to the exchange and print each message as one JSON line.
-    Tail {
-        #[command(flatten)]
-        bus: BusArgs,
-        /// Binding key: `#` for everything, `credential.locked` for locks only.
-        #[arg(long, default_value = "#")]
-        binding_key: String,
-        /// Stop after this many messages.
-        #[arg(long)]
-        limit: Option<u64>,
-    },
+    /// Print each event as one JSON line, as RabbitMQ delivers it: from a temporary queue bound to
+    /// the exchange when a RabbitMQ URL is given, otherwise read from the log itself.
+    Tail(TailArgs),
+}
+
+/// `events tail`'s own settings. The RabbitMQ URL has no default here: without one, the tail
+/// follows the log in the database instead of a queue.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// RabbitMQ URL (it may carry a password; it is never logged). Unset: read the log.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// The durable topic exchange every event is published to.
+    #[arg(long, env = "AMQP_EXCHANGE", default_value = DEFAULT_EXCHANGE)]
+    pub amqp_exchange: String,
+    /// Binding key: `#` for everything, `credential.locked` for locks only.
+    #[arg(long, default_value = "#")]
+    pub binding_key: String,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Start at this position of the log instead of its head (only without RabbitMQ: a queue
+    /// holds only what is published after it is bound).
+    #[arg(long)]
+    pub from_position: Option<i64>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -244,9 +278,13 @@ pub enum ProjectionsCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL connection URL; the database is created if it does not exist.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
-    pub database_url: String,
+    /// The ledger: `postgres://…` (the database is created if it does not exist) or
+    /// `sqlite://PATH`. Unset: the embedded ledger, `credential-ledger.db` in --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, conflicts_with = "data_dir")]
+    pub database_url: Option<String>,
+    /// Where the embedded ledger's file goes when no DATABASE_URL is given [default: the working directory].
+    #[arg(long, env = "DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
     /// Size of the connection pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
@@ -260,9 +298,18 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
+    /// The URL of the ledger these arguments name.
+    pub fn url(&self) -> String {
+        match (&self.database_url, &self.data_dir) {
+            (Some(url), _) => url.clone(),
+            (None, Some(dir)) => format!("sqlite://{}", dir.join(DEFAULT_LEDGER_FILE).display()),
+            (None, None) => DEFAULT_DATABASE_URL.to_owned(),
+        }
+    }
+
     pub fn settings(&self) -> DatabaseSettings {
         DatabaseSettings {
-            url: self.database_url.clone(),
+            url: self.url(),
             max_connections: self.database_max_connections,
             acquire_timeout: Duration::from_millis(self.database_acquire_timeout_ms),
             query_timeout: Duration::from_millis(self.database_query_timeout_ms.max(1)),
@@ -348,6 +395,31 @@ mod tests {
 
     fn parse(args: &[&str]) -> CliCommand {
         Cli::try_parse_from(args).unwrap().command
+    }
+
+    /// With no URL the ledger is the embedded one: in the working directory, or in the data
+    /// directory; a URL names any ledger, and both at once are refused.
+    #[test]
+    fn no_database_url_means_the_embedded_ledger_in_the_data_directory() {
+        let args = |database_url: Option<&str>, data_dir: Option<&str>| DatabaseArgs {
+            database_url: database_url.map(str::to_owned),
+            data_dir: data_dir.map(std::path::PathBuf::from),
+            database_max_connections: DEFAULT_MAX_CONNECTIONS,
+            database_acquire_timeout_ms: 1,
+            database_query_timeout_ms: 1,
+        };
+        assert_eq!(args(None, None).url(), "sqlite://credential-ledger.db");
+        assert_eq!(args(None, Some("/srv/ledger")).url(), "sqlite:///srv/ledger/credential-ledger.db");
+        assert_eq!(args(Some("postgres://db/ledger"), None).url(), "postgres://db/ledger");
+        let both = Cli::try_parse_from([
+            "credential-ledger",
+            "migrate",
+            "--database-url",
+            "postgres://db/ledger",
+            "--data-dir",
+            "/srv/ledger",
+        ]);
+        assert!(both.is_err(), "a URL and a data directory at once are refused");
     }
 
     /// Each default is written once: what a flag defaults to is what the settings default to.

@@ -248,38 +248,42 @@ impl Replica {
 mod tests {
     use std::time::Duration;
 
-    use sqlx::postgres::PgPoolOptions;
-    use sqlx::PgPool;
-
     use super::*;
     use crate::app::provision::provision_server;
     use crate::app::writer::Writer;
     use crate::domain::{Actor, Command, CredentialName, EventMetadata, ServerName};
+    use crate::store::sqlite::temp::TempLedger;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::DatabaseSettings;
 
     /// A store on a pool of one connection, and a provisioned server: whoever holds the one
-    /// connection holds up every head read, which makes their timing the test's to choose.
-    async fn one_connection_store(pool: &PgPool) -> (Store, Arc<Replica>) {
-        crate::store::prepare(pool).await.unwrap();
-        let single = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with((*pool.connect_options()).clone())
-            .await
-            .unwrap();
-        let store = Store::new(single);
+    /// connection holds up every head read, which makes their timing the test's to choose. The
+    /// barrier is the same on every backend; an embedded ledger needs no server.
+    async fn one_connection_store(ledger: &TempLedger) -> (Store, Arc<Replica>) {
+        let settings =
+            DatabaseSettings { max_connections: 1, acquire_timeout: Duration::from_secs(30), ..ledger.settings() };
+        let store = Store::Sqlite(ledger.store_with(settings).await);
         let name = ServerName::parse("Acme").unwrap();
         provision_server(&store, &name, CredentialName::parse("First").unwrap()).await.unwrap();
         let replica = Replica::load(store.clone()).await.unwrap();
         (store, replica)
     }
 
+    fn sqlite(store: &Store) -> &SqliteStore {
+        match store {
+            Store::Sqlite(sqlite) => sqlite,
+            Store::Postgres(_) => unreachable!("these tests run on the embedded ledger"),
+        }
+    }
+
     /// The barrier's saving: every request that arrived before a read began is answered by that
     /// one read, however many there are.
-    #[sqlx::test]
-    async fn requests_that_arrived_before_a_head_read_began_share_it(pool: PgPool) {
-        let (store, replica) = one_connection_store(&pool).await;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_that_arrived_before_a_head_read_began_share_it() {
+        let ledger = TempLedger::new();
+        let (store, replica) = one_connection_store(&ledger).await;
         let arrived = Instant::now();
-        let held = store.postgres().unwrap().pool().acquire().await.unwrap();
+        let held = sqlite(&store).pool().acquire().await.unwrap();
         let first = replica.head_since(arrived);
         let running = tokio::spawn(first.clone());
         let others: Vec<HeadRead> = (0..10).map(|_| replica.head_since(arrived)).collect();
@@ -294,10 +298,11 @@ mod tests {
     /// The barrier's rule: a request that arrives while a read runs cannot use it (that read may
     /// have missed a commit the request saw), so it waits for the next, which begins only when
     /// the running one ends and which every later arrival shares.
-    #[sqlx::test]
-    async fn a_request_that_arrives_during_a_read_gets_the_next_one_which_later_arrivals_share(pool: PgPool) {
-        let (store, replica) = one_connection_store(&pool).await;
-        let held = store.postgres().unwrap().pool().acquire().await.unwrap();
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_arrives_during_a_read_gets_the_next_one_which_later_arrivals_share() {
+        let ledger = TempLedger::new();
+        let (store, replica) = one_connection_store(&ledger).await;
+        let held = sqlite(&store).pool().acquire().await.unwrap();
         let running = replica.head_since(Instant::now());
         let first = tokio::spawn(running.clone());
         let late = replica.head_since(Instant::now());
@@ -318,9 +323,10 @@ mod tests {
 
     /// A finished read is never reused for a request that arrived after it began: that request
     /// gets a read of its own, which sees what another instance committed in between.
-    #[sqlx::test]
-    async fn a_request_after_a_finished_read_sees_commits_made_since(pool: PgPool) {
-        let (store, replica) = one_connection_store(&pool).await;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_after_a_finished_read_sees_commits_made_since() {
+        let ledger = TempLedger::new();
+        let (store, replica) = one_connection_store(&ledger).await;
         let before = replica.head_since(Instant::now());
         assert_eq!(before.clone().await.unwrap(), 1);
 
@@ -341,10 +347,10 @@ mod tests {
 
     /// A replica that finds an event it cannot apply (here: the lock of a credential it lost)
     /// reloads the view instead of answering 500s, and counts it.
-    #[sqlx::test]
-    async fn a_replica_out_of_step_with_the_log_reloads_the_view(pool: PgPool) {
-        crate::store::prepare(&pool).await.unwrap();
-        let store = Store::new(pool);
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_out_of_step_with_the_log_reloads_the_view() {
+        let ledger = TempLedger::new();
+        let store = Store::Sqlite(ledger.store().await);
         let name = ServerName::parse("Acme").unwrap();
         let server = provision_server(&store, &name, CredentialName::parse("First").unwrap()).await.unwrap();
         let replica = Replica::load(store.clone()).await.unwrap();

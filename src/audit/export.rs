@@ -24,14 +24,40 @@ pub enum ExportError {
 pub async fn export_records(
     store: &Store,
     server: Option<Uuid>,
+    sink: impl FnMut(ExportRecord) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    export_events(store, server, i64::MAX, sink).await
+}
+
+/// Feeds a backup to `sink`: every server, every webhook endpoint (with its secret), then every
+/// event, up to the head as it stood before the servers were read. A server is created in the
+/// append of its first event, so every server an exported event names is among those read.
+pub async fn export_backup(
+    store: &Store,
+    mut sink: impl FnMut(ExportRecord) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    let head = store.head_position().await?;
+    for server in store.backup_servers().await? {
+        sink(ExportRecord::Server(server))?;
+    }
+    for endpoint in store.backup_endpoints().await? {
+        sink(ExportRecord::WebhookEndpoint(endpoint))?;
+    }
+    export_events(store, None, head, sink).await
+}
+
+async fn export_events(
+    store: &Store,
+    server: Option<Uuid>,
+    until: i64,
     mut sink: impl FnMut(ExportRecord) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
     let mut after = 0i64;
     let mut gap: Option<ChainGap> = None;
-    loop {
+    while after < until {
         // Positions are only ever appended, and a batch commits whole: each page continues a
         // consistent prefix of the log, so paging needs no long-lived snapshot.
-        let page = store.events_after(after, PAGE).await?;
+        let page = store.events_after(after, PAGE.min(until - after)).await?;
         let Some(last) = page.last() else { break };
         after = last.position;
         for event in page {

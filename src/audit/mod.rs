@@ -3,16 +3,19 @@
 //! database (`verify`) or from an export file (`verify --file`, `replay`), the same way.
 
 mod export;
+mod import;
 mod verify;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use export::{export_records, ExportError};
+pub use export::{export_backup, export_records, ExportError};
+pub use import::{read_import, ImportError, ImportFile};
 pub use verify::{ExpectedHead, Failure, VerifiedHead, Verifier};
 
 use crate::domain::{Credential, Ledger, StoredEvent, UnreadableEvent};
+use crate::store::{StoredEndpoint, StoredServer};
 
 /// One line of an export (JSON Lines).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +26,10 @@ pub enum ExportRecord {
     /// Events of other servers, left out of a one-server export: only the chain link across
     /// them, so the slice can still be checked against the whole chain.
     Gap(ChainGap),
+    /// A server (tenant), in a backup (`export --backup`) only. Not covered by the chain.
+    Server(StoredServer),
+    /// A webhook endpoint with its signing secret, in a backup only. Not covered by the chain.
+    WebhookEndpoint(StoredEndpoint),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,12 +44,37 @@ pub struct ChainGap {
 }
 
 impl ExportRecord {
-    /// The position this record ends at.
-    pub fn last_position(&self) -> i64 {
+    /// The position this record ends at; none for the records the chain does not cover.
+    pub fn last_position(&self) -> Option<i64> {
         match self {
-            ExportRecord::Event(event) => event.position,
-            ExportRecord::Gap(gap) => gap.to_position,
+            ExportRecord::Event(event) => Some(event.position),
+            ExportRecord::Gap(gap) => Some(gap.to_position),
+            ExportRecord::Server(_) | ExportRecord::WebhookEndpoint(_) => None,
         }
+    }
+}
+
+/// The records of a backup that the chain does not cover, counted: `verify` and `replay` skip
+/// them and say so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NotCovered {
+    pub servers: u64,
+    pub webhook_endpoints: u64,
+}
+
+impl NotCovered {
+    /// Counts `record` if it is one of them; whether it was.
+    pub fn count(&mut self, record: &ExportRecord) -> bool {
+        match record {
+            ExportRecord::Server(_) => self.servers += 1,
+            ExportRecord::WebhookEndpoint(_) => self.webhook_endpoints += 1,
+            ExportRecord::Event(_) | ExportRecord::Gap(_) => return false,
+        }
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers == 0 && self.webhook_endpoints == 0
     }
 }
 

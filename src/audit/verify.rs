@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{ChainGap, ExportRecord};
+use super::{ChainGap, ExportRecord, NotCovered};
 use crate::domain::{Hash, LogRules, RecordedEvent, StoredEvent, GENESIS_HASH};
 
 /// A head an auditor recorded earlier: `POSITION:HASH`.
@@ -58,6 +58,7 @@ pub struct Verifier {
     expect_head: Option<ExpectedHead>,
     events: u64,
     linked_only: u64,
+    not_covered: NotCovered,
 }
 
 impl Verifier {
@@ -71,19 +72,30 @@ impl Verifier {
             expect_head,
             events: 0,
             linked_only: 0,
+            not_covered: NotCovered::default(),
         }
+    }
+
+    /// The records pushed so far that the chain does not cover (a backup's servers and endpoints).
+    pub fn not_covered(&self) -> NotCovered {
+        self.not_covered
     }
 
     pub fn push(&mut self, record: &ExportRecord) -> Result<(), Failure> {
         match record {
             ExportRecord::Event(event) => self.push_event(event)?,
             ExportRecord::Gap(gap) => self.push_gap(gap)?,
+            // Servers and endpoints of a backup: the chain does not cover them.
+            ExportRecord::Server(_) | ExportRecord::WebhookEndpoint(_) => {
+                self.not_covered.count(record);
+                return Ok(());
+            }
         }
-        if let Some(expected) = self.expect_head {
-            let end = record.last_position();
+        if let (Some(expected), Some(end)) = (self.expect_head, record.last_position()) {
             let covers = match record {
                 ExportRecord::Event(_) => end == expected.position,
                 ExportRecord::Gap(gap) => (gap.from_position..=gap.to_position).contains(&expected.position),
+                ExportRecord::Server(_) | ExportRecord::WebhookEndpoint(_) => false,
             };
             if covers && (end != expected.position || self.prev_hash != expected.hash) {
                 let problem = if end == expected.position {

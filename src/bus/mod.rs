@@ -16,9 +16,9 @@ pub use relay::{
     Relay, RelaySettings, RelayStatus, RelayStatusSnapshot, DEFAULT_RELAY_BATCH_SIZE, DEFAULT_RELAY_MAX_BACKOFF,
     DEFAULT_RELAY_POLL_INTERVAL, DEFAULT_RELAY_STANDBY_INTERVAL,
 };
-pub use tail::tail;
+pub use tail::{tail, tail_log};
 pub use topology::{
-    declare_exchange, declare_work_queue, routing_key, Topology, CREATED_ROUTING_KEY, LOCKED_ROUTING_KEY,
+    declare_exchange, declare_work_queue, matches, routing_key, Topology, CREATED_ROUTING_KEY, LOCKED_ROUTING_KEY,
 };
 
 use crate::domain::StoredEvent;

@@ -32,6 +32,28 @@ pub fn routing_key(event_type: &str) -> String {
     }
 }
 
+/// Whether a topic exchange delivers a message with `routing_key` to a queue bound with
+/// `binding`, by AMQP's rules: both are words separated by dots, `*` stands for exactly one word
+/// and `#` for zero or more. `events tail` filters the log with it when it reads the log itself,
+/// so the same `--binding-key` selects the same events with or without RabbitMQ.
+pub fn matches(binding: &str, routing_key: &str) -> bool {
+    let binding: Vec<&str> = binding.split('.').collect();
+    let key: Vec<&str> = routing_key.split('.').collect();
+    matches_words(&binding, &key)
+}
+
+fn matches_words(binding: &[&str], key: &[&str]) -> bool {
+    match binding.split_first() {
+        None => key.is_empty(),
+        // `#` takes as many words as makes the rest match, none included.
+        Some((&"#", rest)) => (0..=key.len()).any(|taken| matches_words(rest, &key[taken..])),
+        Some((word, rest)) => match key.split_first() {
+            Some((first, key_rest)) => (*word == "*" || word == first) && matches_words(rest, key_rest),
+            None => false,
+        },
+    }
+}
+
 /// The events exchange: durable, topic.
 pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), BusError> {
     channel
@@ -121,6 +143,38 @@ pub async fn declare_work_queue(channel: &Channel, exchange: &str) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_binding_matches_routing_keys_as_a_topic_exchange_does() {
+        for (binding, key, expected) in [
+            ("#", "credential.locked", true),
+            ("#", "credential", true),
+            ("credential.locked", "credential.locked", true),
+            ("credential.locked", "credential.created", false),
+            ("credential.*", "credential.locked", true),
+            ("credential.*", "credential", false),
+            ("credential.*", "credential.locked.again", false),
+            ("*.locked", "credential.locked", true),
+            ("*", "credential.locked", false),
+            ("credential.#", "credential", true),
+            ("credential.#", "credential.locked", true),
+            ("credential.#", "credential.locked.again", true),
+            ("credential.#", "server.created", false),
+            ("#.locked", "credential.locked", true),
+            ("#.locked", "locked", true),
+            ("#.locked", "credential.created", false),
+            ("credential.#.again", "credential.again", true),
+            ("credential.#.again", "credential.a.b.again", true),
+            ("credential.#.again", "credential.a.b.agai", false),
+            ("#.#", "credential.locked", true),
+            // Words are whole: no prefix or substring matching, and `*` is a word of its own.
+            ("credential.lock", "credential.locked", false),
+            ("credential.lock*", "credential.locked", false),
+            ("Credential.locked", "credential.locked", false),
+        ] {
+            assert_eq!(matches(binding, key), expected, "{binding} against {key}");
+        }
+    }
 
     #[test]
     fn each_delay_has_its_retry_queue_and_the_dead_letter_queue_comes_last() {

@@ -204,6 +204,8 @@ impl From<StoreError> for ApiError {
             | StoreError::NotALedger(_)
             | StoreError::ForeignDatabase { .. }
             | StoreError::NewerSchema(_) => ApiError::Internal(error.to_string()),
+            // Only `import` answers this, never a request.
+            StoreError::NotEmpty(_) => ApiError::Internal(error.to_string()),
             StoreError::Corrupt { .. } | StoreError::InconsistentView { .. } => ApiError::Internal(error.to_string()),
             // A write may have committed: the answer must say "unknown", not "retry".
             StoreError::TimedOut(_) => ApiError::Timeout,

@@ -8,11 +8,13 @@ use super::envelope::{success_envelope, Success};
 use super::error::ErrorEnvelope;
 use super::{ApiError, AppState};
 use crate::bus::RelayStatusSnapshot;
-use crate::store::DISPATCH_CHECKPOINT;
+use crate::store::IN_PROCESS_WEBHOOKS_CHECKPOINT;
 use crate::webhooks::DeliveryMode;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
+    /// The ledger's backend: `sqlite` (embedded) or `postgresql`.
+    ledger: &'static str,
     database: &'static str,
     /// The position of the last event in the log.
     head: i64,
@@ -62,7 +64,7 @@ pub async fn healthz(State(app): State<AppState>) -> Result<Success<Health>, Api
     let mode = app.webhooks.delivery_mode();
     let exchange = match (&app.relay, mode) {
         (Some(relay), _) => relay.exchange.as_str(),
-        (None, DeliveryMode::InProcess) => DISPATCH_CHECKPOINT,
+        (None, DeliveryMode::InProcess) => IN_PROCESS_WEBHOOKS_CHECKPOINT,
         (None, DeliveryMode::RabbitMq) => "",
     };
     let progress = match tokio::time::timeout(app.health_timeout, app.store.log_progress(exchange)).await {
@@ -83,11 +85,13 @@ pub async fn healthz(State(app): State<AppState>) -> Result<Success<Health>, Api
         },
         DeliveryMode::RabbitMq => DeliveryHealth { mode: mode.as_str(), dispatched: None, lag: None },
     };
-    Ok(Success(Health { database: "up", head: progress.head, relay, delivery }))
+    Ok(Success(Health { ledger: app.store.backend(), database: "up", head: progress.head, relay, delivery }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
+    /// The ledger's backend: `sqlite` (embedded) or `postgresql`.
+    ledger: &'static str,
     database: &'static str,
     migrations_applied: i64,
     migrations_expected: i64,
@@ -125,6 +129,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Success<Readiness>, A
         return Err(ApiError::Unavailable("the credential replica is reloading".into()));
     }
     Ok(Success(Readiness {
+        ledger: health.ledger,
         database: "up",
         migrations_applied: applied,
         migrations_expected: expected,

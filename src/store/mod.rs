@@ -4,6 +4,7 @@
 //! The plan for the second backend (SQLite) is docs/embedded-backend.md.
 
 mod append;
+mod backup;
 pub mod postgres;
 pub mod sqlite;
 mod view;
@@ -17,6 +18,7 @@ use uuid::Uuid;
 
 use crate::domain::{Credential, DeliveryStatus, Ledger, StoredEvent, UnreadableEvent};
 pub use append::{Appended, ChainHead, Decision, NewEvent};
+pub use backup::{ImportBatch, Imported, StoredEndpoint, StoredServer, IN_PROCESS_WEBHOOKS_CHECKPOINT};
 pub use postgres::{
     applied_migrations, connect, events_after, open_relay_session, prepare, rebuild_projections, relay_checkpoint,
     save_relay_checkpoint, try_lead_relay, DueAttempt, DueAttempts, LogProgress, PgStore, RebuildReport,
@@ -25,7 +27,7 @@ pub use postgres::{
 pub use sqlite::SqliteStore;
 pub use webhooks::{
     AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, NewDelivery, Requeue,
-    WebhookEndpoint, DISPATCH_CHECKPOINT,
+    WebhookEndpoint,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,9 @@ pub enum StoreError {
     ForeignDatabase { path: String, application_id: u32 },
     #[error("the ledger's schema (migration {0}) is newer than this build knows: upgrade credential-ledger")]
     NewerSchema(i64),
+    /// `import` writes only into an empty ledger.
+    #[error("the target ledger is not empty ({0}): import only into a new, empty one")]
+    NotEmpty(String),
     /// The database did not answer within the query timeout; a write may or may not have
     /// committed. The connection was discarded.
     #[error("the database did not answer within {0:?}")]
@@ -183,19 +188,19 @@ impl Store {
         }
     }
 
+    /// The backend's name, as `/healthz` and the start-up log give it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgresql",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
     /// The PostgreSQL store, for what only PostgreSQL does (the relay to RabbitMQ).
     pub fn postgres(&self) -> Option<&PgStore> {
         match self {
             Store::Postgres(store) => Some(store),
             Store::Sqlite(_) => None,
-        }
-    }
-
-    /// The backend's name, for logs and health reports.
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Store::Postgres(_) => "postgres",
-            Store::Sqlite(_) => "sqlite",
         }
     }
 
@@ -208,6 +213,15 @@ impl Store {
                 Ok(HeadChanges::Postgres(Box::new(listener)))
             }
             Store::Sqlite(store) => Ok(HeadChanges::Sqlite(store.head_changes())),
+        }
+    }
+
+    /// Closes every connection and refuses new ones: on SQLite the last one to close folds the
+    /// write-ahead log back into the file.
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(store) => store.pool().close().await,
+            Store::Sqlite(store) => store.close().await,
         }
     }
 
@@ -285,6 +299,23 @@ impl Store {
         each: impl FnMut(StoredEvent) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         on_backend!(self, store => store.fold_server_events_until(server_uuid, as_of, each).await)
+    }
+
+    /// Every server, for a backup.
+    pub async fn backup_servers(&self) -> Result<Vec<StoredServer>, StoreError> {
+        on_backend!(self, store => store.backup_servers().await)
+    }
+
+    /// Every webhook endpoint, deleted ones included, with its secret, for a backup.
+    pub async fn backup_endpoints(&self) -> Result<Vec<StoredEndpoint>, StoreError> {
+        on_backend!(self, store => store.backup_endpoints().await)
+    }
+
+    /// Writes a verified ledger into this one, which must be empty, in one transaction: its
+    /// servers, endpoints and events as they were (positions, hashes, times), the head, the
+    /// in-process webhook checkpoint at that head, and the view rebuilt from what was written.
+    pub async fn import(&self, batch: ImportBatch<'_>) -> Result<Imported, StoreError> {
+        on_backend!(self, store => store.import(batch).await)
     }
 
     pub async fn log_progress(&self, exchange: &str) -> Result<LogProgress, StoreError> {

@@ -7,10 +7,6 @@ use uuid::Uuid;
 
 use crate::domain::DeliveryStatus;
 
-/// The name of the in-process dispatcher's row in `relay_checkpoints`: how far it has fanned
-/// the log out into deliveries (beside the relay's rows, one per exchange).
-pub const DISPATCH_CHECKPOINT: &str = "in-process:webhooks";
-
 /// An endpoint as its owner sees it (the secret is shown once, at creation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WebhookEndpoint {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::payload::{payload, EventMessage, PayloadError};
 use crate::domain::CREDENTIAL_LOCKED;
-use crate::store::{HeadChanges, NewDelivery, Store, StoreError, DISPATCH_CHECKPOINT};
+use crate::store::{HeadChanges, NewDelivery, Store, StoreError, IN_PROCESS_WEBHOOKS_CHECKPOINT};
 
 /// The most events read, fanned out and checkpointed at once.
 const BATCH: i64 = 500;
@@ -72,7 +72,7 @@ impl Dispatcher {
                 None
             }
         };
-        let mut checkpoint = self.store.dispatch_checkpoint(DISPATCH_CHECKPOINT).await?;
+        let mut checkpoint = self.store.dispatch_checkpoint(IN_PROCESS_WEBHOOKS_CHECKPOINT).await?;
         loop {
             if stop.is_cancelled() {
                 return Ok(());
@@ -104,7 +104,7 @@ impl Dispatcher {
                 }));
             }
             let committed =
-                self.store.commit_dispatch(DISPATCH_CHECKPOINT, checkpoint, last, &deliveries, Utc::now()).await?;
+                self.store.commit_dispatch(IN_PROCESS_WEBHOOKS_CHECKPOINT, checkpoint, last, &deliveries, Utc::now()).await?;
             if committed {
                 checkpoint = last;
                 if !deliveries.is_empty() {
@@ -113,7 +113,7 @@ impl Dispatcher {
                 }
             } else {
                 // Another instance fanned this batch out: go on from where it got.
-                checkpoint = self.store.dispatch_checkpoint(DISPATCH_CHECKPOINT).await?;
+                checkpoint = self.store.dispatch_checkpoint(IN_PROCESS_WEBHOOKS_CHECKPOINT).await?;
             }
         }
     }

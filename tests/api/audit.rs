@@ -5,19 +5,18 @@ use std::path::{Path, PathBuf};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::PgPool;
 
 use credential_ledger::domain::{chain_hash, ChainLink, GENESIS_HASH};
 
-use crate::helpers::{database_url, run_ledger, spawn_app, TestApp};
+use crate::helpers::{run_ledger, spawn_app, TestApp};
+use credential_ledger_test_support::backend::{Raw, TestDb};
 
 async fn history(app: &TestApp, key: &str, uuid: &str) -> crate::helpers::Answer {
     app.post("/api/v1/credentials/history", Some(key), &json!({ "uuid": uuid })).await
 }
 
-#[sqlx::test]
-async fn history_lists_a_credentials_events_in_order_with_their_actors(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn history_lists_a_credentials_events_in_order_with_their_actors(db: TestDb) {
+    let app = spawn_app(&db).await;
     let first_key = app.tenant.key.clone();
     let second = app.create_api_key(&first_key, "Second operator").await;
     let second_key = second["key"].as_str().unwrap().to_owned();
@@ -64,9 +63,8 @@ async fn history_lists_a_credentials_events_in_order_with_their_actors(pool: PgP
     assert_eq!((malformed.status, malformed.error_code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_uuid"));
 }
 
-#[sqlx::test]
-async fn paging_through_events_returns_each_of_the_servers_events_once_in_order(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn paging_through_events_returns_each_of_the_servers_events_once_in_order(db: TestDb) {
+    let app = spawn_app(&db).await;
     let other = app.new_tenant("Other").await;
     for i in 0..7 {
         app.create(&app.tenant.key, json!({ "name": format!("mine {i}") })).await;
@@ -89,11 +87,13 @@ async fn paging_through_events_returns_each_of_the_servers_events_once_in_order(
             break;
         }
     }
-    let expected: Vec<i64> = sqlx::query_scalar("SELECT position FROM events WHERE server_uuid = $1 ORDER BY position")
-        .bind(app.tenant.server_uuid)
-        .fetch_all(&app.pool)
+    let expected: Vec<i64> = app
+        .events()
         .await
-        .unwrap();
+        .iter()
+        .filter(|event| event.server_uuid == app.tenant.server_uuid)
+        .map(|event| event.position)
+        .collect();
     let positions: Vec<i64> = seen.iter().map(|event| event["position"].as_i64().unwrap()).collect();
     assert_eq!(positions, expected, "every event of the server, once, in order");
     assert_eq!(positions.len(), 1 + 7 + 1 + 2);
@@ -121,9 +121,8 @@ fn without_usage(listed: &Value) -> Vec<Value> {
         .collect()
 }
 
-#[sqlx::test]
-async fn the_view_as_of_any_event_equals_the_live_view_right_after_it(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn the_view_as_of_any_event_equals_the_live_view_right_after_it(db: TestDb) {
+    let app = spawn_app(&db).await;
     let seed: u64 = rand::random();
     let mut rng = StdRng::seed_from_u64(seed);
     let key = app.tenant.key.clone();
@@ -147,8 +146,7 @@ async fn the_view_as_of_any_event_equals_the_live_view_right_after_it(pool: PgPo
             }
             _ => continue,
         }
-        let at: chrono::DateTime<chrono::Utc> =
-            sqlx::query_scalar("SELECT max(recorded_at) FROM events").fetch_one(&app.pool).await.unwrap();
+        let at = app.events().await.iter().map(|event| event.recorded_at).max().unwrap();
         snapshots.push((at, without_usage(app.list(&key).await.data())));
     }
     for (at, live) in snapshots {
@@ -181,19 +179,8 @@ fn verify(args: &[&str], url: &str) -> (bool, Value) {
     (output.status.success(), report)
 }
 
-async fn tamper(pool: &PgPool, statements: &[&str]) {
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_are_immutable").execute(&mut *tx).await.unwrap();
-    for statement in statements {
-        sqlx::query(statement).execute(&mut *tx).await.unwrap();
-    }
-    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_are_immutable").execute(&mut *tx).await.unwrap();
-    tx.commit().await.unwrap();
-}
-
-async fn head(pool: &PgPool) -> (i64, String) {
-    let (position, hash): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT position, hash FROM chain_head").fetch_one(pool).await.unwrap();
+async fn head(app: &TestApp) -> (i64, String) {
+    let (position, hash) = app.log_head().await;
     (position, hex::encode(hash))
 }
 
@@ -203,12 +190,11 @@ const SWAP_3_AND_4: [&str; 3] = [
     "UPDATE events SET position = 4 WHERE position = 1000000",
 ];
 
-#[sqlx::test]
-async fn an_untouched_ledger_verifies_and_reports_its_head(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn an_untouched_ledger_verifies_and_reports_its_head(db: TestDb) {
+    let app = spawn_app(&db).await;
     some_history(&app).await;
-    let url = database_url(&pool).await;
-    let (position, hash) = head(&pool).await;
+    let url = db.url().to_owned();
+    let (position, hash) = head(&app).await;
     let (ok, report) = verify(&["--expect-head", &format!("{position}:{hash}")], &url);
     assert!(ok, "{report}");
     assert_eq!(report["head"]["position"], position);
@@ -220,45 +206,45 @@ async fn an_untouched_ledger_verifies_and_reports_its_head(pool: PgPool) {
     assert_eq!(report["head"]["position"], position + 1);
 }
 
-#[sqlx::test]
-async fn a_changed_payload_is_found_at_its_position(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn a_changed_payload_is_found_at_its_position(db: TestDb) {
+    let app = spawn_app(&db).await;
     some_history(&app).await;
-    tamper(&pool, &["UPDATE events SET payload = jsonb_set(payload, '{name}', '\"Evil\"') WHERE position = 3"]).await;
-    let (ok, report) = verify(&[], &database_url(&pool).await);
+    let rename = match app.raw {
+        Raw::Postgres(_) => "UPDATE events SET payload = jsonb_set(payload, '{name}', '\"Evil\"') WHERE position = 3",
+        Raw::Sqlite(_) => "UPDATE events SET payload = json_set(payload, '$.name', 'Evil') WHERE position = 3",
+    };
+    app.raw.tamper(&[rename]).await;
+    let (ok, report) = verify(&[], db.url());
     assert!(!ok);
     assert_eq!(report["first_bad_position"], 3, "{report}");
     assert!(report["problem"].as_str().unwrap().contains("changed"), "{report}");
 }
 
-#[sqlx::test]
-async fn a_deleted_event_is_found_at_its_position(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn a_deleted_event_is_found_at_its_position(db: TestDb) {
+    let app = spawn_app(&db).await;
     some_history(&app).await;
-    tamper(&pool, &["DELETE FROM events WHERE position = 3"]).await;
-    let (ok, report) = verify(&[], &database_url(&pool).await);
+    app.raw.tamper(&["DELETE FROM events WHERE position = 3"]).await;
+    let (ok, report) = verify(&[], db.url());
     assert!(!ok);
     assert_eq!(report["first_bad_position"], 3, "{report}");
 }
 
-#[sqlx::test]
-async fn two_swapped_events_are_found_at_the_first_of_them(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn two_swapped_events_are_found_at_the_first_of_them(db: TestDb) {
+    let app = spawn_app(&db).await;
     some_history(&app).await;
-    tamper(&pool, &SWAP_3_AND_4).await;
-    let (ok, report) = verify(&[], &database_url(&pool).await);
+    app.raw.tamper(&SWAP_3_AND_4).await;
+    let (ok, report) = verify(&[], db.url());
     assert!(!ok);
     assert_eq!(report["first_bad_position"], 3, "{report}");
 }
 
-#[sqlx::test]
-async fn a_truncated_tail_is_found_against_a_recorded_head(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn a_truncated_tail_is_found_against_a_recorded_head(db: TestDb) {
+    let app = spawn_app(&db).await;
     some_history(&app).await;
-    let (position, hash) = head(&pool).await;
+    let (position, hash) = head(&app).await;
     // Position 6 ends the rotation begun at 5: a prefix a commit could have left.
-    tamper(&pool, &["DELETE FROM events WHERE position > 6"]).await;
-    let url = database_url(&pool).await;
+    app.raw.tamper(&["DELETE FROM events WHERE position > 6"]).await;
+    let url = db.url().to_owned();
     let (ok, _) = verify(&[], &url);
     assert!(ok, "a consistent prefix verifies by itself: only a recorded head shows what is missing");
     let (ok, report) = verify(&["--expect-head", &format!("{position}:{hash}")], &url);
@@ -288,14 +274,13 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
-#[sqlx::test]
-async fn an_export_verifies_offline_and_every_tampering_of_it_is_found(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn an_export_verifies_offline_and_every_tampering_of_it_is_found(db: TestDb) {
+    let app = spawn_app(&db).await;
     some_history(&app).await;
-    let url = database_url(&pool).await;
+    let url = db.url().to_owned();
     let dir = scratch_dir();
     let file = export(&url, &dir, "ledger.jsonl", &[]);
-    let (position, hash) = head(&pool).await;
+    let (position, hash) = head(&app).await;
     let expect = format!("{position}:{hash}");
     // Offline: a database URL that leads nowhere must not matter.
     let offline = "postgres://nobody@127.0.0.1:1/none";
@@ -361,11 +346,10 @@ fn rechain(lines: &mut [String]) {
 }
 
 /// Sequences `decide` never produces are refused even with every hash recomputed to match.
-#[sqlx::test]
-async fn verify_refuses_histories_the_service_could_not_have_written(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn verify_refuses_histories_the_service_could_not_have_written(db: TestDb) {
+    let app = spawn_app(&db).await;
     let other = some_history(&app).await;
-    let url = database_url(&pool).await;
+    let url = db.url().to_owned();
     let dir = scratch_dir();
     let file = export(&url, &dir, "ledger.jsonl", &[]);
     let lines: Vec<Value> =
@@ -432,11 +416,10 @@ fn live_view(listed: &Value) -> Vec<Value> {
     without_usage(listed)
 }
 
-#[sqlx::test]
-async fn a_replayed_export_gives_the_live_view_and_a_one_server_slice_verifies_against_the_chain(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn a_replayed_export_gives_the_live_view_and_a_one_server_slice_verifies_against_the_chain(db: TestDb) {
+    let app = spawn_app(&db).await;
     let other = some_history(&app).await;
-    let url = database_url(&pool).await;
+    let url = db.url().to_owned();
     let dir = scratch_dir();
     let whole = export(&url, &dir, "ledger.jsonl", &[]);
     let mine = live_view(app.list(&app.tenant.key).await.data());
@@ -453,8 +436,7 @@ async fn a_replayed_export_gives_the_live_view_and_a_one_server_slice_verifies_a
     assert_eq!(strip_server(replay(&whole, &["--server", &server])), mine);
     assert_eq!(strip_server(replay(&whole, &["--server", &other.server_uuid.to_string()])), theirs);
     assert_eq!(replay(&whole, &[]).len(), mine.len() + theirs.len());
-    let first_event_time: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT recorded_at FROM events WHERE position = 1").fetch_one(&pool).await.unwrap();
+    let first_event_time = app.events().await[0].recorded_at;
     let as_of = first_event_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     assert_eq!(replay(&whole, &["--as-of", &as_of]).len(), 1, "as of the first event, one credential");
 
@@ -463,7 +445,7 @@ async fn a_replayed_export_gives_the_live_view_and_a_one_server_slice_verifies_a
     let text = std::fs::read_to_string(&slice).unwrap();
     assert!(text.contains("\"record\":\"gap\""));
     assert!(!text.contains("Theirs"), "another server's data is not in the slice");
-    let (position, hash) = head(&pool).await;
+    let (position, hash) = head(&app).await;
     let (ok, report) =
         verify(&["--file", slice.to_str().unwrap(), "--expect-head", &format!("{position}:{hash}")], &url);
     assert!(ok, "{report}");
@@ -477,3 +459,17 @@ async fn a_replayed_export_gives_the_live_view_and_a_one_server_slice_verifies_a
     assert!(!ok, "a changed event of the slice is found");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+credential_ledger_test_support::on_both_backends!(
+    history_lists_a_credentials_events_in_order_with_their_actors,
+    paging_through_events_returns_each_of_the_servers_events_once_in_order,
+    the_view_as_of_any_event_equals_the_live_view_right_after_it,
+    an_untouched_ledger_verifies_and_reports_its_head,
+    a_changed_payload_is_found_at_its_position,
+    a_deleted_event_is_found_at_its_position,
+    two_swapped_events_are_found_at_the_first_of_them,
+    a_truncated_tail_is_found_against_a_recorded_head,
+    an_export_verifies_offline_and_every_tampering_of_it_is_found,
+    verify_refuses_histories_the_service_could_not_have_written,
+    a_replayed_export_gives_the_live_view_and_a_one_server_slice_verifies_against_the_chain,
+);

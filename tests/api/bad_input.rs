@@ -3,9 +3,9 @@
 
 use credential_ledger::domain::ApiKey;
 use reqwest::{Method, StatusCode};
-use sqlx::PgPool;
 
 use crate::helpers::{answer, spawn_app, CREATE, LIST, REGENERATE, REVOKE};
+use credential_ledger_test_support::backend::TestDb;
 
 enum Key {
     Valid,
@@ -182,9 +182,8 @@ fn cases(valid_key: &str) -> Vec<Case> {
     ]
 }
 
-#[sqlx::test]
-async fn every_bad_request_gets_its_status_and_code_and_changes_nothing(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn every_bad_request_gets_its_status_and_code_and_changes_nothing(db: TestDb) {
+    let app = spawn_app(&db).await;
     let head_before = app.log_head().await;
     let view_before = app.view().await;
     let cases = cases(&app.tenant.key);
@@ -228,11 +227,15 @@ async fn every_bad_request_gets_its_status_and_code_and_changes_nothing(pool: Pg
     assert_eq!(app.list(&app.tenant.key).await.status, StatusCode::OK, "the service still answers");
 }
 
-#[sqlx::test]
-async fn a_wrong_type_names_the_field_and_the_expectation(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn a_wrong_type_names_the_field_and_the_expectation(db: TestDb) {
+    let app = spawn_app(&db).await;
     let answer = app.create(&app.tenant.key, serde_json::json!({"name": "a", "hold": "maybe"})).await;
     let message = answer.body["data"]["message"].as_str().unwrap();
     assert!(message.contains("hold") && message.contains("boolean"), "{message}");
     assert!(!message.contains("maybe"), "values are not echoed: {message}");
 }
+
+credential_ledger_test_support::on_both_backends!(
+    every_bad_request_gets_its_status_and_code_and_changes_nothing,
+    a_wrong_type_names_the_field_and_the_expectation,
+);

@@ -2,14 +2,13 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use sqlx::PgPool;
 
-use crate::helpers::{database_url, run_ledger, spawn_app};
+use crate::helpers::{run_ledger, spawn_app, ChildGuard};
+use credential_ledger_test_support::backend::TestDb;
 
-#[sqlx::test]
-async fn server_create_prints_one_json_object_with_a_working_key(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
-    let output = run_ledger(&["server", "create", "--name", "Initech"], &database_url(&pool).await);
+async fn server_create_prints_one_json_object_with_a_working_key(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let output = run_ledger(&["server", "create", "--name", "Initech"], db.url());
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
@@ -26,30 +25,25 @@ async fn server_create_prints_one_json_object_with_a_working_key(pool: PgPool) {
     let listed = app.list(key).await;
     assert_eq!(listed.status, StatusCode::OK);
     assert_eq!(listed.data()[0]["uuid"], credential["uuid"]);
-    let metadata: Value = sqlx::query_scalar("SELECT metadata FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let metadata: Value = serde_json::from_str(&app.events().await.last().unwrap().metadata).unwrap();
     assert_eq!(metadata["actor"]["kind"], "cli");
 }
 
-#[sqlx::test]
-async fn server_create_refuses_a_blank_name_and_writes_nothing(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn server_create_refuses_a_blank_name_and_writes_nothing(db: TestDb) {
+    let app = spawn_app(&db).await;
     let head = app.log_head().await;
-    let output = run_ledger(&["server", "create", "--name", "   "], &database_url(&pool).await);
+    let output = run_ledger(&["server", "create", "--name", "   "], db.url());
     assert!(!output.status.success());
     assert!(output.stdout.is_empty());
     assert_eq!(app.log_head().await, head);
 }
 
-#[sqlx::test]
-async fn projections_rebuild_leaves_the_same_view(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn projections_rebuild_leaves_the_same_view(db: TestDb) {
+    let app = spawn_app(&db).await;
     let made = app.create_api_key(&app.tenant.key, "To rotate").await;
     app.regenerate(&app.tenant.key, made["uuid"].as_str().unwrap()).await;
     let live = app.view().await;
-    let output = run_ledger(&["projections", "rebuild"], &database_url(&pool).await);
+    let output = run_ledger(&["projections", "rebuild"], db.url());
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["events"], 4);
@@ -100,3 +94,61 @@ fn serve_on_an_embedded_ledger_names_what_it_cannot_run_yet() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+credential_ledger_test_support::on_both_backends!(
+    server_create_prints_one_json_object_with_a_working_key,
+    server_create_refuses_a_blank_name_and_writes_nothing,
+    projections_rebuild_leaves_the_same_view,
+);
+
+/// Two `serve` processes on one ledger, on either backend: a key made on one works at once on
+/// the other, and a key revoked on one is refused at once by the other. On SQLite the file's
+/// locks, not a process's memory, keep them in step, so a second instance is allowed.
+async fn two_processes_on_one_ledger_agree_on_every_key(db: TestDb) {
+    let provisioned = run_ledger(&["server", "create", "--name", "Shared"], db.url());
+    assert!(provisioned.status.success(), "{}", String::from_utf8_lossy(&provisioned.stderr));
+    let key =
+        serde_json::from_slice::<Value>(&provisioned.stdout).unwrap()["credential"]["key"].as_str().unwrap().to_owned();
+    let (first, _first) = serve_process(db.url()).await;
+    let (second, _second) = serve_process(db.url()).await;
+    let client = reqwest::Client::new();
+    let call = |base: &str, path: &str, key: &str, body: Value| {
+        let request = client.post(format!("{base}/api/v1/credentials/{path}")).header("X-Server-API-Key", key);
+        async move { crate::helpers::answer(request.json(&body).send().await.unwrap()).await }
+    };
+    let made = call(&first, "create", &key, serde_json::json!({"name": "Made on the first", "type": "API"})).await;
+    let made_key = made.data()["key"].as_str().unwrap().to_owned();
+    assert_eq!(call(&second, "list", &made_key, Value::Null).await.status, StatusCode::OK);
+    let uuid = made.data()["uuid"].clone();
+    assert_eq!(call(&second, "revoke", &key, serde_json::json!({ "uuid": uuid })).await.status, StatusCode::OK);
+    let refused = call(&first, "list", &made_key, Value::Null).await;
+    assert_eq!((refused.status, refused.error_code()), (StatusCode::UNAUTHORIZED, "invalid_api_key"));
+    let (verified, report) = crate::helpers::verify_database(db.url());
+    assert!(verified, "{report}");
+}
+
+/// `serve` on `database_url` on a free port, ready: its base URL and the process.
+async fn serve_process(database_url: &str) -> (String, ChildGuard) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(crate::helpers::ledger_binary())
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("NO_RELAY", "true")
+        .env("NO_WEBHOOKS", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let guard = ChildGuard(child);
+    crate::helpers::wait_until("serve to become ready", std::time::Duration::from_secs(30), || async {
+        let ready = reqwest::get(format!("{base}/readyz")).await;
+        ready.is_ok_and(|response| response.status().is_success()).then_some(())
+    })
+    .await;
+    (base, guard)
+}
+
+credential_ledger_test_support::on_both_backends!(two_processes_on_one_ledger_agree_on_every_key);

@@ -3,15 +3,14 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use reqwest::StatusCode;
-use serde_json::json;
-use sqlx::PgPool;
+use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, verify_database, wait_until, Answer};
 use crate::ledger::assert_chain_is_intact;
+use credential_ledger_test_support::backend::TestDb;
 
-#[sqlx::test]
-async fn of_fifty_concurrent_rotations_of_one_credential_exactly_one_wins(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn of_fifty_concurrent_rotations_of_one_credential_exactly_one_wins(db: TestDb) {
+    let app = spawn_app(&db).await;
     let target = app.create_api_key(&app.tenant.key, "Contended").await;
     let uuid = target["uuid"].as_str().unwrap().to_owned();
 
@@ -23,39 +22,34 @@ async fn of_fifty_concurrent_rotations_of_one_credential_exactly_one_wins(pool: 
         .count();
     assert_eq!((won, conflicts), (1, 49));
 
-    let rotations: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE event_type = 'CredentialLocked' AND payload->>'reason' = 'rotated'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(rotations, 1);
-    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE payload->>'replaces' = $1")
-        .bind(&uuid)
-        .fetch_one(&app.pool)
+    let payloads: Vec<(String, Value)> = app
+        .events()
         .await
-        .unwrap();
+        .into_iter()
+        .map(|event| (event.event_type, serde_json::from_str(&event.payload).unwrap()))
+        .collect();
+    let rotations =
+        payloads.iter().filter(|(kind, payload)| kind == "CredentialLocked" && payload["reason"] == "rotated").count();
+    assert_eq!(rotations, 1);
+    let created = payloads.iter().filter(|(_, payload)| payload["replaces"] == uuid.as_str()).count();
     assert_eq!(created, 1);
 }
 
-#[sqlx::test]
-async fn concurrent_creates_share_commits_and_get_distinct_gap_free_ids(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn concurrent_creates_share_commits_and_get_distinct_gap_free_ids(db: TestDb) {
+    let app = spawn_app(&db).await;
     let answers =
         join_all((0..100).map(|i| app.create(&app.tenant.key, json!({"name": format!("Parallel {i}")})))).await;
     assert_eq!(sorted_ids(&answers), (2..=101).collect::<Vec<_>>());
-    let positions: Vec<i64> =
-        sqlx::query_scalar("SELECT position FROM events ORDER BY position").fetch_all(&app.pool).await.unwrap();
+    let positions: Vec<i64> = app.events().await.iter().map(|event| event.position).collect();
     assert_eq!(positions, (1..=101).collect::<Vec<_>>(), "positions are gap-free");
     assert_eq!(app.list(&app.tenant.key).await.data().as_array().unwrap().len(), 101);
 }
 
 /// Two instances writing at once: each appends where it last left the log, finds the other got
 /// there first, and decides again under the head's lock. Nothing is refused, lost or duplicated.
-#[sqlx::test]
-async fn two_instances_writing_at_once_interleave_without_gaps(pool: PgPool) {
-    let first = spawn_app(pool.clone()).await;
-    let second = spawn_app(pool).await;
+async fn two_instances_writing_at_once_interleave_without_gaps(db: TestDb) {
+    let first = spawn_app(&db).await;
+    let second = spawn_app(&db).await;
     let key = first.tenant.key.clone();
     let creates = (0..120).map(|i| {
         let (instance, key) = (if i % 2 == 0 { &first } else { &second }, key.clone());
@@ -69,7 +63,7 @@ async fn two_instances_writing_at_once_interleave_without_gaps(pool: PgPool) {
         assert_eq!(instance.list(&key).await.data().as_array().unwrap().len(), 121, "both see every create");
     }
     let live = first.view().await;
-    credential_ledger::store::rebuild_projections(&first.pool).await.unwrap();
+    first.store.rebuild_projections().await.unwrap();
     assert_eq!(first.view().await, live, "the view is the fold of the log");
     // Gap-free positions 1..=122, each event chained to the one before.
     assert_chain_is_intact(&first).await;
@@ -79,10 +73,9 @@ async fn two_instances_writing_at_once_interleave_without_gaps(pool: PgPool) {
 /// A key revoked while its own creates wait in batches writes nothing after its lock, on either
 /// instance: the caller is authorised at the log position where its events go, not only when
 /// its request arrived.
-#[sqlx::test]
-async fn a_key_revoked_under_its_own_write_storm_writes_nothing_after_its_lock(pool: PgPool) {
-    let first = spawn_app(pool.clone()).await;
-    let second = spawn_app(pool.clone()).await;
+async fn a_key_revoked_under_its_own_write_storm_writes_nothing_after_its_lock(db: TestDb) {
+    let first = spawn_app(&db).await;
+    let second = spawn_app(&db).await;
     let victim = first.create_api_key(&first.tenant.key, "Victim").await;
     let (victim_key, victim_uuid) = (victim["key"].as_str().unwrap(), victim["uuid"].as_str().unwrap());
     let (stop, answered) = (AtomicBool::new(false), AtomicUsize::new(0));
@@ -127,29 +120,24 @@ async fn a_key_revoked_under_its_own_write_storm_writes_nothing_after_its_lock(p
         "only successes and 401s"
     );
 
-    let lock: i64 = sqlx::query_scalar(
-        "SELECT position FROM events WHERE stream_id = $1::uuid AND event_type = 'CredentialLocked'",
-    )
-    .bind(victim_uuid)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let after_lock: Vec<i64> = sqlx::query_scalar(
-        "SELECT position FROM events WHERE metadata->'actor'->>'uuid' = $1 AND position > $2 ORDER BY position",
-    )
-    .bind(victim_uuid)
-    .bind(lock)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(after_lock, Vec::<i64>::new(), "events by the victim after its lock at {lock}");
-    let by_victim: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE metadata->'actor'->>'uuid' = $1")
-        .bind(victim_uuid)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(by_victim as usize, created.len(), "every acknowledged create is in the log, and nothing else");
-    let (ok, report) = verify_database(&pool).await;
+    let log = first.events().await;
+    let lock = log
+        .iter()
+        .find(|event| event.stream_id.to_string() == victim_uuid && event.event_type == "CredentialLocked")
+        .expect("the victim's lock")
+        .position;
+    let by_victim: Vec<i64> = log
+        .iter()
+        .filter(|event| {
+            let metadata: Value = serde_json::from_str(&event.metadata).unwrap();
+            metadata["actor"]["uuid"] == victim_uuid
+        })
+        .map(|event| event.position)
+        .collect();
+    let after_lock: Vec<&i64> = by_victim.iter().filter(|position| **position > lock).collect();
+    assert_eq!(after_lock, Vec::<&i64>::new(), "events by the victim after its lock at {lock}");
+    assert_eq!(by_victim.len(), created.len(), "every acknowledged create is in the log, and nothing else");
+    let (ok, report) = verify_database(db.url());
     assert!(ok, "{report}");
 }
 
@@ -158,3 +146,10 @@ fn sorted_ids(answers: &[Answer]) -> Vec<i64> {
     ids.sort_unstable();
     ids
 }
+
+credential_ledger_test_support::on_both_backends!(
+    of_fifty_concurrent_rotations_of_one_credential_exactly_one_wins,
+    concurrent_creates_share_commits_and_get_distinct_gap_free_ids,
+    two_instances_writing_at_once_interleave_without_gaps,
+    a_key_revoked_under_its_own_write_storm_writes_nothing_after_its_lock,
+);

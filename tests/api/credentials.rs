@@ -2,9 +2,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::PgPool;
 
 use crate::helpers::{spawn_app, wait_until, LIST, REGENERATE, REVOKE};
+use credential_ledger_test_support::backend::TestDb;
 
 fn keys_of(object: &Value) -> Vec<&str> {
     let mut keys: Vec<&str> = object.as_object().unwrap().keys().map(String::as_str).collect();
@@ -12,9 +12,8 @@ fn keys_of(object: &Value) -> Vec<&str> {
     keys
 }
 
-#[sqlx::test]
-async fn list_shows_the_servers_credentials_shaped_as_the_seed(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn list_shows_the_servers_credentials_shaped_as_the_seed(db: TestDb) {
+    let app = spawn_app(&db).await;
     let key = app.tenant.key.clone();
     app.create(&key, json!({"name": "Production API", "type": "API"})).await;
     app.create(&key, json!({"name": "SMTP Relay"})).await;
@@ -37,9 +36,8 @@ async fn list_shows_the_servers_credentials_shaped_as_the_seed(pool: PgPool) {
     assert_eq!(listed[2]["last_used_at"], Value::Null);
 }
 
-#[sqlx::test]
-async fn list_accepts_a_bare_post_without_body(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn list_accepts_a_bare_post_without_body(db: TestDb) {
+    let app = spawn_app(&db).await;
     let response = app
         .client
         .post(format!("{}{LIST}", app.address))
@@ -50,9 +48,8 @@ async fn list_accepts_a_bare_post_without_body(pool: PgPool) {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-#[sqlx::test]
-async fn last_used_at_follows_successful_authentications(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn last_used_at_follows_successful_authentications(db: TestDb) {
+    let app = spawn_app(&db).await;
     let before = chrono::Utc::now() - chrono::Duration::seconds(1);
     app.list(&app.tenant.key).await;
     let answer = app.list(&app.tenant.key).await;
@@ -62,14 +59,10 @@ async fn last_used_at_follows_successful_authentications(pool: PgPool) {
     assert!(own["last_used_at"].as_str().unwrap().ends_with('Z'));
 
     // It is flushed to the usage table without any request writing it.
-    wait_until("last_used_at to reach credential_usage", Duration::from_secs(5), || async {
-        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
-            "SELECT last_used_at FROM credential_usage WHERE credential_uuid = $1",
-        )
-        .bind(app.tenant.credential_uuid)
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap()
+    let epoch = chrono::DateTime::UNIX_EPOCH;
+    wait_until("last_used_at to reach the usage table", Duration::from_secs(5), || async {
+        let flushed = app.store.usage_since(epoch).await.unwrap();
+        flushed.into_iter().find(|(uuid, _)| *uuid == app.tenant.credential_uuid)
     })
     .await;
     // It is not an event.
@@ -86,9 +79,8 @@ impl FloorSeconds for chrono::DateTime<chrono::Utc> {
     }
 }
 
-#[sqlx::test]
-async fn create_answers_as_the_seed_and_applies_defaults(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn create_answers_as_the_seed_and_applies_defaults(db: TestDb) {
+    let app = spawn_app(&db).await;
     let answer = app.create(&app.tenant.key, json!({"name": "  New API Key  ", "type": "API"})).await;
     assert_eq!(answer.status, StatusCode::OK);
     let data = answer.data();
@@ -114,9 +106,8 @@ async fn create_answers_as_the_seed_and_applies_defaults(pool: PgPool) {
     assert_eq!(app.list(held_key).await.error_code(), "invalid_api_key");
 }
 
-#[sqlx::test]
-async fn regenerate_rotates_in_one_step(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn regenerate_rotates_in_one_step(db: TestDb) {
+    let app = spawn_app(&db).await;
     let old = app.create_api_key(&app.tenant.key, "Rotating").await;
     let old_uuid = old["uuid"].as_str().unwrap();
     let old_key = old["key"].as_str().unwrap();
@@ -150,9 +141,8 @@ async fn regenerate_rotates_in_one_step(pool: PgPool) {
     assert_eq!(app.event_types().await.len(), 4, "a refused rotation appends nothing");
 }
 
-#[sqlx::test]
-async fn revoke_holds_once_and_is_idempotent(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn revoke_holds_once_and_is_idempotent(db: TestDb) {
+    let app = spawn_app(&db).await;
     let target = app.create_api_key(&app.tenant.key, "Doomed").await;
     let uuid = target["uuid"].as_str().unwrap();
 
@@ -168,9 +158,8 @@ async fn revoke_holds_once_and_is_idempotent(pool: PgPool) {
     assert_eq!(app.log_head().await, head, "revoking a held credential appends nothing");
 }
 
-#[sqlx::test]
-async fn a_credential_can_revoke_itself_and_is_refused_from_then_on(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn a_credential_can_revoke_itself_and_is_refused_from_then_on(db: TestDb) {
+    let app = spawn_app(&db).await;
     let key = app.tenant.key.clone();
     let answer = app.revoke(&key, &app.tenant.credential_uuid.to_string()).await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -180,9 +169,8 @@ async fn a_credential_can_revoke_itself_and_is_refused_from_then_on(pool: PgPool
     }
 }
 
-#[sqlx::test]
-async fn smtp_keys_do_not_authenticate(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn smtp_keys_do_not_authenticate(db: TestDb) {
+    let app = spawn_app(&db).await;
     let smtp = app.create(&app.tenant.key, json!({"name": "Relay", "type": "SMTP"})).await;
     let smtp_key = smtp.data()["key"].as_str().unwrap();
     let answer = app.list(smtp_key).await;
@@ -190,9 +178,8 @@ async fn smtp_keys_do_not_authenticate(pool: PgPool) {
     assert_eq!(answer.error_code(), "invalid_api_key");
 }
 
-#[sqlx::test]
-async fn servers_never_see_each_others_credentials(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn servers_never_see_each_others_credentials(db: TestDb) {
+    let app = spawn_app(&db).await;
     let other = app.new_tenant("Other Corp").await;
     assert_ne!(other.server_uuid, app.tenant.server_uuid);
     let theirs = app.create_api_key(&other.key, "Theirs").await;
@@ -211,13 +198,12 @@ async fn servers_never_see_each_others_credentials(pool: PgPool) {
     assert_eq!(app.list(theirs["key"].as_str().unwrap()).await.status, StatusCode::OK, "untouched");
 }
 
-#[sqlx::test]
-async fn health_follows_the_database(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn health_follows_the_database(db: TestDb) {
+    let app = spawn_app(&db).await;
     let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 
-    pool.close().await;
+    app.store.close().await;
     let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "1");
@@ -229,9 +215,8 @@ async fn health_follows_the_database(pool: PgPool) {
     assert_eq!(created.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
-#[sqlx::test]
-async fn request_ids_are_echoed_and_recorded_with_the_actor(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn request_ids_are_echoed_and_recorded_with_the_actor(db: TestDb) {
+    let app = spawn_app(&db).await;
     let response = app
         .client
         .post(format!("{}{}", app.address, crate::helpers::CREATE))
@@ -242,10 +227,8 @@ async fn request_ids_are_echoed_and_recorded_with_the_actor(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "req-123");
-    let metadata: Value = sqlx::query_scalar("SELECT metadata FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events = app.events().await;
+    let metadata: Value = serde_json::from_str(&events.last().unwrap().metadata).unwrap();
     assert_eq!(metadata["request_id"], "req-123");
     assert_eq!(metadata["actor"], json!({"kind": "credential", "uuid": app.tenant.credential_uuid}));
     assert_eq!(metadata["source_ip"], "127.0.0.1");
@@ -257,10 +240,9 @@ async fn request_ids_are_echoed_and_recorded_with_the_actor(pool: PgPool) {
     assert!(uuid::Uuid::parse_str(id).is_ok(), "a request id is generated when none is sent: {id}");
 }
 
-#[sqlx::test]
-async fn a_change_on_one_instance_is_seen_by_the_next_request_on_another(pool: PgPool) {
-    let first = spawn_app(pool.clone()).await;
-    let second = spawn_app(pool).await;
+async fn a_change_on_one_instance_is_seen_by_the_next_request_on_another(db: TestDb) {
+    let first = spawn_app(&db).await;
+    let second = spawn_app(&db).await;
     let key = first.tenant.key.clone();
     let made = first.create_api_key(&key, "Shared").await;
     let made_key = made["key"].as_str().unwrap();
@@ -276,3 +258,18 @@ async fn a_change_on_one_instance_is_seen_by_the_next_request_on_another(pool: P
     assert_eq!(rotated.status, StatusCode::OK);
     assert_eq!(first.list(&key).await.status, StatusCode::UNAUTHORIZED, "rotated away on the other instance");
 }
+
+credential_ledger_test_support::on_both_backends!(
+    list_shows_the_servers_credentials_shaped_as_the_seed,
+    list_accepts_a_bare_post_without_body,
+    last_used_at_follows_successful_authentications,
+    create_answers_as_the_seed_and_applies_defaults,
+    regenerate_rotates_in_one_step,
+    revoke_holds_once_and_is_idempotent,
+    a_credential_can_revoke_itself_and_is_refused_from_then_on,
+    smtp_keys_do_not_authenticate,
+    servers_never_see_each_others_credentials,
+    health_follows_the_database,
+    request_ids_are_echoed_and_recorded_with_the_actor,
+    a_change_on_one_instance_is_seen_by_the_next_request_on_another,
+);

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use credential_ledger::http::Limits;
 use credential_ledger::startup::Settings;
 use reqwest::StatusCode;
-use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{spawn_app_with, test_settings, wait_until, TestApp, LIST};
+use credential_ledger_test_support::backend::TestDb;
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -49,9 +49,8 @@ fn list_request(key: &str) -> String {
     )
 }
 
-#[sqlx::test]
-async fn slow_headers_and_idle_connections_are_closed(pool: PgPool) {
-    let app = spawn_app_with(pool, settings(1024)).await;
+async fn slow_headers_and_idle_connections_are_closed(db: TestDb) {
+    let app = spawn_app_with(&db, settings(1024)).await;
     // Slowloris: a request line and one header, then a byte now and then, never the end.
     let mut slow = connect(&app).await;
     slow.write_all(b"POST /api/v1/credentials/list HTTP/1.1\r\nHost: ledger\r\n").await.unwrap();
@@ -76,9 +75,8 @@ async fn slow_headers_and_idle_connections_are_closed(pool: PgPool) {
     assert!(closed >= HEADER_READ_TIMEOUT / 2, "not closed at once: {closed:?}");
 }
 
-#[sqlx::test]
-async fn a_huge_declared_body_is_refused_at_once(pool: PgPool) {
-    let app = spawn_app_with(pool, settings(1024)).await;
+async fn a_huge_declared_body_is_refused_at_once(db: TestDb) {
+    let app = spawn_app_with(&db, settings(1024)).await;
     for key in [Some(app.tenant.key.as_str()), None] {
         let mut stream = connect(&app).await;
         let key_header = key.map(|key| format!("X-Server-API-Key: {key}\r\n")).unwrap_or_default();
@@ -97,9 +95,8 @@ async fn a_huge_declared_body_is_refused_at_once(pool: PgPool) {
     }
 }
 
-#[sqlx::test]
-async fn probes_answer_while_the_service_is_at_capacity(pool: PgPool) {
-    let app = spawn_app_with(pool, settings(1)).await;
+async fn probes_answer_while_the_service_is_at_capacity(db: TestDb) {
+    let app = spawn_app_with(&db, settings(1)).await;
     // One request holds the only place: its body never comes.
     let mut holder = connect(&app).await;
     let held = format!(
@@ -120,3 +117,9 @@ async fn probes_answer_while_the_service_is_at_capacity(pool: PgPool) {
     }
     drop(holder);
 }
+
+credential_ledger_test_support::on_both_backends!(
+    slow_headers_and_idle_connections_are_closed,
+    a_huge_declared_body_is_refused_at_once,
+    probes_answer_while_the_service_is_at_capacity,
+);

@@ -4,21 +4,20 @@
 use std::time::{Duration, Instant};
 
 use credential_ledger::startup::Settings;
-use credential_ledger::store::{self, DatabaseSettings};
+use credential_ledger::store::{DatabaseSettings, Store};
+use credential_ledger_test_support::backend::TestDb;
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::PgPool;
 
-use crate::helpers::{database_url, spawn_app_with, test_settings, wait_until, TestApp};
+use crate::helpers::{spawn_app_on, test_settings, wait_until, TestApp};
 use crate::load::Load;
 use crate::proxy::Proxy;
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The test database, reached through a proxy the test controls.
-async fn through_proxy(pool: &PgPool) -> (Proxy, PgPool) {
-    let direct = database_url(pool).await;
-    let upstream = url::Url::parse(&direct).unwrap();
+async fn through_proxy(db: &TestDb) -> (Proxy, Store) {
+    let upstream = url::Url::parse(db.url()).unwrap();
     let address = format!("{}:{}", upstream.host_str().unwrap(), upstream.port().unwrap_or(5432));
     let proxy = Proxy::start(address.parse().unwrap()).await;
     let mut proxied = upstream.clone();
@@ -29,7 +28,7 @@ async fn through_proxy(pool: &PgPool) -> (Proxy, PgPool) {
         acquire_timeout: Duration::from_secs(1),
         query_timeout: QUERY_TIMEOUT,
     };
-    (proxy, store::connect(&settings).await.unwrap())
+    (proxy, Store::open(&settings).await.unwrap())
 }
 
 async fn readiness(app: &TestApp) -> StatusCode {
@@ -40,12 +39,11 @@ async fn readiness(app: &TestApp) -> StatusCode {
 /// still accepts new connections): writes stall for at most the query timeout, the instance says
 /// it is not ready meanwhile, and it recovers by itself on fresh connections. SIGTERM then stops
 /// it within its bound even with a write stuck on a silent connection.
-#[sqlx::test]
-async fn silently_dead_connections_do_not_wedge_writes(pool: PgPool) {
-    let (proxy, proxied) = through_proxy(&pool).await;
+async fn silently_dead_connections_do_not_wedge_writes(db: TestDb) {
+    let (proxy, proxied) = through_proxy(&db).await;
     let settings =
         Settings { query_timeout: QUERY_TIMEOUT, shutdown_timeout: Duration::from_secs(8), ..test_settings() };
-    let mut app = spawn_app_with(proxied, settings).await;
+    let mut app = spawn_app_on(&db, proxied, settings).await;
     let load = Load::start(app.address.clone(), app.tenant.key.clone());
     load.wait_for_acknowledged(20, Duration::from_secs(10)).await;
 
@@ -93,3 +91,6 @@ async fn silently_dead_connections_do_not_wedge_writes(pool: PgPool) {
     assert!(stopping.elapsed() < Duration::from_secs(10), "stopped after {:?}", stopping.elapsed());
     let _ = stuck.await;
 }
+
+// A proxy in front of PostgreSQL's port: the embedded ledger has no connection to break.
+credential_ledger_test_support::on_postgres!(silently_dead_connections_do_not_wedge_writes);

@@ -1,5 +1,7 @@
-//! HTTP and storage integration tests, against the real PostgreSQL on this machine.
-//! Each `#[sqlx::test]` gets a fresh, migrated database. Set `TEST_LOG=1` to see the logs.
+//! HTTP and storage integration tests, each on a ledger of its own: on the embedded backend (a
+//! SQLite file), and on a fresh PostgreSQL database when `TEST_DATABASE_URL` names a server
+//! (`on_both_backends!`; `on_postgres!` for what only PostgreSQL has). Set `TEST_LOG=1` to see
+//! the logs.
 
 mod audit;
 mod bad_input;
@@ -12,6 +14,7 @@ use credential_ledger_test_support::app as helpers;
 mod ledger;
 use credential_ledger_test_support::load;
 mod operations;
+mod portability;
 use credential_ledger_test_support::proxy;
 mod secrets;
 mod tenants;

@@ -6,14 +6,13 @@ use std::time::Duration;
 use credential_ledger::startup::Settings;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{spawn_app, spawn_app_with, test_settings, wait_until, LIST};
+use credential_ledger_test_support::backend::TestDb;
 
-#[sqlx::test]
-async fn a_large_list_streams_every_credential_in_order(pool: PgPool) {
-    let app = spawn_app(pool).await;
+async fn a_large_list_streams_every_credential_in_order(db: TestDb) {
+    let app = spawn_app(&db).await;
     app.seed_credentials(&app.tenant, 12_000).await;
     let response = app
         .client
@@ -40,10 +39,9 @@ async fn a_large_list_streams_every_credential_in_order(pool: PgPool) {
 
 /// While a client holds one large answer open (reading nothing), the same server's next large
 /// read gets 429 `server_busy` at once, and another server's calls are untouched.
-#[sqlx::test]
-async fn each_server_gets_a_bounded_share_of_large_reads(pool: PgPool) {
+async fn each_server_gets_a_bounded_share_of_large_reads(db: TestDb) {
     let settings = Settings { max_large_reads_per_server: 1, ..test_settings() };
-    let app = spawn_app_with(pool, settings).await;
+    let app = spawn_app_with(&db, settings).await;
     let other = app.new_tenant("Quiet neighbour").await;
     // Far more than socket buffers hold, so the held answer cannot finish behind the reader's back.
     app.seed_credentials(&app.tenant, 60_000).await;
@@ -74,10 +72,9 @@ async fn each_server_gets_a_bounded_share_of_large_reads(pool: PgPool) {
     .await;
 }
 
-#[sqlx::test]
-async fn creates_stop_at_the_servers_credential_limit_and_rotation_goes_on(pool: PgPool) {
+async fn creates_stop_at_the_servers_credential_limit_and_rotation_goes_on(db: TestDb) {
     let settings = Settings { max_credentials_per_server: 3, ..test_settings() };
-    let app = spawn_app_with(pool, settings).await;
+    let app = spawn_app_with(&db, settings).await;
     let second = app.create_api_key(&app.tenant.key, "Second").await;
     app.create_api_key(&app.tenant.key, "Third").await;
     let head = app.log_head().await;
@@ -89,3 +86,9 @@ async fn creates_stop_at_the_servers_credential_limit_and_rotation_goes_on(pool:
     let other = app.new_tenant("Other").await;
     assert_eq!(app.create(&other.key, json!({"name": "theirs"})).await.status, StatusCode::OK, "per server");
 }
+
+credential_ledger_test_support::on_both_backends!(
+    a_large_list_streams_every_credential_in_order,
+    each_server_gets_a_bounded_share_of_large_reads,
+    creates_stop_at_the_servers_credential_limit_and_rotation_goes_on,
+);

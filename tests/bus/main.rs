@@ -2,6 +2,7 @@
 //! exchange of its own, so tests never see each other's messages.
 
 use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::backend::TestDb;
 use credential_ledger_test_support::bus as bus_support;
 
 use std::io::{BufRead, BufReader};
@@ -16,14 +17,13 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use bus_support::{deduplicated_positions, TestBus};
-use helpers::{database_url, spawn_app, spawn_app_with, test_settings, wait_until, ChildGuard};
+use helpers::{spawn_app, spawn_app_with, test_settings, wait_until, ChildGuard};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-#[sqlx::test]
-async fn every_event_is_published_once_in_log_order_with_the_documented_contract(pool: PgPool) {
+async fn every_event_is_published_once_in_log_order_with_the_documented_contract(db: TestDb) {
     let mut bus = TestBus::new().await;
-    let app = spawn_app_with(pool, Settings { relay: Some(bus.relay_settings()), ..test_settings() }).await;
+    let app = spawn_app_with(&db, Settings { relay: Some(bus.relay_settings()), ..test_settings() }).await;
     let key = app.tenant.key.clone();
     let created = app.create_api_key(&key, "Rotated").await;
     let rotated = app.regenerate(&key, created["uuid"].as_str().unwrap()).await;
@@ -48,7 +48,7 @@ async fn every_event_is_published_once_in_log_order_with_the_documented_contract
 
     let stored: Vec<(i64, uuid::Uuid, uuid::Uuid, i32)> =
         sqlx::query_as("SELECT position, event_id, stream_id, stream_version FROM events ORDER BY position")
-            .fetch_all(&app.pool)
+            .fetch_all(app.pg_pool())
             .await
             .unwrap();
     for (message, (position, event_id, stream_id, stream_version)) in messages.iter().zip(&stored) {
@@ -87,10 +87,10 @@ async fn every_event_is_published_once_in_log_order_with_the_documented_contract
     bus.delete().await;
 }
 
-#[sqlx::test]
-async fn of_two_relays_one_publishes_and_the_other_takes_over_without_gaps(pool: PgPool) {
+async fn of_two_relays_one_publishes_and_the_other_takes_over_without_gaps(db: TestDb) {
+    let pool = db.pg_pool().await;
     let mut bus = TestBus::new().await;
-    let app = spawn_app(pool.clone()).await;
+    let app = spawn_app(&db).await;
     let (stop_first, stop_second) = (CancellationToken::new(), CancellationToken::new());
     let first = Relay::new(pool.clone(), bus.relay_settings());
     let second = Relay::new(pool.clone(), bus.relay_settings());
@@ -148,11 +148,11 @@ fn relay_process(database_url: &str, bus: &TestBus) -> ChildGuard {
     ChildGuard(child)
 }
 
-#[sqlx::test]
-async fn a_relay_killed_before_its_checkpoint_repeats_only_unconfirmed_messages(pool: PgPool) {
+async fn a_relay_killed_before_its_checkpoint_repeats_only_unconfirmed_messages(db: TestDb) {
+    let pool = db.pg_pool().await;
     let mut bus = TestBus::new().await;
-    let app = spawn_app(pool.clone()).await;
-    let url = database_url(&pool).await;
+    let app = spawn_app(&db).await;
+    let url = db.url().to_owned();
     let mut relay = relay_process(&url, &bus);
     for i in 0..4 {
         app.create(&app.tenant.key, json!({"name": format!("confirmed {i}")})).await;
@@ -199,7 +199,6 @@ async fn a_relay_killed_before_its_checkpoint_repeats_only_unconfirmed_messages(
     let mut after_restart = bus.take(7, WAIT).await;
     after_restart.extend(bus.drain(Duration::from_millis(500)).await);
     relay.kill();
-    helpers::wait_for_processes_to_disconnect(&pool).await;
 
     let positions: Vec<i64> = after_restart.iter().map(|m| m.position()).collect();
     assert_eq!(positions, (6..=12).collect::<Vec<_>>(), "the new leader resumes at the checkpoint, in order");
@@ -210,10 +209,9 @@ async fn a_relay_killed_before_its_checkpoint_repeats_only_unconfirmed_messages(
     bus.delete().await;
 }
 
-#[sqlx::test]
-async fn events_tail_prints_each_message_as_one_json_line(pool: PgPool) {
+async fn events_tail_prints_each_message_as_one_json_line(db: TestDb) {
     let mut bus = TestBus::new().await;
-    let app = spawn_app_with(pool, Settings { relay: Some(bus.relay_settings()), ..test_settings() }).await;
+    let app = spawn_app_with(&db, Settings { relay: Some(bus.relay_settings()), ..test_settings() }).await;
     bus.take(1, WAIT).await;
 
     let mut tail = Command::new(env!("CARGO_BIN_EXE_credential-ledger"))
@@ -253,3 +251,10 @@ async fn events_tail_prints_each_message_as_one_json_line(pool: PgPool) {
     assert_eq!(lines[1]["body"]["data"]["reason"], "revoked");
     bus.delete().await;
 }
+
+credential_ledger_test_support::on_postgres_and_rabbitmq!(
+    every_event_is_published_once_in_log_order_with_the_documented_contract,
+    of_two_relays_one_publishes_and_the_other_takes_over_without_gaps,
+    a_relay_killed_before_its_checkpoint_repeats_only_unconfirmed_messages,
+    events_tail_prints_each_message_as_one_json_line,
+);

@@ -3,6 +3,7 @@
 //! even when the test fails.
 
 use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::backend::TestDb;
 use credential_ledger_test_support::bus as bus_support;
 
 use std::process::Command;
@@ -11,7 +12,6 @@ use std::time::Duration;
 use credential_ledger::startup::Settings;
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::PgPool;
 
 use bus_support::{deduplicated_positions, TestBus};
 use helpers::{spawn_app_with, test_settings};
@@ -54,11 +54,9 @@ async fn relay_health(app: &helpers::TestApp) -> serde_json::Value {
     health["data"]["relay"].clone()
 }
 
-#[sqlx::test]
-#[ignore = "a fault suite: stops the machine's RabbitMQ; .ci/run runs it alone with --ignored"]
-async fn writes_succeed_while_the_broker_is_down_and_the_backlog_drains_in_order(pool: PgPool) {
+async fn writes_succeed_while_the_broker_is_down_and_the_backlog_drains_in_order(db: TestDb) {
     let mut bus = TestBus::durable().await;
-    let app = spawn_app_with(pool, Settings { relay: Some(bus.relay_settings()), ..test_settings() }).await;
+    let app = spawn_app_with(&db, Settings { relay: Some(bus.relay_settings()), ..test_settings() }).await;
     assert_eq!(bus.take(1, Duration::from_secs(20)).await[0].position(), 1);
     while relay_health(&app).await["relayed"] != 1 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -82,18 +80,23 @@ async fn writes_succeed_while_the_broker_is_down_and_the_backlog_drains_in_order
     assert_eq!(deduplicated_positions(&received), (2..=101).collect::<Vec<_>>(), "all 100, in order, none missing");
     let logged: Vec<String> =
         sqlx::query_scalar("SELECT stream_id::text FROM events WHERE position > 1 ORDER BY position")
-            .fetch_all(&app.pool)
+            .fetch_all(app.pg_pool())
             .await
             .unwrap();
     assert_eq!(logged, acknowledged, "every acknowledged write is in the log");
     let view = || async {
         sqlx::query_scalar::<_, serde_json::Value>("SELECT to_jsonb(c) FROM credentials c ORDER BY id")
-            .fetch_all(&app.pool)
+            .fetch_all(app.pg_pool())
             .await
             .unwrap()
     };
     let before = view().await;
-    credential_ledger::store::rebuild_projections(&app.pool).await.unwrap();
+    app.store.rebuild_projections().await.unwrap();
     assert_eq!(view().await, before, "the view equals a rebuild");
     bus.delete().await;
 }
+
+credential_ledger_test_support::on_postgres_and_rabbitmq!(
+    #[ignore = "a fault suite: stops the machine's RabbitMQ; .ci/run runs it alone with --ignored"]
+    writes_succeed_while_the_broker_is_down_and_the_backlog_drains_in_order,
+);

@@ -1,8 +1,11 @@
 //! The service process stopped under a steady write load, twice: a rolling restart (SIGTERM,
 //! then a new process) and a crash (SIGKILL, then a new process). Nothing acknowledged may be
-//! lost, nothing may be half-written, and every committed event must reach the bus.
+//! lost, nothing may be half-written, and every committed event must reach the bus. On the
+//! embedded ledger the same crash shows that a write acknowledged is a write on disk (WAL with
+//! `synchronous=FULL`, committed before the answer).
 
 use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::backend::TestDb;
 use credential_ledger_test_support::bus as bus_support;
 use credential_ledger_test_support::load;
 
@@ -10,32 +13,35 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::PgPool;
 
 use bus_support::{deduplicated_positions, TestBus};
-use helpers::{database_url, run_ledger, wait_for_processes_to_disconnect, wait_until};
-use load::{assert_acknowledged_writes_are_in_the_log, assert_view_equals_a_rebuild, Load};
+use helpers::{run_ledger, wait_until};
+use load::{assert_acknowledged_writes_are_in_the_log, assert_view_equals_a_rebuild, Acknowledged, Load};
 
 struct Service {
     child: Child,
 }
 
 impl Service {
-    fn start(database_url: &str, port: u16, bus: &TestBus) -> Service {
-        let child = Command::new(env!("CARGO_BIN_EXE_credential-ledger"))
+    /// `serve` on `database_url`, relaying to `bus` when there is one.
+    fn start(database_url: &str, port: u16, bus: Option<&TestBus>) -> Service {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_credential-ledger"));
+        command
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("AMQP_URL", bus_support::amqp_url())
-            .env("AMQP_EXCHANGE", &bus.exchange)
-            .env("RELAY_NO_WEBHOOK_QUEUE", "true")
             .env("NO_WEBHOOKS", "true")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the service starts");
-        Service { child }
+            .stderr(Stdio::null());
+        match bus {
+            Some(bus) => command
+                .env("AMQP_URL", bus_support::amqp_url())
+                .env("AMQP_EXCHANGE", &bus.exchange)
+                .env("RELAY_NO_WEBHOOK_QUEUE", "true"),
+            None => command.env("NO_RELAY", "true"),
+        };
+        Service { child: command.spawn().expect("the service starts") }
     }
 
     async fn wait_ready(port: u16) {
@@ -69,17 +75,16 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[sqlx::test]
-#[ignore = "a fault suite: kills service processes under load; .ci/run runs it alone with --ignored"]
-async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool: PgPool) {
-    let mut bus = TestBus::new().await;
-    let url = database_url(&pool).await;
-    let provisioned = run_ledger(&["server", "create", "--name", "Load"], &url);
-    assert!(provisioned.status.success());
+/// Provisions a tenant on `url`, runs a write load against `serve`, restarts it with SIGTERM and
+/// crashes it with SIGKILL, each time starting a new process; returns the service still running
+/// and what the load saw acknowledged.
+async fn restart_and_crash_under_load(url: &str, bus: Option<&TestBus>) -> (Service, Acknowledged) {
+    let provisioned = run_ledger(&["server", "create", "--name", "Load"], url);
+    assert!(provisioned.status.success(), "{}", String::from_utf8_lossy(&provisioned.stderr));
     let key =
         serde_json::from_slice::<Value>(&provisioned.stdout).unwrap()["credential"]["key"].as_str().unwrap().to_owned();
     let port = free_port();
-    let mut service = Service::start(&url, port, &bus);
+    let mut service = Service::start(url, port, bus);
     Service::wait_ready(port).await;
     let load = Load::start(format!("http://127.0.0.1:{port}"), key);
 
@@ -88,17 +93,36 @@ async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool
     service.signal("TERM");
     let stopped = service.wait_exit().await;
     assert!(stopped.success(), "a clean exit on SIGTERM: {stopped:?}");
-    service = Service::start(&url, port, &bus);
+    service = Service::start(url, port, bus);
     Service::wait_ready(port).await;
 
     // A crash: SIGKILL in the middle of the load.
     load.wait_for_acknowledged(100, Duration::from_secs(30)).await;
     service.signal("KILL");
     service.wait_exit().await;
-    service = Service::start(&url, port, &bus);
+    service = Service::start(url, port, bus);
     Service::wait_ready(port).await;
     load.wait_for_acknowledged(100, Duration::from_secs(30)).await;
-    let seen = load.stop().await;
+    (service, load.stop().await)
+}
+
+/// What the log must hold after the restarts: every acknowledged write, whole, a view equal to
+/// a rebuild, and a chain that verifies.
+async fn assert_nothing_acknowledged_was_lost(db: &TestDb, seen: &Acknowledged) {
+    let acknowledged = seen.outcomes.iter().filter(|o| o.status == Some(200)).count();
+    assert!(acknowledged > 20 && seen.rotated.len() > 5, "the load ran: {acknowledged} acknowledged");
+    let store = db.store().await;
+    assert_acknowledged_writes_are_in_the_log(&store, seen).await;
+    assert_view_equals_a_rebuild(&store).await;
+    let verified = run_ledger(&["verify"], db.url());
+    assert!(verified.status.success(), "the chain verifies: {}", String::from_utf8_lossy(&verified.stdout));
+}
+
+async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(db: TestDb) {
+    let pool = db.pg_pool().await;
+    let mut bus = TestBus::new().await;
+    let url = db.url().to_owned();
+    let (mut service, seen) = restart_and_crash_under_load(&url, Some(&bus)).await;
 
     // Let the relay catch up, then stop the service for good.
     let head: i64 = sqlx::query_scalar("SELECT position FROM chain_head").fetch_one(&pool).await.unwrap();
@@ -114,15 +138,10 @@ async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool
     service.signal("TERM");
     service.wait_exit().await;
     drop(service);
-    wait_for_processes_to_disconnect(&pool).await;
 
+    assert_nothing_acknowledged_was_lost(&db, &seen).await;
     let acknowledged = seen.outcomes.iter().filter(|o| o.status == Some(200)).count();
     let unanswered = seen.outcomes.iter().filter(|o| o.status.is_none()).count();
-    assert!(acknowledged > 20 && seen.rotated.len() > 5, "the load ran: {acknowledged} acknowledged");
-    assert_acknowledged_writes_are_in_the_log(&pool, &seen).await;
-    assert_view_equals_a_rebuild(&pool).await;
-    let verified = run_ledger(&["verify"], &url);
-    assert!(verified.status.success(), "the chain verifies: {}", String::from_utf8_lossy(&verified.stdout));
 
     let messages = bus.drain(Duration::from_secs(2)).await;
     assert_eq!(deduplicated_positions(&messages), (1..=head).collect::<Vec<_>>(), "every committed event on the bus");
@@ -132,4 +151,21 @@ async fn nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash(pool
         messages.len()
     );
     bus.delete().await;
+}
+
+credential_ledger_test_support::on_postgres_and_rabbitmq!(
+    #[ignore = "a fault suite: kills service processes under load; .ci/run runs it alone with --ignored"]
+    nothing_acknowledged_is_lost_through_a_rolling_restart_and_a_crash,
+);
+
+/// The embedded ledger through the same restart and crash: it needs no server, and kills only
+/// processes of its own, so it runs with every `cargo test`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_ledger_loses_nothing_acknowledged_through_a_restart_and_a_crash() {
+    let db = TestDb::sqlite().await;
+    let (mut service, seen) = restart_and_crash_under_load(db.url(), None).await;
+    service.signal("TERM");
+    service.wait_exit().await;
+    drop(service);
+    assert_nothing_acknowledged_was_lost(&db, &seen).await;
 }

@@ -2,15 +2,15 @@
 //! binaries one after another) and always leaves PostgreSQL running, even when it fails.
 
 use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::backend::TestDb;
 use credential_ledger_test_support::load;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use credential_ledger::store::{self, DatabaseSettings};
-use sqlx::PgPool;
+use credential_ledger::store::{self, DatabaseSettings, Store};
 
-use helpers::{database_url, spawn_app_with, test_settings};
+use helpers::{spawn_app_on, test_settings};
 use load::{assert_acknowledged_writes_are_in_the_log, assert_view_equals_a_rebuild, Load};
 
 fn cluster_version() -> String {
@@ -46,18 +46,16 @@ impl Drop for RunningAfterwards {
     }
 }
 
-#[sqlx::test]
-#[ignore = "a fault suite: restarts the machine's PostgreSQL; .ci/run runs it alone with --ignored"]
-async fn writes_fail_fast_during_a_restart_and_recover_without_restarting_the_service(pool: PgPool) {
+async fn writes_fail_fast_during_a_restart_and_recover_without_restarting_the_service(db: TestDb) {
     let _running_afterwards = RunningAfterwards;
     let settings = DatabaseSettings {
-        url: database_url(&pool).await,
+        url: db.url().to_owned(),
         max_connections: 8,
         acquire_timeout: Duration::from_secs(1),
         query_timeout: store::DEFAULT_QUERY_TIMEOUT,
     };
-    let service_pool = store::connect(&settings).await.unwrap();
-    let mut app = spawn_app_with(service_pool.clone(), test_settings()).await;
+    let service = Store::open(&settings).await.unwrap();
+    let mut app = spawn_app_on(&db, service.clone(), test_settings()).await;
     let load = Load::start(app.address.clone(), app.tenant.key.clone());
 
     load.wait_for_acknowledged(50, Duration::from_secs(10)).await;
@@ -92,8 +90,8 @@ async fn writes_fail_fast_during_a_restart_and_recover_without_restarting_the_se
     let before_restart = seen.outcomes.iter().filter(|o| o.started < restart_began && o.status == Some(200)).count();
     assert!(before_restart > 0, "the load ran before the restart");
 
-    assert_acknowledged_writes_are_in_the_log(&service_pool, &seen).await;
-    assert_view_equals_a_rebuild(&service_pool).await;
+    assert_acknowledged_writes_are_in_the_log(&service, &seen).await;
+    assert_view_equals_a_rebuild(&service).await;
     let slowest_failure = failures.iter().map(|o| o.elapsed).max().unwrap_or_default();
     println!(
         "{} requests, {} failed during the restart (slowest failure {slowest_failure:?}), first success {:?} after \
@@ -103,5 +101,10 @@ async fn writes_fail_fast_during_a_restart_and_recover_without_restarting_the_se
         first_success_after
     );
     app.stop().await;
-    service_pool.close().await;
+    service.close().await;
 }
+
+credential_ledger_test_support::on_postgres!(
+    #[ignore = "a fault suite: restarts the machine's PostgreSQL; .ci/run runs it alone with --ignored"]
+    writes_fail_fast_during_a_restart_and_recover_without_restarting_the_service,
+);

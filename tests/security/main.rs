@@ -3,6 +3,7 @@
 //! This binary captures every log line it produces (debug level, trace for our own code).
 
 use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::backend::TestDb;
 use credential_ledger_test_support::bus as bus_support;
 use credential_ledger_test_support::receiver;
 
@@ -16,10 +17,9 @@ use credential_ledger::startup::Settings;
 use credential_ledger::webhooks::WebhookSettings;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::PgPool;
 
 use bus_support::TestBus;
-use helpers::{database_url, spawn_app_with, test_settings, TestApp};
+use helpers::{spawn_app_with, test_settings, TestApp};
 use receiver::Receiver;
 
 /// Every log line of this test binary.
@@ -105,11 +105,10 @@ fn body_for(path: &str, uuid: &str) -> Value {
     }
 }
 
-#[sqlx::test]
-async fn held_rotated_smtp_foreign_and_malformed_keys_are_refused_everywhere(pool: PgPool) {
+async fn held_rotated_smtp_foreign_and_malformed_keys_are_refused_everywhere(db: TestDb) {
     captured_logs();
     let bus = TestBus::new().await;
-    let app = spawn_app_with(pool, settings(&bus)).await;
+    let app = spawn_app_with(&db, settings(&bus)).await;
     let key = app.tenant.key.clone();
     let revoked = app.create_api_key(&key, "Revoked").await;
     app.revoke(&key, revoked["uuid"].as_str().unwrap()).await;
@@ -159,12 +158,11 @@ async fn held_rotated_smtp_foreign_and_malformed_keys_are_refused_everywhere(poo
     teardown(app, bus).await;
 }
 
-#[sqlx::test]
-async fn no_key_reaches_the_logs_the_database_the_bus_or_a_webhook(pool: PgPool) {
+async fn no_key_reaches_the_logs_the_database_the_bus_or_a_webhook(db: TestDb) {
     let logs = captured_logs();
     let mut bus = TestBus::new().await;
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(pool.clone(), settings(&bus)).await;
+    let app = spawn_app_with(&db, settings(&bus)).await;
     let key = app.tenant.key.clone();
     let mut keys = vec![key.clone()];
     let hook = app.post("/api/v1/webhooks/create", Some(&key), &json!({"url": receiver.url("audit")})).await;
@@ -215,7 +213,7 @@ async fn no_key_reaches_the_logs_the_database_the_bus_or_a_webhook(pool: PgPool)
         let body = String::from_utf8_lossy(&hook.body);
         assert!(!secret_parts.iter().any(|part| body.contains(part)), "a key is in a webhook: {body}");
     }
-    let dump = std::process::Command::new("pg_dump").arg("--dbname").arg(database_url(&pool).await).output().unwrap();
+    let dump = std::process::Command::new("pg_dump").arg("--dbname").arg(db.url()).output().unwrap();
     assert!(dump.status.success());
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(dump.contains("webhook_attempts"), "the dump is whole");
@@ -224,3 +222,8 @@ async fn no_key_reaches_the_logs_the_database_the_bus_or_a_webhook(pool: PgPool)
     }
     teardown(app, bus).await;
 }
+
+credential_ledger_test_support::on_postgres_and_rabbitmq!(
+    held_rotated_smtp_foreign_and_malformed_keys_are_refused_everywhere,
+    no_key_reaches_the_logs_the_database_the_bus_or_a_webhook,
+);

@@ -5,12 +5,15 @@ use credential_ledger::config::LogFormat;
 use credential_ledger::domain::{
     handle, Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, ServerName,
 };
+use credential_ledger::domain::{Credential, StoredEvent};
 use credential_ledger::startup::{Application, Settings};
 use credential_ledger::store::{Decision, NewEvent, Store};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::backend::{view_of, Raw, TestDb};
 
 /// Polls `check` every 20 ms until it gives a value, and returns it; past `deadline`, the test
 /// fails, saying it waited for `what`. The one way these tests wait for something to happen.
@@ -44,7 +47,12 @@ pub struct Tenant {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub pool: PgPool,
+    /// The ledger the service runs on, as the service opened it.
+    pub store: Store,
+    /// The same ledger through a connection of the test's own.
+    pub raw: Raw,
+    /// Its `DATABASE_URL`, for the binary.
+    pub database_url: String,
     pub tenant: Tenant,
     stop: tokio_util::sync::CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -81,16 +89,22 @@ pub fn test_settings() -> Settings {
     }
 }
 
-pub async fn spawn_app(pool: PgPool) -> TestApp {
-    spawn_app_with(pool, test_settings()).await
+pub async fn spawn_app(db: &TestDb) -> TestApp {
+    spawn_app_with(db, test_settings()).await
 }
 
-/// Starts the service on a free port, in this process, and provisions a first tenant.
-pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
+/// Starts the service on `db` on a free port, in this process, and provisions a first tenant.
+/// Two apps on one `TestDb` are two instances of the service on one ledger.
+pub async fn spawn_app_with(db: &TestDb, settings: Settings) -> TestApp {
+    spawn_app_on(db, db.store().await, settings).await
+}
+
+/// Starts the service on `store`, a way of its own to `db`'s ledger (through a fault proxy, say).
+pub async fn spawn_app_on(db: &TestDb, store: Store, settings: Settings) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         credential_ledger::telemetry::init(LogFormat::Text);
     }
-    let application = Application::build(Store::new(pool.clone()), settings).await.expect("the application starts");
+    let application = Application::build(store.clone(), settings).await.expect("the application starts");
     let address = format!("http://{}", application.local_addr().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();
@@ -99,7 +113,9 @@ pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
     let mut app = TestApp {
         address,
         client,
-        pool,
+        store,
+        raw: db.raw().await,
+        database_url: db.url().to_owned(),
         tenant: Tenant { server_uuid: Uuid::nil(), credential_uuid: Uuid::nil(), key: String::new() },
         stop,
         running: Some(running),
@@ -109,8 +125,8 @@ pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
 }
 
 impl Drop for TestApp {
-    /// A test that ends without `stop` still shuts the service down, so that its detached
-    /// connections (the relay's) let go of the test database before sqlx drops it.
+    /// A test that ends without `stop` still shuts the service down, so that its connections
+    /// let go of the test database before it is dropped.
     fn drop(&mut self) {
         self.stop.cancel();
     }
@@ -127,7 +143,7 @@ impl TestApp {
 
     pub async fn new_tenant(&self, name: &str) -> Tenant {
         let provisioned = provision_server(
-            &Store::new(self.pool.clone()),
+            &self.store,
             &ServerName::parse(name).unwrap(),
             CredentialName::parse("Initial API key").unwrap(),
         )
@@ -174,7 +190,7 @@ impl TestApp {
     /// Adds `count` SMTP credentials to `tenant`'s server through the store's append path (as
     /// an operator at the command line), far faster than as many API calls.
     pub async fn seed_credentials(&self, tenant: &Tenant, count: usize) {
-        let store = Store::new(self.pool.clone());
+        let store = &self.store;
         let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
         let mut remaining = count;
         while remaining > 0 {
@@ -204,20 +220,35 @@ impl TestApp {
     }
 
     /// The number of events and the head hash: what must not move when a request is refused.
+    /// The test's own pool on the PostgreSQL database (the test runs on PostgreSQL only).
+    pub fn pg_pool(&self) -> &PgPool {
+        match &self.raw {
+            Raw::Postgres(pool) => pool,
+            Raw::Sqlite(_) => panic!("a PostgreSQL-only test ran on SQLite"),
+        }
+    }
+
     pub async fn log_head(&self) -> (i64, Vec<u8>) {
-        sqlx::query_as("SELECT position, hash FROM chain_head").fetch_one(&self.pool).await.unwrap()
+        self.raw.head().await
+    }
+
+    /// The whole log, in order.
+    pub async fn events(&self) -> Vec<StoredEvent> {
+        self.store.events_after(0, i64::MAX).await.expect("the log")
     }
 
     pub async fn event_types(&self) -> Vec<(String, Uuid)> {
-        sqlx::query_as("SELECT event_type, stream_id FROM events ORDER BY position")
-            .fetch_all(&self.pool)
-            .await
-            .unwrap()
+        self.events().await.into_iter().map(|event| (event.event_type, event.stream_id)).collect()
     }
 
     /// The whole credential view, ordered, for comparisons.
-    pub async fn view(&self) -> Vec<Value> {
-        sqlx::query_scalar("SELECT to_jsonb(c) FROM credentials c ORDER BY id").fetch_all(&self.pool).await.unwrap()
+    pub async fn view(&self) -> Vec<Credential> {
+        view_of(&self.store).await
+    }
+
+    /// Runs `verify` on this app's ledger: whether it passed, and its report.
+    pub async fn verify(&self) -> (bool, Value) {
+        verify_database(&self.database_url)
     }
 }
 
@@ -226,31 +257,6 @@ pub async fn answer(response: reqwest::Response) -> Answer {
     let text = response.text().await.expect("a body");
     let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
     Answer { status, body }
-}
-
-/// The URL of the database `pool` is connected to, for running the binary against it.
-pub async fn database_url(pool: &PgPool) -> String {
-    let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.unwrap();
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
-    let server = base.rsplit_once('/').map_or(base.as_str(), |(server, _)| server);
-    format!("{server}/{name}")
-}
-
-/// Waits until no process of ours (they all connect as `credential-ledger…`) is connected to
-/// the test database any more: a killed process's sessions outlive it briefly, and the test
-/// database can only be dropped without them.
-pub async fn wait_for_processes_to_disconnect(pool: &PgPool) {
-    wait_until("the sessions of killed processes to disconnect", Duration::from_secs(10), || async {
-        let sessions: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND application_name LIKE 'credential-ledger%'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        (sessions == 0).then_some(())
-    })
-    .await
 }
 
 /// The service's binary. Cargo builds it before it runs integration tests, into the directory
@@ -271,9 +277,9 @@ pub fn run_ledger(args: &[&str], database_url: &str) -> std::process::Output {
         .expect("the binary runs")
 }
 
-/// Runs `verify` on the database `pool` is connected to: whether it passed, and its report.
-pub async fn verify_database(pool: &PgPool) -> (bool, Value) {
-    let output = run_ledger(&["verify"], &database_url(pool).await);
+/// Runs `verify` on the ledger at `database_url`: whether it passed, and its report.
+pub fn verify_database(database_url: &str) -> (bool, Value) {
+    let output = run_ledger(&["verify"], database_url);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{stdout} {:?}", output.stderr));
     (output.status.success(), report)

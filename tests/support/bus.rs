@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use credential_ledger::bus::{BusSettings, RelaySettings, DEFAULT_AMQP_URL};
+use credential_ledger::bus::{BusSettings, RelaySettings};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
@@ -42,8 +42,9 @@ pub struct TestBus {
     consumer: Consumer,
 }
 
+/// The broker the RabbitMQ suites run against (`on_postgres_and_rabbitmq!` checks it is set).
 pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned())
+    std::env::var(crate::backend::TEST_AMQP_URL).expect("TEST_AMQP_URL names the test broker")
 }
 
 impl TestBus {

@@ -4,8 +4,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+
+use credential_ledger::domain::StoredEvent;
+use credential_ledger::store::Store;
 use serde_json::{json, Value};
-use sqlx::PgPool;
+
+use crate::backend::view_of;
 
 /// One request of the load and what came back.
 #[derive(Debug, Clone)]
@@ -115,30 +120,30 @@ impl Load {
 
 /// Every acknowledged write is in the log; every rotation in the log is whole (the new
 /// credential's creation and the old one's lock, pointing at each other).
-pub async fn assert_acknowledged_writes_are_in_the_log(pool: &PgPool, seen: &Acknowledged) {
-    let streams: Vec<String> =
-        sqlx::query_scalar("SELECT stream_id::text FROM events WHERE event_type = 'CredentialCreated'")
-            .fetch_all(pool)
-            .await
-            .unwrap();
-    let streams: std::collections::HashSet<String> = streams.into_iter().collect();
+pub async fn assert_acknowledged_writes_are_in_the_log(store: &Store, seen: &Acknowledged) {
+    let log = store.events_after(0, i64::MAX).await.expect("the log");
+    let payload = |event: &StoredEvent| serde_json::from_str::<Value>(&event.payload).expect("a JSON payload");
+    let text = |value: &Value| value.as_str().map(str::to_owned);
+    let streams: HashSet<String> = log
+        .iter()
+        .filter(|event| event.event_type == "CredentialCreated")
+        .map(|event| event.stream_id.to_string())
+        .collect();
     let missing: Vec<&String> = seen.created.iter().filter(|uuid| !streams.contains(*uuid)).collect();
     assert!(missing.is_empty(), "acknowledged creations missing from the log: {missing:?}");
 
-    let rotations: Vec<(String, String)> = sqlx::query_as(
-        "SELECT c.payload->>'replaces', c.stream_id::text FROM events c
-          WHERE c.event_type = 'CredentialCreated' AND c.payload->>'replaces' IS NOT NULL",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let locks: Vec<(String, String)> = sqlx::query_as(
-        "SELECT stream_id::text, payload->>'replaced_by' FROM events
-          WHERE event_type = 'CredentialLocked' AND payload->>'reason' = 'rotated'",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let rotations: Vec<(String, String)> = log
+        .iter()
+        .filter(|event| event.event_type == "CredentialCreated")
+        .filter_map(|event| Some((text(&payload(event)["replaces"])?, event.stream_id.to_string())))
+        .collect();
+    let locks: Vec<(String, String)> = log
+        .iter()
+        .filter(|event| event.event_type == "CredentialLocked")
+        .map(|event| (event.stream_id, payload(event)))
+        .filter(|(_, payload)| payload["reason"] == "rotated")
+        .filter_map(|(stream, payload)| Some((stream.to_string(), text(&payload["replaced_by"])?)))
+        .collect();
     let mut rotations_sorted = rotations.clone();
     let mut locks_sorted = locks.clone();
     rotations_sorted.sort();
@@ -150,14 +155,8 @@ pub async fn assert_acknowledged_writes_are_in_the_log(pool: &PgPool, seen: &Ack
 }
 
 /// Drops the view, replays the log into it and checks it is what it was.
-pub async fn assert_view_equals_a_rebuild(pool: &PgPool) {
-    let view = || async {
-        sqlx::query_scalar::<_, Value>("SELECT to_jsonb(c) FROM credentials c ORDER BY id")
-            .fetch_all(pool)
-            .await
-            .unwrap()
-    };
-    let before = view().await;
-    credential_ledger::store::rebuild_projections(pool).await.unwrap();
-    assert_eq!(view().await, before, "the view equals a rebuild from the log");
+pub async fn assert_view_equals_a_rebuild(store: &Store) {
+    let before = view_of(store).await;
+    store.rebuild_projections().await.expect("a rebuild");
+    assert_eq!(view_of(store).await, before, "the view equals a rebuild from the log");
 }

@@ -2,6 +2,7 @@
 //! and a real HTTP receiver started by each test.
 
 use credential_ledger_test_support::app as helpers;
+use credential_ledger_test_support::backend::TestDb;
 use credential_ledger_test_support::bus as bus_support;
 use credential_ledger_test_support::proxy;
 use credential_ledger_test_support::receiver;
@@ -101,7 +102,6 @@ async fn a_failed_delivery(app: &TestApp, attempts: usize) -> i64 {
 
 async fn teardown(mut app: TestApp, bus: TestBus, schedule: &[Duration]) {
     app.stop().await;
-    helpers::wait_for_processes_to_disconnect(&app.pool).await;
     let topology =
         WebhookSettings { retry_schedule: schedule.to_vec(), ..WebhookSettings::new(Some(bus.settings())) }.topology();
     let mut queues = topology.retry_queues.clone();
@@ -130,12 +130,11 @@ fn assert_signed(hook: &Hook, secret: &str) {
     assert_eq!(hook.header("content-type"), "application/json");
 }
 
-#[sqlx::test]
-async fn revoke_and_regenerate_deliver_one_signed_webhook_to_each_subscribed_endpoint(pool: PgPool) {
+async fn revoke_and_regenerate_deliver_one_signed_webhook_to_each_subscribed_endpoint(db: TestDb) {
     let bus = TestBus::new().await;
     let schedule = [Duration::from_millis(200)];
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(pool, settings(&bus, &schedule, true)).await;
+    let app = spawn_app_with(&db, settings(&bus, &schedule, true)).await;
     let other = app.new_tenant("Other").await;
     let key = app.tenant.key.clone();
     let first = register(&app, &key, &receiver.url("first")).await;
@@ -194,12 +193,11 @@ async fn revoke_and_regenerate_deliver_one_signed_webhook_to_each_subscribed_end
     teardown(app, bus, &schedule).await;
 }
 
-#[sqlx::test]
-async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(pool: PgPool) {
+async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(db: TestDb) {
     let bus = TestBus::new().await;
     let schedule = [Duration::from_millis(200), Duration::from_millis(200), Duration::from_millis(200)];
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(pool, settings(&bus, &schedule, true)).await;
+    let app = spawn_app_with(&db, settings(&bus, &schedule, true)).await;
     let endpoint = register(&app, &app.tenant.key, &receiver.url("flaky")).await;
     receiver.script("flaky", &[500, 503]);
 
@@ -225,12 +223,11 @@ async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(pool: P
     teardown(app, bus, &schedule).await;
 }
 
-#[sqlx::test]
-async fn a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_recovers(pool: PgPool) {
+async fn a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_recovers(db: TestDb) {
     let bus = TestBus::new().await;
     let schedule = [Duration::from_millis(100), Duration::from_millis(100)];
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(pool, settings(&bus, &schedule, true)).await;
+    let app = spawn_app_with(&db, settings(&bus, &schedule, true)).await;
     let endpoint = register(&app, &app.tenant.key, &receiver.url("down")).await;
     receiver.script("down", &[500, 502, 504]);
 
@@ -267,12 +264,11 @@ async fn a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_
     teardown(app, bus, &schedule).await;
 }
 
-#[sqlx::test]
-async fn an_endpoint_that_answers_410_is_disabled(pool: PgPool) {
+async fn an_endpoint_that_answers_410_is_disabled(db: TestDb) {
     let bus = TestBus::new().await;
     let schedule = [Duration::from_millis(100)];
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(pool, settings(&bus, &schedule, true)).await;
+    let app = spawn_app_with(&db, settings(&bus, &schedule, true)).await;
     register(&app, &app.tenant.key, &receiver.url("gone")).await;
     receiver.script("gone", &[410]);
     for name in ["One", "Two"] {
@@ -292,11 +288,10 @@ async fn an_endpoint_that_answers_410_is_disabled(pool: PgPool) {
     teardown(app, bus, &schedule).await;
 }
 
-#[sqlx::test]
-async fn internal_destinations_bad_urls_and_unknown_events_are_refused(pool: PgPool) {
+async fn internal_destinations_bad_urls_and_unknown_events_are_refused(db: TestDb) {
     let bus = TestBus::new().await;
     let schedule = [Duration::from_millis(100)];
-    let app = spawn_app_with(pool, settings(&bus, &schedule, false)).await;
+    let app = spawn_app_with(&db, settings(&bus, &schedule, false)).await;
     let key = app.tenant.key.clone();
     let create = |body: Value| {
         let app = &app;
@@ -357,15 +352,13 @@ async fn internal_destinations_bad_urls_and_unknown_events_are_refused(pool: PgP
     teardown(app, bus, &schedule).await;
 }
 
-#[sqlx::test]
-async fn a_worker_killed_mid_delivery_is_replaced_and_the_webhook_still_arrives(pool: PgPool) {
+async fn a_worker_killed_mid_delivery_is_replaced_and_the_webhook_still_arrives(db: TestDb) {
     let bus = TestBus::new().await;
     let schedule = [Duration::from_millis(100)];
     let receiver = Receiver::start().await;
-    let app =
-        spawn_app_with(pool.clone(), Settings { run_webhook_worker: false, ..settings(&bus, &schedule, true) }).await;
+    let app = spawn_app_with(&db, Settings { run_webhook_worker: false, ..settings(&bus, &schedule, true) }).await;
     let endpoint = register(&app, &app.tenant.key, &receiver.url("slow")).await;
-    let url = helpers::database_url(&pool).await;
+    let url = db.url().to_owned();
     let worker = |url: &str| {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_credential-ledger"))
             .arg("webhook-worker")
@@ -400,14 +393,14 @@ async fn a_worker_killed_mid_delivery_is_replaced_and_the_webhook_still_arrives(
     teardown(app, bus, &schedule).await;
 }
 
-#[sqlx::test]
-async fn a_retry_committed_just_before_a_crash_is_made_by_the_next_worker_to_start(pool: PgPool) {
+async fn a_retry_committed_just_before_a_crash_is_made_by_the_next_worker_to_start(db: TestDb) {
+    let pool = db.pg_pool().await;
     let bus = TestBus::new().await;
     let schedule = [Duration::from_millis(100)];
     let receiver = Receiver::start().await;
     let settings = settings(&bus, &schedule, true);
     let workers = settings.webhooks.clone();
-    let app = spawn_app_with(pool.clone(), Settings { run_webhook_worker: false, ..settings }).await;
+    let app = spawn_app_with(&db, Settings { run_webhook_worker: false, ..settings }).await;
     register(&app, &app.tenant.key, &receiver.url("down")).await;
     receiver.script("down", &[500, 503]);
     let first = Worker::start(&pool, workers.clone());
@@ -437,8 +430,8 @@ async fn a_retry_committed_just_before_a_crash_is_made_by_the_next_worker_to_sta
     teardown(app, bus, &schedule).await;
 }
 
-#[sqlx::test]
-async fn retry_answers_without_the_broker_and_a_worker_makes_the_attempt(pool: PgPool) {
+async fn retry_answers_without_the_broker_and_a_worker_makes_the_attempt(db: TestDb) {
+    let pool = db.pg_pool().await;
     let bus = TestBus::new().await;
     let schedule = [Duration::from_millis(100)];
     let receiver = Receiver::start().await;
@@ -450,7 +443,7 @@ async fn retry_answers_without_the_broker_and_a_worker_makes_the_attempt(pool: P
     refused.set_mode(proxy::Mode::Refuse);
     let unreachable = BusSettings { url: format!("amqp://guest:guest@{}/%2f", refused.addr()), ..bus.settings() };
     let webhooks = WebhookSettings { bus: Some(unreachable), ..settings.webhooks.clone() };
-    let app = spawn_app_with(pool.clone(), Settings { run_webhook_worker: false, webhooks, ..settings }).await;
+    let app = spawn_app_with(&db, Settings { run_webhook_worker: false, webhooks, ..settings }).await;
     register(&app, &app.tenant.key, &receiver.url("down")).await;
     receiver.script("down", &[500, 503]);
     let worker = Worker::start(&pool, workers);
@@ -467,8 +460,7 @@ async fn retry_answers_without_the_broker_and_a_worker_makes_the_attempt(pool: P
     teardown(app, bus, &schedule).await;
 }
 
-#[sqlx::test]
-async fn an_attempt_whose_message_was_lost_is_handed_over_again_once_overdue(pool: PgPool) {
+async fn an_attempt_whose_message_was_lost_is_handed_over_again_once_overdue(db: TestDb) {
     let bus = TestBus::new().await;
     // Long enough for the test to lose the message before it is due.
     let schedule = [Duration::from_secs(3)];
@@ -476,7 +468,7 @@ async fn an_attempt_whose_message_was_lost_is_handed_over_again_once_overdue(poo
     let mut settings = settings(&bus, &schedule, true);
     settings.webhooks.presumed_lost_after = Duration::from_millis(500);
     let retry_queue = settings.webhooks.topology().retry_queues[0].clone();
-    let app = spawn_app_with(pool, settings).await;
+    let app = spawn_app_with(&db, settings).await;
     register(&app, &app.tenant.key, &receiver.url("flaky")).await;
     receiver.script("flaky", &[500]);
 
@@ -521,9 +513,9 @@ fn record(outcome: DeliveryStatus, next_attempt_in: Option<Duration>) -> Attempt
     }
 }
 
-#[sqlx::test]
-async fn each_attempt_is_claimed_once_and_a_late_record_does_not_undo_a_later_attempt(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn each_attempt_is_claimed_once_and_a_late_record_does_not_undo_a_later_attempt(db: TestDb) {
+    let pool = db.pg_pool().await;
+    let app = spawn_app(&db).await;
     let store = Store::new(pool);
     let delivery_id = a_delivery(&app, &store).await;
     let lease = Duration::from_secs(60);
@@ -551,9 +543,9 @@ async fn each_attempt_is_claimed_once_and_a_late_record_does_not_undo_a_later_at
     assert!(retrying.is_empty(), "the delivery is delivered");
 }
 
-#[sqlx::test]
-async fn the_sweep_takes_due_attempts_nobody_holds_and_held_ones_only_once_overdue(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn the_sweep_takes_due_attempts_nobody_holds_and_held_ones_only_once_overdue(db: TestDb) {
+    let pool = db.pg_pool().await;
+    let app = spawn_app(&db).await;
     let store = Store::new(pool);
     let delivery_id = a_delivery(&app, &store).await;
     let (hour, none) = (Duration::from_secs(3600), Duration::ZERO);
@@ -580,3 +572,17 @@ async fn the_sweep_takes_due_attempts_nobody_holds_and_held_ones_only_once_overd
     let requeued_again = store.requeue_webhook_delivery(app.tenant.server_uuid, delivery_id).await.unwrap();
     assert!(matches!(requeued_again, Requeue::NotFailed), "a retrying delivery is not retried again");
 }
+
+credential_ledger_test_support::on_postgres_and_rabbitmq!(
+    revoke_and_regenerate_deliver_one_signed_webhook_to_each_subscribed_endpoint,
+    a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt,
+    a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_recovers,
+    an_endpoint_that_answers_410_is_disabled,
+    internal_destinations_bad_urls_and_unknown_events_are_refused,
+    a_worker_killed_mid_delivery_is_replaced_and_the_webhook_still_arrives,
+    a_retry_committed_just_before_a_crash_is_made_by_the_next_worker_to_start,
+    retry_answers_without_the_broker_and_a_worker_makes_the_attempt,
+    an_attempt_whose_message_was_lost_is_handed_over_again_once_overdue,
+    each_attempt_is_claimed_once_and_a_late_record_does_not_undo_a_later_attempt,
+    the_sweep_takes_due_attempts_nobody_holds_and_held_ones_only_once_overdue,
+);

@@ -31,6 +31,7 @@ macro_rules! select_logged {
 }
 
 mod append;
+mod backup;
 mod events;
 mod relay;
 mod schema;

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
 use crate::domain::{Credential, Ledger};
@@ -57,8 +57,15 @@ fn schema_checksum() -> [u8; 32] {
 /// log is streamed and folded in memory, the bare table is loaded with COPY, and the indexes are
 /// built last.
 pub async fn rebuild_projections(pool: &PgPool) -> Result<RebuildReport, StoreError> {
-    let (table, indexes) = CREDENTIALS_SCHEMA.split_once(INDEXES_MARKER).unwrap_or((CREDENTIALS_SCHEMA, ""));
     let mut tx = pool.begin().await?;
+    let report = rebuild_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// The rebuild, inside the caller's transaction (an import rebuilds in the one that writes).
+pub(super) async fn rebuild_in(tx: &mut PgConnection) -> Result<RebuildReport, StoreError> {
+    let (table, indexes) = CREDENTIALS_SCHEMA.split_once(INDEXES_MARKER).unwrap_or((CREDENTIALS_SCHEMA, ""));
     // Every appender locks chain_head before it touches the view (the append statement's first
     // table, the locked path's FOR UPDATE), so this does too: appends wait here instead of
     // deadlocking with the DROP, and plain reads of the head go on.
@@ -110,7 +117,6 @@ pub async fn rebuild_projections(pool: &PgPool) -> Result<RebuildReport, StoreEr
     )
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
     Ok(RebuildReport { events, credentials, position: head })
 }
 

@@ -3,7 +3,10 @@
 //! first (`BEGIN IMMEDIATE`), so a batch is decided against the state it appends to, with no
 //! compare-and-set and no retry, across every process on the file.
 
+mod backup;
 mod sql;
+#[cfg(test)]
+pub(crate) mod temp;
 #[cfg(test)]
 mod tests;
 mod webhooks;
@@ -263,6 +266,15 @@ impl SqliteStore {
     }
 
     /// Migrations, then the view if its schema file changed (or was never built).
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     pub async fn prepare(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         let built: Option<Vec<u8>> =
@@ -282,35 +294,10 @@ impl SqliteStore {
     /// Drops the view and folds the whole log into a new one, holding the write lock: appends
     /// wait, and readers keep the old view until the commit.
     pub async fn rebuild_projections(&self) -> Result<RebuildReport, StoreError> {
-        let (table, indexes) = CREDENTIALS_SCHEMA.split_once(INDEXES_MARKER).unwrap_or((CREDENTIALS_SCHEMA, ""));
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(sql::DROP_VIEW).execute(&mut *tx).await?;
-        let head = read_head(&mut tx).await?;
-        sqlx::raw_sql(table).execute(&mut *tx).await?;
-        let mut ledger = Ledger::new(0);
-        let mut events = 0u64;
-        {
-            let mut log = sqlx::query_as::<_, LoggedRow>(sql::LOG_TO_FOLD).fetch(&mut *tx);
-            while let Some(row) = log.try_next().await? {
-                row.fold_into(&mut ledger)?;
-                events += 1;
-            }
-        }
-        let mut credentials = 0u64;
-        for credential in ledger.credentials() {
-            bind_credential(sqlx::query(sql::INSERT_CREDENTIAL), credential).execute(&mut *tx).await?;
-            credentials += 1;
-        }
-        sqlx::raw_sql(indexes).execute(&mut *tx).await?;
-        sqlx::query(sql::RECORD_PROJECTION)
-            .bind(CREDENTIALS_PROJECTION)
-            .bind(&schema_checksum()[..])
-            .bind(head.position)
-            .bind(stored_time(Utc::now()))
-            .execute(&mut *tx)
-            .await?;
+        let report = rebuild_in(&mut tx).await?;
         tx.commit().await?;
-        Ok(RebuildReport { events, credentials, position: head.position })
+        Ok(report)
     }
 
     /// Appends under the write lock: the head and the touched credentials are read, decided
@@ -473,6 +460,37 @@ impl SqliteStore {
             sqlx::query_as(sql::USAGE_SINCE).bind(stored_time(since)).fetch_all(&self.pool).await?;
         rows.into_iter().map(|(uuid, at)| Ok((uuid, read_time(&at, 0)?))).collect()
     }
+}
+
+/// The rebuild, inside the caller's write transaction (an import rebuilds in the one that writes).
+async fn rebuild_in(tx: &mut SqliteConnection) -> Result<RebuildReport, StoreError> {
+    let (table, indexes) = CREDENTIALS_SCHEMA.split_once(INDEXES_MARKER).unwrap_or((CREDENTIALS_SCHEMA, ""));
+    sqlx::query(sql::DROP_VIEW).execute(&mut *tx).await?;
+    let head = read_head(&mut *tx).await?;
+    sqlx::raw_sql(table).execute(&mut *tx).await?;
+    let mut ledger = Ledger::new(0);
+    let mut events = 0u64;
+    {
+        let mut log = sqlx::query_as::<_, LoggedRow>(sql::LOG_TO_FOLD).fetch(&mut *tx);
+        while let Some(row) = log.try_next().await? {
+            row.fold_into(&mut ledger)?;
+            events += 1;
+        }
+    }
+    let mut credentials = 0u64;
+    for credential in ledger.credentials() {
+        bind_credential(sqlx::query(sql::INSERT_CREDENTIAL), credential).execute(&mut *tx).await?;
+        credentials += 1;
+    }
+    sqlx::raw_sql(indexes).execute(&mut *tx).await?;
+    sqlx::query(sql::RECORD_PROJECTION)
+        .bind(CREDENTIALS_PROJECTION)
+        .bind(&schema_checksum()[..])
+        .bind(head.position)
+        .bind(stored_time(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+    Ok(RebuildReport { events, credentials, position: head.position })
 }
 
 async fn read_head(connection: &mut SqliteConnection) -> Result<ChainHead, StoreError> {

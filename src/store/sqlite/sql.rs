@@ -55,6 +55,20 @@ pub(super) const RECORD_PROJECTION: &str = "INSERT INTO projection_versions (nam
      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO UPDATE \
      SET checksum = excluded.checksum, position = excluded.position, rebuilt_at = excluded.rebuilt_at";
 pub(super) const DROP_VIEW: &str = "DROP TABLE IF EXISTS credentials";
+
+/// A backup's servers, and what an import checks and writes besides the log.
+pub(super) const BACKUP_SERVERS: &str = "SELECT uuid, name, created_at FROM servers ORDER BY created_at, uuid";
+pub(super) const COUNT_SERVERS: &str = "SELECT count(*) FROM servers";
+pub(super) const HAS_TABLE: &str = "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1";
+pub(super) const SET_CHECKPOINT: &str = "INSERT INTO relay_checkpoints (exchange, position, updated_at) \
+     VALUES (?1, ?2, ?3) ON CONFLICT (exchange) DO UPDATE \
+     SET position = excluded.position, updated_at = excluded.updated_at";
+pub(super) const BACKUP_ENDPOINTS: &str = "SELECT uuid, server_uuid, url, events, description, secret, created_at, \
+     disabled_at, disabled_reason, deleted_at FROM webhook_endpoints ORDER BY created_at, uuid";
+pub(super) const COUNT_ENDPOINTS: &str = "SELECT count(*) FROM webhook_endpoints";
+pub(super) const INSERT_ENDPOINT: &str = "INSERT INTO webhook_endpoints (uuid, server_uuid, url, events, \
+     description, secret, created_at, disabled_at, disabled_reason, deleted_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 pub(super) const APPLIED_MIGRATIONS: &str = "SELECT count(*) FROM _sqlx_migrations WHERE success";
 /// Written once, when a new file becomes a ledger: `LEDGER_APPLICATION_ID` (0x434C4447, "CLDG").
 pub(super) const MARK_AS_LEDGER: &str = "PRAGMA application_id = 1129071687";
@@ -88,6 +102,13 @@ pub(super) const ALL: &[&str] = &[
     BUILT_PROJECTION,
     RECORD_PROJECTION,
     DROP_VIEW,
+    BACKUP_SERVERS,
+    COUNT_SERVERS,
+    HAS_TABLE,
+    SET_CHECKPOINT,
+    BACKUP_ENDPOINTS,
+    COUNT_ENDPOINTS,
+    INSERT_ENDPOINT,
     APPLIED_MIGRATIONS,
     TABLES,
     CHECKPOINT,

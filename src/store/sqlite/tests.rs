@@ -1,10 +1,9 @@
 //! The embedded ledger against a real SQLite file (no server needed).
 
-use std::path::PathBuf;
-
 use futures::future::join_all;
 use sqlx::Executor;
 
+use super::temp::TempLedger;
 use super::*;
 use crate::app::provision::provision_server;
 use crate::app::replica::Replica;
@@ -14,35 +13,6 @@ use crate::domain::{
     handle, Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, Outcome, ServerName,
 };
 use crate::store::{NewEvent, Store};
-
-/// A ledger file of its own, removed with its write-ahead log when dropped.
-struct TempLedger {
-    path: PathBuf,
-}
-
-impl TempLedger {
-    fn new() -> TempLedger {
-        TempLedger { path: std::env::temp_dir().join(format!("credential-ledger-test-{}.db", Uuid::new_v4())) }
-    }
-
-    fn settings(&self) -> DatabaseSettings {
-        DatabaseSettings::new(format!("sqlite://{}", self.path.display()))
-    }
-
-    async fn store(&self) -> SqliteStore {
-        let store = SqliteStore::open(&self.settings()).await.unwrap();
-        store.prepare().await.unwrap();
-        store
-    }
-}
-
-impl Drop for TempLedger {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
-        }
-    }
-}
 
 fn cli() -> EventMetadata {
     EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None }
