@@ -1,5 +1,6 @@
-//! Webhooks end to end: the real PostgreSQL, the real RabbitMQ, the service's relay and worker,
-//! and a real HTTP receiver started by each test.
+//! Webhooks end to end: the service's delivery (in-process on SQLite and PostgreSQL, and through
+//! the real RabbitMQ), the store's claims and checkpoints on both engines, and a real HTTP
+//! receiver on 127.0.0.1 started by each test.
 
 use credential_ledger_test_support::app as helpers;
 use credential_ledger_test_support::backend::TestDb;
@@ -9,10 +10,15 @@ use credential_ledger_test_support::receiver;
 
 use std::time::Duration;
 
+use chrono::Utc;
+use credential_ledger::app::provision::provision_server;
 use credential_ledger::bus::{BusSettings, RelaySettings};
 use credential_ledger::domain::DeliveryStatus;
+use credential_ledger::domain::{CredentialName, ServerName};
 use credential_ledger::startup::Settings;
-use credential_ledger::store::{AttemptRecord, DueAttempt, Requeue, Store};
+use credential_ledger::store::{
+    AttemptRecord, DueAttempt, NewDelivery, Requeue, Store, IN_PROCESS_WEBHOOKS_CHECKPOINT,
+};
 use credential_ledger::webhooks::{WebhookSettings, WebhookWorker};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -42,6 +48,84 @@ fn settings(bus: &TestBus, schedule: &[Duration], allow_private: bool) -> Settin
         run_webhook_worker: true,
         ..test_settings()
     }
+}
+
+/// How a test's webhooks travel: in-process (the dispatcher and the database queue), or through
+/// RabbitMQ (the relay, the work and retry queues). The same test body holds for both.
+enum Delivery {
+    InProcess,
+    RabbitMq(Box<TestBus>),
+}
+
+impl Delivery {
+    fn settings(&self, schedule: &[Duration], allow_private: bool) -> Settings {
+        match self {
+            Delivery::RabbitMq(bus) => settings(bus, schedule, allow_private),
+            Delivery::InProcess => in_process(schedule, allow_private),
+        }
+    }
+
+    async fn teardown(self, mut app: TestApp, schedule: &[Duration]) {
+        match self {
+            Delivery::RabbitMq(bus) => teardown(app, *bus, schedule).await,
+            Delivery::InProcess => app.stop().await,
+        }
+    }
+}
+
+/// The service with in-process delivery (no AMQP_URL), polling the database as often as the
+/// RabbitMQ tests sweep.
+fn in_process(schedule: &[Duration], allow_private: bool) -> Settings {
+    Settings {
+        relay: None,
+        webhooks: WebhookSettings {
+            retry_schedule: schedule.to_vec(),
+            timeout: Duration::from_secs(5),
+            allow_private,
+            prefetch: 8,
+            sweep_interval: Duration::from_millis(100),
+            ..WebhookSettings::new(None)
+        },
+        run_webhook_worker: true,
+        ..test_settings()
+    }
+}
+
+/// Runs each named `async fn(TestDb, Delivery)` three times: on SQLite and on PostgreSQL with
+/// in-process delivery, and on PostgreSQL with RabbitMQ; each PostgreSQL or RabbitMQ variant says
+/// it was skipped when its URL is not set.
+macro_rules! on_every_delivery {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            use credential_ledger_test_support::backend::{
+                rabbitmq_configured, skip_without_postgres, skip_without_rabbitmq, TestDb,
+            };
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_in_process() {
+                super::$test(TestDb::sqlite().await, super::Delivery::InProcess).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_in_process() {
+                match TestDb::postgres().await {
+                    Some(db) => super::$test(db, super::Delivery::InProcess).await,
+                    None => skip_without_postgres(),
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_rabbitmq() {
+                if !rabbitmq_configured() {
+                    return skip_without_rabbitmq();
+                }
+                match TestDb::postgres().await {
+                    Some(db) => super::$test(db, super::Delivery::RabbitMq(Box::new(super::TestBus::new().await))).await,
+                    None => skip_without_rabbitmq(),
+                }
+            }
+        }
+    )+};
 }
 
 /// A webhook worker in this process, beside an app that runs none, so a test can stop it and
@@ -130,11 +214,10 @@ fn assert_signed(hook: &Hook, secret: &str) {
     assert_eq!(hook.header("content-type"), "application/json");
 }
 
-async fn revoke_and_regenerate_deliver_one_signed_webhook_to_each_subscribed_endpoint(db: TestDb) {
-    let bus = TestBus::new().await;
+async fn revoke_and_regenerate_deliver_one_signed_webhook_to_each_subscribed_endpoint(db: TestDb, delivery: Delivery) {
     let schedule = [Duration::from_millis(200)];
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(&db, settings(&bus, &schedule, true)).await;
+    let app = spawn_app_with(&db, delivery.settings(&schedule, true)).await;
     let other = app.new_tenant("Other").await;
     let key = app.tenant.key.clone();
     let first = register(&app, &key, &receiver.url("first")).await;
@@ -190,14 +273,13 @@ async fn revoke_and_regenerate_deliver_one_signed_webhook_to_each_subscribed_end
     let listed = listed.data().as_array().unwrap().clone();
     assert_eq!(listed.len(), 2, "the deleted endpoint is gone");
     assert!(listed.iter().all(|endpoint| endpoint.get("secret").is_none()), "the secret is shown only once");
-    teardown(app, bus, &schedule).await;
+    delivery.teardown(app, &schedule).await;
 }
 
-async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(db: TestDb) {
-    let bus = TestBus::new().await;
+async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(db: TestDb, delivery: Delivery) {
     let schedule = [Duration::from_millis(200), Duration::from_millis(200), Duration::from_millis(200)];
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(&db, settings(&bus, &schedule, true)).await;
+    let app = spawn_app_with(&db, delivery.settings(&schedule, true)).await;
     let endpoint = register(&app, &app.tenant.key, &receiver.url("flaky")).await;
     receiver.script("flaky", &[500, 503]);
 
@@ -220,14 +302,16 @@ async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(db: Tes
     assert_eq!(summary, [(3, Some(200), "delivered"), (2, Some(503), "retrying"), (1, Some(500), "retrying")]);
     assert!(attempts[1]["next_attempt_at"].is_string() && attempts[0]["next_attempt_at"].is_null());
     assert!(attempts.iter().all(|a| a["delivery_status"] == "delivered"));
-    teardown(app, bus, &schedule).await;
+    delivery.teardown(app, &schedule).await;
 }
 
-async fn a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_recovers(db: TestDb) {
-    let bus = TestBus::new().await;
+async fn a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_recovers(
+    db: TestDb,
+    delivery: Delivery,
+) {
     let schedule = [Duration::from_millis(100), Duration::from_millis(100)];
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(&db, settings(&bus, &schedule, true)).await;
+    let app = spawn_app_with(&db, delivery.settings(&schedule, true)).await;
     let endpoint = register(&app, &app.tenant.key, &receiver.url("down")).await;
     receiver.script("down", &[500, 502, 504]);
 
@@ -238,9 +322,12 @@ async fn a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_
     assert_eq!(failed.len(), 3, "three attempts of a failed delivery: {failed:#?}");
     assert_eq!(failed[0]["outcome"], "failed");
     assert_eq!(failed[0]["response_status"], 504);
-    let topology =
-        WebhookSettings { retry_schedule: schedule.to_vec(), ..WebhookSettings::new(Some(bus.settings())) }.topology();
-    assert_eq!(bus.depth(&topology.dead_letter_queue).await, 1, "the delivery is in the dead-letter queue");
+    if let Delivery::RabbitMq(bus) = &delivery {
+        let topology =
+            WebhookSettings { retry_schedule: schedule.to_vec(), ..WebhookSettings::new(Some(bus.settings())) }
+                .topology();
+        assert_eq!(bus.depth(&topology.dead_letter_queue).await, 1, "the delivery is in the dead-letter queue");
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received("down").len(), 3, "no attempt after the schedule ran out");
 
@@ -261,14 +348,13 @@ async fn a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_
     let other = app.new_tenant("Other").await;
     let foreign = app.post("/api/v1/webhooks/retry", Some(&other.key), &json!({"id": delivery_id})).await;
     assert_eq!(foreign.status, StatusCode::NOT_FOUND, "another server's delivery does not exist");
-    teardown(app, bus, &schedule).await;
+    delivery.teardown(app, &schedule).await;
 }
 
-async fn an_endpoint_that_answers_410_is_disabled(db: TestDb) {
-    let bus = TestBus::new().await;
+async fn an_endpoint_that_answers_410_is_disabled(db: TestDb, delivery: Delivery) {
     let schedule = [Duration::from_millis(100)];
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(&db, settings(&bus, &schedule, true)).await;
+    let app = spawn_app_with(&db, delivery.settings(&schedule, true)).await;
     register(&app, &app.tenant.key, &receiver.url("gone")).await;
     receiver.script("gone", &[410]);
     for name in ["One", "Two"] {
@@ -285,13 +371,12 @@ async fn an_endpoint_that_answers_410_is_disabled(db: TestDb) {
     let endpoint = &listed.data()[0];
     assert!(endpoint["disabled_at"].is_string());
     assert_eq!(endpoint["disabled_reason"], "the endpoint answered 410 Gone");
-    teardown(app, bus, &schedule).await;
+    delivery.teardown(app, &schedule).await;
 }
 
-async fn internal_destinations_bad_urls_and_unknown_events_are_refused(db: TestDb) {
-    let bus = TestBus::new().await;
+async fn internal_destinations_bad_urls_and_unknown_events_are_refused(db: TestDb, delivery: Delivery) {
     let schedule = [Duration::from_millis(100)];
-    let app = spawn_app_with(&db, settings(&bus, &schedule, false)).await;
+    let app = spawn_app_with(&db, delivery.settings(&schedule, false)).await;
     let key = app.tenant.key.clone();
     let create = |body: Value| {
         let app = &app;
@@ -349,7 +434,7 @@ async fn internal_destinations_bad_urls_and_unknown_events_are_refused(db: TestD
     let missing_endpoint =
         app.post("/api/v1/webhooks/delete", Some(&key), &json!({"uuid": uuid::Uuid::new_v4()})).await;
     assert_eq!((missing_endpoint.status, missing_endpoint.error_code()), (StatusCode::NOT_FOUND, "webhook_not_found"));
-    teardown(app, bus, &schedule).await;
+    delivery.teardown(app, &schedule).await;
 }
 
 async fn a_worker_killed_mid_delivery_is_replaced_and_the_webhook_still_arrives(db: TestDb) {
@@ -573,12 +658,179 @@ async fn the_sweep_takes_due_attempts_nobody_holds_and_held_ones_only_once_overd
     assert!(matches!(requeued_again, Requeue::NotFailed), "a retrying delivery is not retried again");
 }
 
-credential_ledger_test_support::on_postgres_and_rabbitmq!(
+/// A server with one endpoint subscribed to `CredentialLocked`, and `count` deliveries to it,
+/// opened as the dispatcher opens them (due now, held by nobody); the store, and the server.
+async fn due_deliveries(db: &TestDb, count: usize) -> (Store, uuid::Uuid) {
+    let store = db.store().await;
+    let server = provision_server(&store, &ServerName::parse("Acme").unwrap(), CredentialName::parse("First").unwrap())
+        .await
+        .unwrap();
+    let events = ["CredentialLocked".to_owned()];
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let endpoint = store
+        .create_webhook_endpoint(server.server_uuid, "http://127.0.0.1:9/hook", &events, None, secret)
+        .await
+        .unwrap();
+    let deliveries: Vec<NewDelivery> = (0..count)
+        .map(|_| {
+            let event_id = uuid::Uuid::new_v4();
+            NewDelivery {
+                server_uuid: server.server_uuid,
+                endpoint_uuid: endpoint.uuid,
+                event_id,
+                event_type: "CredentialLocked".into(),
+                webhook_id: format!("msg_{}", event_id.simple()),
+                payload: "{}".into(),
+            }
+        })
+        .collect();
+    let from = store.dispatch_checkpoint(IN_PROCESS_WEBHOOKS_CHECKPOINT).await.unwrap();
+    assert!(store
+        .commit_dispatch(IN_PROCESS_WEBHOOKS_CHECKPOINT, from, from + 1, &deliveries, Utc::now())
+        .await
+        .unwrap());
+    (store, server.server_uuid)
+}
+
+/// Eight claimers on two handles (two processes' pools) take 40 due attempts a few at a time:
+/// each attempt goes to exactly one of them. Held, none is due again until its lease and the
+/// presumed-lost delay have passed; then each is taken again, as attempt 2.
+async fn two_claimers_never_share_an_attempt(db: TestDb) {
+    let (first, _) = due_deliveries(&db, 40).await;
+    let second = db.store().await;
+    let (lease, lost) = (Duration::from_secs(60), Duration::from_secs(60));
+    let claimers = (0..8).map(|n| {
+        let store = if n % 2 == 0 { first.clone() } else { second.clone() };
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claimed = store.claim_due_attempts(Utc::now(), lease, lost, 3).await.unwrap();
+                if claimed.is_empty() {
+                    return mine;
+                }
+                mine.extend(claimed.into_iter().map(|delivery| (delivery.id, delivery.attempt)));
+            }
+        })
+    });
+    let mut claimed: Vec<(i64, i32)> = Vec::new();
+    for claimer in futures::future::join_all(claimers).await {
+        claimed.extend(claimer.unwrap());
+    }
+    claimed.sort_unstable();
+    let ids: std::collections::BTreeSet<i64> = claimed.iter().map(|(id, _)| *id).collect();
+    assert_eq!((claimed.len(), ids.len()), (40, 40), "every attempt claimed once: {claimed:?}");
+    assert!(claimed.iter().all(|(_, attempt)| *attempt == 1));
+
+    let within = Utc::now() + chrono::Duration::seconds(110);
+    assert!(first.claim_due_attempts(within, lease, lost, 100).await.unwrap().is_empty(), "held by their claimers");
+    let past = Utc::now() + chrono::Duration::seconds(125);
+    let retaken = second.claim_due_attempts(past, lease, lost, 100).await.unwrap();
+    assert_eq!(retaken.len(), 40, "presumed lost, each is taken again");
+    assert!(retaken.iter().all(|delivery| delivery.attempt == 2));
+}
+
+/// Two dispatchers that read the same batch: the checkpoint's compare-and-set lets one of them
+/// open its deliveries, and the other finds the checkpoint moved and writes nothing.
+async fn of_two_dispatchers_of_one_batch_one_commits(db: TestDb) {
+    let (first, server) = due_deliveries(&db, 1).await;
+    let second = db.store().await;
+    let endpoint = first.subscribed_endpoints(server, "CredentialLocked").await.unwrap()[0].uuid;
+    let from = first.dispatch_checkpoint(IN_PROCESS_WEBHOOKS_CHECKPOINT).await.unwrap();
+    let batch = |event_id: uuid::Uuid| {
+        vec![NewDelivery {
+            server_uuid: server,
+            endpoint_uuid: endpoint,
+            event_id,
+            event_type: "CredentialLocked".into(),
+            webhook_id: format!("msg_{}", event_id.simple()),
+            payload: "{}".into(),
+        }]
+    };
+    // Different event ids: only the checkpoint, not the unique key, can keep one of them out.
+    let (one, other) = (batch(uuid::Uuid::new_v4()), batch(uuid::Uuid::new_v4()));
+    let now = Utc::now();
+    let (a, b) = tokio::join!(
+        first.commit_dispatch(IN_PROCESS_WEBHOOKS_CHECKPOINT, from, from + 5, &one, now),
+        second.commit_dispatch(IN_PROCESS_WEBHOOKS_CHECKPOINT, from, from + 5, &other, now),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a ^ b, "exactly one commits: {a} {b}");
+    assert_eq!(second.dispatch_checkpoint(IN_PROCESS_WEBHOOKS_CHECKPOINT).await.unwrap(), from + 5);
+    let claimed = first.claim_due_attempts(Utc::now(), Duration::from_secs(60), Duration::from_secs(60), 10).await;
+    assert_eq!(claimed.unwrap().len(), 2, "the first batch's delivery and the winner's, not the loser's");
+}
+
+/// In-process delivery keeps its schedule in the database: a retry that falls due while the
+/// service is stopped is made by the next one to start on the same database.
+async fn a_retry_due_while_the_service_was_stopped_is_made_after_it_starts_again(db: TestDb) {
+    let schedule = [Duration::from_millis(1500)];
+    let receiver = Receiver::start().await;
+    let mut first = spawn_app_with(&db, in_process(&schedule, true)).await;
+    let endpoint = register(&first, &first.tenant.key, &receiver.url("flaky")).await;
+    receiver.script("flaky", &[500]);
+    let doomed = first.create_api_key(&first.tenant.key, "Doomed").await;
+    first.revoke(&first.tenant.key, doomed["uuid"].as_str().unwrap()).await;
+    attempts_once(&first, json!({"status": "retrying"}), |listed| listed.len() == 1).await;
+    let tenant = first.tenant.clone();
+    first.stop().await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.received("flaky").len(), 1, "nothing is sent while the service is stopped");
+    let mut second = spawn_app_with(&db, in_process(&schedule, true)).await;
+    second.tenant = tenant;
+    let hooks = receiver.wait_for("flaky", 2, WAIT).await;
+    assert_eq!(hooks.iter().map(|hook| hook.answered).collect::<Vec<_>>(), [500, 200]);
+    assert_eq!(hooks[0].header("webhook-id"), hooks[1].header("webhook-id"));
+    assert_signed(&hooks[1], endpoint["secret"].as_str().unwrap());
+    let attempts = attempts_once(&second, json!({"status": "delivered"}), |listed| listed.len() == 2).await;
+    assert_eq!(summary(&attempts)[0], (2, Some(200), "delivered".into(), "delivered".into()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received("flaky").len(), 2, "the history is not sent again");
+    second.stop().await;
+}
+
+/// Two instances on one database, no broker: each runs a dispatcher and a worker, and each of 20
+/// revocations (made through either) reaches the receiver once.
+async fn two_instances_without_rabbitmq_send_each_webhook_once(db: TestDb) {
+    let schedule = [Duration::from_millis(200)];
+    let receiver = Receiver::start().await;
+    let mut first = spawn_app_with(&db, in_process(&schedule, true)).await;
+    let mut second = spawn_app_with(&db, in_process(&schedule, true)).await;
+    let key = first.tenant.key.clone();
+    register(&first, &key, &receiver.url("hooks")).await;
+    for n in 0..20 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        let made = app.create_api_key(&key, &format!("Key {n}")).await;
+        app.revoke(&key, made["uuid"].as_str().unwrap()).await;
+    }
+    receiver.wait_for("hooks", 20, WAIT).await;
+    // Long enough for a second dispatcher or claimer to send a duplicate.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let hooks = receiver.received("hooks");
+    let ids: std::collections::BTreeSet<&str> = hooks.iter().map(|hook| hook.header("webhook-id")).collect();
+    assert_eq!((hooks.len(), ids.len()), (20, 20), "each webhook-id exactly once");
+    let attempts = attempts_once(&first, json!({}), |listed| listed.len() == 20).await;
+    assert!(attempts.iter().all(|a| a["attempt"] == 1 && a["outcome"] == "delivered"));
+    first.stop().await;
+    second.stop().await;
+}
+
+credential_ledger_test_support::on_both_backends!(
+    two_claimers_never_share_an_attempt,
+    of_two_dispatchers_of_one_batch_one_commits,
+    a_retry_due_while_the_service_was_stopped_is_made_after_it_starts_again,
+    two_instances_without_rabbitmq_send_each_webhook_once,
+);
+
+on_every_delivery!(
     revoke_and_regenerate_deliver_one_signed_webhook_to_each_subscribed_endpoint,
     a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt,
     a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_recovers,
     an_endpoint_that_answers_410_is_disabled,
     internal_destinations_bad_urls_and_unknown_events_are_refused,
+);
+
+credential_ledger_test_support::on_postgres_and_rabbitmq!(
     a_worker_killed_mid_delivery_is_replaced_and_the_webhook_still_arrives,
     a_retry_committed_just_before_a_crash_is_made_by_the_next_worker_to_start,
     retry_answers_without_the_broker_and_a_worker_makes_the_attempt,
