@@ -326,9 +326,8 @@ async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let stop = CancellationToken::new();
     // Without a broker, this process also follows the log (as `serve` would).
-    let dispatcher = (settings.delivery_mode() == DeliveryMode::InProcess).then(|| {
-        tokio::spawn(Dispatcher::new(store.clone(), wake.clone(), settings.sweep_interval).run(stop.clone()))
-    });
+    let dispatcher = (settings.delivery_mode() == DeliveryMode::InProcess)
+        .then(|| tokio::spawn(Dispatcher::new(store.clone(), wake.clone(), settings.sweep_interval).run(stop.clone())));
     tracing::info!(database = store.backend(), delivery = settings.delivery_mode().as_str(), "webhook worker starting");
     let worker = WebhookWorker::new(store, settings, wake)?;
     let running = tokio::spawn(worker.run(stop.clone()));

@@ -436,10 +436,7 @@ mod tests {
         let CliCommand::Relay(relay) = parse(&["credential-ledger", "relay"]) else { panic!("relay") };
         assert!(relay.bus.settings().is_none(), "no broker unless AMQP_URL names one");
         let broker = BusSettings { url: "amqp://127.0.0.1:5672/%2f".into(), exchange: DEFAULT_EXCHANGE.into() };
-        assert_eq!(
-            format!("{:?}", relay.relay.settings(broker.clone())),
-            format!("{:?}", RelaySettings::new(broker))
-        );
+        assert_eq!(format!("{:?}", relay.relay.settings(broker.clone())), format!("{:?}", RelaySettings::new(broker)));
         let CliCommand::WebhookWorker(worker) = parse(&["credential-ledger", "webhook-worker"]) else {
             panic!("worker")
         };

@@ -131,7 +131,8 @@ impl Application {
             let worker = WebhookWorker::new(store.clone(), settings.webhooks.clone(), delivery_wake.clone())?;
             let worker = tokio::spawn(worker.run(stop_background.clone()));
             let dispatcher = (mode == DeliveryMode::InProcess).then(|| {
-                let dispatcher = Dispatcher::new(store.clone(), delivery_wake.clone(), settings.webhooks.sweep_interval);
+                let dispatcher =
+                    Dispatcher::new(store.clone(), delivery_wake.clone(), settings.webhooks.sweep_interval);
                 tokio::spawn(dispatcher.run(stop_background.clone()))
             });
             (Some(worker), dispatcher)

@@ -135,10 +135,9 @@ impl HeadChanges {
                 listener.recv().await?;
                 Ok(())
             }
-            HeadChanges::Sqlite(receiver) => receiver
-                .changed()
-                .await
-                .map_err(|_| StoreError::Unavailable("the embedded ledger was closed".into())),
+            HeadChanges::Sqlite(receiver) => {
+                receiver.changed().await.map_err(|_| StoreError::Unavailable("the embedded ledger was closed".into()))
+            }
         }
     }
 }

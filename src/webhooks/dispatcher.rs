@@ -103,8 +103,10 @@ impl Dispatcher {
                     payload: body.clone(),
                 }));
             }
-            let committed =
-                self.store.commit_dispatch(IN_PROCESS_WEBHOOKS_CHECKPOINT, checkpoint, last, &deliveries, Utc::now()).await?;
+            let committed = self
+                .store
+                .commit_dispatch(IN_PROCESS_WEBHOOKS_CHECKPOINT, checkpoint, last, &deliveries, Utc::now())
+                .await?;
             if committed {
                 checkpoint = last;
                 if !deliveries.is_empty() {

@@ -66,9 +66,11 @@ fn settings(bus: &TestBus) -> Settings {
 
 async fn teardown(mut app: TestApp, bus: TestBus) {
     app.stop().await;
-    let topology =
-        WebhookSettings { retry_schedule: vec![Duration::from_millis(100)], ..WebhookSettings::new(Some(bus.settings())) }
-            .topology();
+    let topology = WebhookSettings {
+        retry_schedule: vec![Duration::from_millis(100)],
+        ..WebhookSettings::new(Some(bus.settings()))
+    }
+    .topology();
     let mut queues = topology.retry_queues.clone();
     queues.extend([topology.work_queue.clone(), topology.dead_letter_queue.clone()]);
     bus.delete_queues(&queues).await;

@@ -9,11 +9,11 @@ use sqlx::{Decode, Postgres, Transaction, Type};
 use uuid::Uuid;
 
 use super::{PgStore, StoreError};
+use crate::domain::DeliveryStatus;
 use crate::store::webhooks::{
     AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, NewDelivery, Requeue,
     WebhookEndpoint,
 };
-use crate::domain::DeliveryStatus;
 
 // Delivery states are text in the database (`webhook_deliveries.status`, `webhook_attempts.outcome`,
 // both CHECKed against the four names), written with `DeliveryStatus::as_str` and read back here.
@@ -385,10 +385,9 @@ impl PgStore {
         )
         .execute(&self.pool)
         .await?;
-        let position =
-            sqlx::query_scalar!("SELECT position FROM relay_checkpoints WHERE exchange = $1", name)
-                .fetch_one(&self.pool)
-                .await?;
+        let position = sqlx::query_scalar!("SELECT position FROM relay_checkpoints WHERE exchange = $1", name)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(position)
     }
 
@@ -417,7 +416,8 @@ impl PgStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        let column = |field: fn(&NewDelivery) -> &str| deliveries.iter().map(|d| field(d).to_owned()).collect::<Vec<_>>();
+        let column =
+            |field: fn(&NewDelivery) -> &str| deliveries.iter().map(|d| field(d).to_owned()).collect::<Vec<_>>();
         sqlx::query!(
             r#"INSERT INTO webhook_deliveries (server_uuid, endpoint_uuid, event_id, event_type, webhook_id, payload,
                                                status, next_attempt_at, handed_over_at)

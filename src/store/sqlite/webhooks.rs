@@ -170,8 +170,10 @@ impl SqliteStore {
     }
 
     pub async fn list_webhook_endpoints(&self, server_uuid: Uuid) -> Result<Vec<WebhookEndpoint>, StoreError> {
-        let rows =
-            sqlx::query_as::<_, EndpointRow>(sql::LIST_WEBHOOK_ENDPOINTS).bind(server_uuid).fetch_all(&self.pool).await?;
+        let rows = sqlx::query_as::<_, EndpointRow>(sql::LIST_WEBHOOK_ENDPOINTS)
+            .bind(server_uuid)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(EndpointRow::endpoint).collect()
     }
 
@@ -381,7 +383,11 @@ impl SqliteStore {
     /// Where the dispatcher `name` has fanned the log out to, its row created on first use.
     pub async fn dispatch_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
         self.bounded(async {
-            sqlx::query(sql::SEED_DISPATCH_CHECKPOINT).bind(name).bind(stored_time(Utc::now())).execute(&self.pool).await?;
+            sqlx::query(sql::SEED_DISPATCH_CHECKPOINT)
+                .bind(name)
+                .bind(stored_time(Utc::now()))
+                .execute(&self.pool)
+                .await?;
             Ok(sqlx::query_scalar(sql::DISPATCH_CHECKPOINT).bind(name).fetch_one(&self.pool).await?)
         })
         .await
