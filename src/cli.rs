@@ -80,6 +80,7 @@ pub async fn run(command: CliCommand) -> anyhow::Result<()> {
 
 async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     let Some(bus) = args.bus.settings() else { anyhow::bail!("nothing to relay to: set AMQP_URL") };
+    args.database.check_broker(&args.bus)?;
     let store = Store::open(&args.database.settings()).await.context("opening the ledger")?;
     store.prepare().await?;
     let postgres = store.postgres().context("AMQP_URL needs a postgres:// DATABASE_URL")?;
@@ -318,10 +319,8 @@ fn read_export(path: &Path, mut each: impl FnMut(ExportRecord) -> anyhow::Result
 
 async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
     let settings = args.webhooks.settings(&args.bus);
+    args.database.check_broker(&args.bus)?;
     let store = Store::open(&args.database.settings()).await.context("opening the ledger")?;
-    if settings.bus.is_some() && store.postgres().is_none() {
-        anyhow::bail!("AMQP_URL needs a postgres:// DATABASE_URL");
-    }
     store.prepare().await?;
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let stop = CancellationToken::new();
@@ -341,6 +340,7 @@ async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.database.check_broker(&args.bus)?;
     let store = Store::open(&args.database.settings()).await.context("opening the ledger")?;
     let ledger = store.backend();
     let application = Application::build(store, args.settings()).await?;

@@ -307,6 +307,17 @@ impl DatabaseArgs {
         }
     }
 
+    /// Refuses, before anything is opened or created, a broker for a ledger that is not on
+    /// PostgreSQL: the relay's lock and the broker's sweep are PostgreSQL's.
+    pub fn check_broker(&self, bus: &BusArgs) -> anyhow::Result<()> {
+        let url = self.url();
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        if bus.amqp_url.is_some() && !matches!(scheme, "postgres" | "postgresql") {
+            anyhow::bail!("AMQP_URL needs a postgres:// DATABASE_URL");
+        }
+        Ok(())
+    }
+
     pub fn settings(&self) -> DatabaseSettings {
         DatabaseSettings {
             url: self.url(),

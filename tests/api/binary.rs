@@ -77,22 +77,31 @@ fn a_ledger_that_cannot_be_opened_is_one_line_and_exit_code_one() {
     std::fs::remove_dir_all(&directory).unwrap();
 }
 
-/// On an embedded ledger, `serve` runs the API alone for now: asked for the relay or the webhook
-/// worker, it says which flag to add, in one line, before it starts anything.
+/// RabbitMQ is the production path on PostgreSQL: asked to relay an embedded ledger to a broker,
+/// `serve` says so in one line, before it opens or creates anything.
 #[test]
-fn serve_on_an_embedded_ledger_names_what_it_cannot_run_yet() {
+fn serve_refuses_rabbitmq_for_an_embedded_ledger_in_one_line() {
     let path = std::env::temp_dir().join(format!("credential-ledger-serve-{}.db", uuid::Uuid::new_v4()));
-    let url = format!("sqlite://{}", path.display());
-    for (flags, expected) in [(&[][..], "serve --no-relay"), (&["--no-relay"][..], "serve --no-webhooks")] {
-        let output = run_ledger(&[&["serve", "--listen-addr", "127.0.0.1:0"], flags].concat(), &url);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{flags:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(expected), "{stderr}");
-    }
+    let output = std::process::Command::new(crate::helpers::ledger_binary())
+        .args(["serve", "--listen-addr", "127.0.0.1:0"])
+        .env("DATABASE_URL", format!("sqlite://{}", path.display()))
+        .env("AMQP_URL", "amqp://guest:hunter2@127.0.0.1:5672/%2f")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("AMQP_URL needs a postgres:// DATABASE_URL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let left: Vec<_> = ["", "-wal", "-shm"]
+        .iter()
+        .filter(|suffix| std::path::Path::new(&format!("{}{suffix}", path.display())).exists())
+        .collect();
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
+    assert!(left.is_empty(), "nothing is created: {left:?}");
 }
 
 credential_ledger_test_support::on_both_backends!(
