@@ -77,18 +77,26 @@ fn a_ledger_that_cannot_be_opened_is_one_line_and_exit_code_one() {
     std::fs::remove_dir_all(&directory).unwrap();
 }
 
-/// On an embedded ledger, `serve` runs the API alone for now: asked for the relay or the webhook
-/// worker, it says which flag to add, in one line, before it starts anything.
+/// RabbitMQ needs PostgreSQL, and the relay needs RabbitMQ: each refusal is one line and exit 1,
+/// before anything starts (a broker on a closed port: nothing may try to reach it).
 #[test]
-fn serve_on_an_embedded_ledger_names_what_it_cannot_run_yet() {
+fn rabbitmq_on_an_embedded_ledger_and_a_relay_without_a_broker_are_refused() {
     let path = std::env::temp_dir().join(format!("credential-ledger-serve-{}.db", uuid::Uuid::new_v4()));
     let url = format!("sqlite://{}", path.display());
-    for (flags, expected) in [(&[][..], "serve --no-relay"), (&["--no-relay"][..], "serve --no-webhooks")] {
-        let output = run_ledger(&[&["serve", "--listen-addr", "127.0.0.1:0"], flags].concat(), &url);
+    let broker = ["--amqp-url", "amqp://guest:guest@127.0.0.1:1/%2f"];
+    for (args, expected) in [
+        (
+            &[&["serve", "--listen-addr", "127.0.0.1:0"][..], &broker[..]].concat(),
+            "AMQP_URL needs a postgres:// DATABASE_URL",
+        ),
+        (&[&["webhook-worker"][..], &broker[..]].concat(), "AMQP_URL needs a postgres:// DATABASE_URL"),
+        (&vec!["relay"], "nothing to relay to: set AMQP_URL"),
+    ] {
+        let output = run_ledger(args, &url);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{flags:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(expected), "{stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
