@@ -77,31 +77,37 @@ fn a_ledger_that_cannot_be_opened_is_one_line_and_exit_code_one() {
     std::fs::remove_dir_all(&directory).unwrap();
 }
 
-/// RabbitMQ is the production path on PostgreSQL: asked to relay an embedded ledger to a broker,
-/// `serve` says so in one line, before it opens or creates anything.
+/// RabbitMQ needs PostgreSQL, and the relay needs RabbitMQ: each refusal is one line and exit 1,
+/// before anything is opened or created (a broker on a closed port: nothing may try to reach it,
+/// and its password is never repeated).
 #[test]
-fn serve_refuses_rabbitmq_for_an_embedded_ledger_in_one_line() {
+fn rabbitmq_on_an_embedded_ledger_and_a_relay_without_a_broker_are_refused() {
     let path = std::env::temp_dir().join(format!("credential-ledger-serve-{}.db", uuid::Uuid::new_v4()));
-    let output = std::process::Command::new(crate::helpers::ledger_binary())
-        .args(["serve", "--listen-addr", "127.0.0.1:0"])
-        .env("DATABASE_URL", format!("sqlite://{}", path.display()))
-        .env("AMQP_URL", "amqp://guest:hunter2@127.0.0.1:5672/%2f")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the binary runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("AMQP_URL needs a postgres:// DATABASE_URL"), "{stderr}");
-    assert!(!stderr.contains("hunter2"), "{stderr}");
-    let left: Vec<_> = ["", "-wal", "-shm"]
-        .iter()
-        .filter(|suffix| std::path::Path::new(&format!("{}{suffix}", path.display())).exists())
-        .collect();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    let url = format!("sqlite://{}", path.display());
+    let broker = ["--amqp-url", "amqp://guest:hunter2@127.0.0.1:1/%2f"];
+    for (args, expected) in [
+        (
+            &[&["serve", "--listen-addr", "127.0.0.1:0"][..], &broker[..]].concat(),
+            "AMQP_URL needs a postgres:// DATABASE_URL",
+        ),
+        (&[&["webhook-worker"][..], &broker[..]].concat(), "AMQP_URL needs a postgres:// DATABASE_URL"),
+        (&vec!["relay"], "nothing to relay to: set AMQP_URL"),
+    ] {
+        let output = run_ledger(args, &url);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+        let left: Vec<&str> = ["", "-wal", "-shm"]
+            .into_iter()
+            .filter(|suffix| std::path::Path::new(&format!("{}{suffix}", path.display())).exists())
+            .collect();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        assert!(left.is_empty(), "{args:?} created {left:?}");
     }
-    assert!(left.is_empty(), "nothing is created: {left:?}");
 }
 
 credential_ledger_test_support::on_both_backends!(

@@ -218,6 +218,11 @@ async fn revoke_and_regenerate_deliver_one_signed_webhook_to_each_subscribed_end
     let schedule = [Duration::from_millis(200)];
     let receiver = Receiver::start().await;
     let app = spawn_app_with(&db, delivery.settings(&schedule, true)).await;
+    let mode = if matches!(delivery, Delivery::InProcess) { "in-process" } else { "rabbitmq" };
+    for probe in ["healthz", "readyz"] {
+        let answer = helpers::answer(app.client.get(format!("{}/{probe}", app.address)).send().await.unwrap()).await;
+        assert_eq!(answer.data()["delivery"]["mode"], mode, "{probe}: {}", answer.body);
+    }
     let other = app.new_tenant("Other").await;
     let key = app.tenant.key.clone();
     let first = register(&app, &key, &receiver.url("first")).await;
