@@ -23,7 +23,6 @@ pub use topology::{
 
 use crate::domain::StoredEvent;
 
-pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_EXCHANGE: &str = "credential-ledger.events";
 const PERSISTENT: u8 = 2;
 
@@ -39,17 +38,12 @@ pub enum BusError {
     Unconfirmed(String),
 }
 
-/// Where the bus is. The URL may hold a password: it is never logged.
+/// Where the bus is, when there is one (`AMQP_URL` has no default). The URL may hold a
+/// password: it is never logged.
 #[derive(Clone)]
 pub struct BusSettings {
     pub url: String,
     pub exchange: String,
-}
-
-impl Default for BusSettings {
-    fn default() -> Self {
-        BusSettings { url: DEFAULT_AMQP_URL.to_owned(), exchange: DEFAULT_EXCHANGE.to_owned() }
-    }
 }
 
 impl std::fmt::Debug for BusSettings {

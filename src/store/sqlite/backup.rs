@@ -1,15 +1,11 @@
 //! What a backup reads besides the log (servers, webhook endpoints), and `import`: a verified
 //! ledger written into an empty file in one write transaction.
 
-use sqlx::{FromRow, SqliteConnection};
+use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::{read_head, read_time, rebuild_in, sql, stored_time, SqliteStore, StoreError};
 use crate::store::backup::{ImportBatch, Imported, StoredEndpoint, StoredServer, IN_PROCESS_WEBHOOKS_CHECKPOINT};
-
-const ENDPOINTS_NEED_THE_WEBHOOK_TABLES: &str =
-    "this file holds webhook endpoints, and this build's embedded ledger has no webhook tables yet: import it into \
-     PostgreSQL";
 
 #[derive(FromRow)]
 struct ServerRow {
@@ -62,13 +58,8 @@ impl SqliteStore {
             .collect()
     }
 
-    /// None while this build's embedded ledger has no webhook tables.
     pub async fn backup_endpoints(&self) -> Result<Vec<StoredEndpoint>, StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        if !has_endpoints_table(&mut connection).await? {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query_as::<_, EndpointRow>(sql::BACKUP_ENDPOINTS).fetch_all(&mut *connection).await?;
+        let rows = sqlx::query_as::<_, EndpointRow>(sql::BACKUP_ENDPOINTS).fetch_all(&self.pool).await?;
         rows.into_iter().map(EndpointRow::endpoint).collect()
     }
 
@@ -77,19 +68,12 @@ impl SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let head = read_head(&mut tx).await?;
         let servers: i64 = sqlx::query_scalar(sql::COUNT_SERVERS).fetch_one(&mut *tx).await?;
-        let endpoints_table = has_endpoints_table(&mut tx).await?;
-        let endpoints: i64 = match endpoints_table {
-            true => sqlx::query_scalar(sql::COUNT_ENDPOINTS).fetch_one(&mut *tx).await?,
-            false => 0,
-        };
+        let endpoints: i64 = sqlx::query_scalar(sql::COUNT_ENDPOINTS).fetch_one(&mut *tx).await?;
         if head.position > 0 || servers > 0 || endpoints > 0 {
             return Err(StoreError::NotEmpty(format!(
                 "head at position {}, {servers} servers, {endpoints} webhook endpoints",
                 head.position
             )));
-        }
-        if !batch.endpoints.is_empty() && !endpoints_table {
-            return Err(StoreError::Unsupported(ENDPOINTS_NEED_THE_WEBHOOK_TABLES));
         }
 
         for server in batch.servers {
@@ -158,9 +142,4 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(Imported { position: report.position, events: report.events, credentials: report.credentials })
     }
-}
-
-async fn has_endpoints_table(connection: &mut SqliteConnection) -> Result<bool, StoreError> {
-    let count: i64 = sqlx::query_scalar(sql::HAS_TABLE).bind("webhook_endpoints").fetch_one(connection).await?;
-    Ok(count > 0)
 }

@@ -59,7 +59,6 @@ pub(super) const DROP_VIEW: &str = "DROP TABLE IF EXISTS credentials";
 /// A backup's servers, and what an import checks and writes besides the log.
 pub(super) const BACKUP_SERVERS: &str = "SELECT uuid, name, created_at FROM servers ORDER BY created_at, uuid";
 pub(super) const COUNT_SERVERS: &str = "SELECT count(*) FROM servers";
-pub(super) const HAS_TABLE: &str = "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1";
 pub(super) const SET_CHECKPOINT: &str = "INSERT INTO relay_checkpoints (exchange, position, updated_at) \
      VALUES (?1, ?2, ?3) ON CONFLICT (exchange) DO UPDATE \
      SET position = excluded.position, updated_at = excluded.updated_at";
@@ -104,7 +103,6 @@ pub(super) const ALL: &[&str] = &[
     DROP_VIEW,
     BACKUP_SERVERS,
     COUNT_SERVERS,
-    HAS_TABLE,
     SET_CHECKPOINT,
     BACKUP_ENDPOINTS,
     COUNT_ENDPOINTS,
