@@ -202,7 +202,9 @@ impl Raw {
                 tx.commit().await.unwrap();
             }
             Raw::Sqlite(pool) => {
-                let mut tx = pool.begin().await.unwrap();
+                // Takes the write lock at once: a deferred transaction that reads first cannot
+                // wait for the service's own writes (the usage flusher, the dispatcher) to end.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
                 let triggers: Vec<(String, String)> = sqlx::query_as(
                     "SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'events'",
                 )
