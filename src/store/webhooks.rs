@@ -7,6 +7,31 @@ use uuid::Uuid;
 
 use crate::domain::DeliveryStatus;
 
+// Delivery states are text in every backend (`webhook_deliveries.status`, `webhook_attempts.outcome`,
+// both CHECKed against the four names), written with `DeliveryStatus::as_str` and read back here,
+// once for whichever backend decodes text.
+impl<DB: sqlx::Database> sqlx::Type<DB> for DeliveryStatus
+where
+    str: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for DeliveryStatus
+where
+    &'r str: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: <DB as sqlx::Database>::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(DeliveryStatus::parse(<&'r str as sqlx::Decode<'r, DB>>::decode(value)?)?)
+    }
+}
+
 /// An endpoint as its owner sees it (the secret is shown once, at creation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WebhookEndpoint {

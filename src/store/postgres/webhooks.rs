@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgTypeInfo, PgValueRef};
-use sqlx::{Decode, Postgres, Transaction, Type};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{PgStore, StoreError};
@@ -14,24 +12,6 @@ use crate::store::webhooks::{
     AttemptListing, AttemptRecord, DeliveryTarget, EndpointTarget, LockedCredential, NewDelivery, Requeue,
     WebhookEndpoint,
 };
-
-// Delivery states are text in the database (`webhook_deliveries.status`, `webhook_attempts.outcome`,
-// both CHECKed against the four names), written with `DeliveryStatus::as_str` and read back here.
-impl Type<Postgres> for DeliveryStatus {
-    fn type_info() -> PgTypeInfo {
-        <&str as Type<Postgres>>::type_info()
-    }
-
-    fn compatible(ty: &PgTypeInfo) -> bool {
-        <&str as Type<Postgres>>::compatible(ty)
-    }
-}
-
-impl<'r> Decode<'r, Postgres> for DeliveryStatus {
-    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(DeliveryStatus::parse(<&str as Decode<Postgres>>::decode(value)?)?)
-    }
-}
 
 /// An attempt a sweep hands to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,10 +5,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::error::BoxDynError;
-use sqlx::sqlite::{SqliteTypeInfo, SqliteValueRef};
 use sqlx::types::Json;
-use sqlx::{Decode, FromRow, Sqlite, Type};
+use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::{sql, stored_time, SqliteStore};
@@ -18,23 +16,6 @@ use crate::store::webhooks::{
     WebhookEndpoint,
 };
 use crate::store::StoreError;
-
-// Delivery states are text here too, CHECKed against the four names.
-impl Type<Sqlite> for DeliveryStatus {
-    fn type_info() -> SqliteTypeInfo {
-        <&str as Type<Sqlite>>::type_info()
-    }
-
-    fn compatible(ty: &SqliteTypeInfo) -> bool {
-        <&str as Type<Sqlite>>::compatible(ty)
-    }
-}
-
-impl<'r> Decode<'r, Sqlite> for DeliveryStatus {
-    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(DeliveryStatus::parse(<&str as Decode<Sqlite>>::decode(value)?)?)
-    }
-}
 
 /// A time of a webhook row (not of the log: a bad one is a decoding error, not a broken chain).
 fn row_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
