@@ -101,23 +101,7 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        for event in batch.events {
-            sqlx::query(sql::INSERT_EVENT)
-                .bind(event.position)
-                .bind(event.stream_id)
-                .bind(event.stream_version)
-                .bind(event.event_id)
-                .bind(&event.event_type)
-                .bind(event.schema_version)
-                .bind(event.server_uuid)
-                .bind(&event.payload)
-                .bind(&event.metadata)
-                .bind(stored_time(event.recorded_at))
-                .bind(&event.prev_hash)
-                .bind(&event.hash)
-                .execute(&mut *tx)
-                .await?;
-        }
+        super::records::insert_stored_events(&mut tx, batch.events).await?;
         let position = match batch.events.last() {
             Some(last) => {
                 sqlx::query(sql::MOVE_HEAD)

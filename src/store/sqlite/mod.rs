@@ -4,6 +4,7 @@
 //! compare-and-set and no retry, across every process on the file.
 
 mod backup;
+mod records;
 mod sql;
 #[cfg(test)]
 pub(crate) mod temp;
@@ -26,6 +27,7 @@ use super::postgres::{LogProgress, RebuildReport};
 use super::view::{check_view_size, ViewRow};
 use super::{DatabaseSettings, StoreError};
 use crate::domain::{Credential, Ledger, LoggedEvent, StoredEvent};
+use records::{EventRecord, Hex};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -332,26 +334,26 @@ impl SqliteStore {
             for (uuid, name) in &servers {
                 sqlx::query(sql::INSERT_SERVER).bind(uuid).bind(name.as_str()).bind(&at).execute(&mut *tx).await?;
             }
-            for i in 0..rows.positions.len() {
-                sqlx::query(sql::INSERT_EVENT)
-                    .bind(rows.positions[i])
-                    .bind(rows.stream_ids[i])
-                    .bind(rows.stream_versions[i])
-                    .bind(rows.event_ids[i])
-                    .bind(&rows.event_types[i])
-                    .bind(rows.schema_versions[i])
-                    .bind(rows.event_server_uuids[i])
-                    .bind(rows.payloads[i].to_string())
-                    .bind(rows.metadatas[i].to_string())
-                    .bind(&at)
-                    .bind(&rows.prev_hashes[i])
-                    .bind(&rows.hashes[i])
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for credential in ledger.changed() {
-                bind_credential(sqlx::query(sql::UPSERT_CREDENTIAL), credential).execute(&mut *tx).await?;
-            }
+            let payloads: Vec<String> = rows.payloads.iter().map(ToString::to_string).collect();
+            let metadatas: Vec<String> = rows.metadatas.iter().map(ToString::to_string).collect();
+            let records: Vec<EventRecord> = (0..rows.positions.len())
+                .map(|i| EventRecord {
+                    position: rows.positions[i],
+                    stream_id: Hex::uuid(rows.stream_ids[i]),
+                    stream_version: rows.stream_versions[i],
+                    event_id: Hex::uuid(rows.event_ids[i]),
+                    event_type: &rows.event_types[i],
+                    schema_version: rows.schema_versions[i],
+                    server_uuid: Hex::uuid(rows.event_server_uuids[i]),
+                    payload: &payloads[i],
+                    metadata: &metadatas[i],
+                    recorded_at: at.clone(),
+                    prev_hash: Hex::of(&rows.prev_hashes[i]),
+                    hash: Hex::of(&rows.hashes[i]),
+                })
+                .collect();
+            records::insert_events(&mut tx, &records).await?;
+            records::upsert_view(&mut tx, ledger.changed()).await?;
             sqlx::query(sql::MOVE_HEAD)
                 .bind(next.position)
                 .bind(&next.hash()[..])
@@ -477,11 +479,7 @@ async fn rebuild_in(tx: &mut SqliteConnection) -> Result<RebuildReport, StoreErr
             events += 1;
         }
     }
-    let mut credentials = 0u64;
-    for credential in ledger.credentials() {
-        bind_credential(sqlx::query(sql::INSERT_CREDENTIAL), credential).execute(&mut *tx).await?;
-        credentials += 1;
-    }
+    let credentials = records::insert_view(&mut *tx, ledger.credentials()).await?;
     sqlx::raw_sql(indexes).execute(&mut *tx).await?;
     sqlx::query(sql::RECORD_PROJECTION)
         .bind(CREDENTIALS_PROJECTION)
@@ -501,24 +499,6 @@ async fn read_head(connection: &mut SqliteConnection) -> Result<ChainHead, Store
 
 fn stored(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, StoreError> {
     rows.into_iter().map(StoredEvent::try_from).collect()
-}
-
-fn bind_credential<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    credential: &Credential,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    query
-        .bind(credential.id)
-        .bind(credential.uuid)
-        .bind(credential.server_uuid)
-        .bind(credential.name.as_str().to_owned())
-        .bind(credential.credential_type.as_str())
-        .bind(credential.hold)
-        .bind(credential.key_hash.0.to_vec())
-        .bind(credential.key_prefix.clone())
-        .bind(stored_time(credential.created_at))
-        .bind(credential.locked_at.map(stored_time))
-        .bind(credential.version)
 }
 
 fn schema_checksum() -> [u8; 32] {

@@ -6,15 +6,32 @@ pub(super) const READ_HEAD: &str = "SELECT position, hash, last_credential_id, r
 pub(super) const MOVE_HEAD: &str =
     "UPDATE chain_head SET position = ?1, hash = ?2, last_credential_id = ?3, recorded_at = ?4 WHERE singleton = 1";
 pub(super) const INSERT_SERVER: &str = "INSERT INTO servers (uuid, name, created_at) VALUES (?1, ?2, ?3)";
-pub(super) const INSERT_EVENT: &str = "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, \
-     schema_version, server_uuid, payload, metadata, recorded_at, prev_hash, hash) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
-pub(super) const UPSERT_CREDENTIAL: &str = "INSERT INTO credentials (id, uuid, server_uuid, name, type, hold, \
-     key_hash, key_prefix, created_at, locked_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-     ON CONFLICT (uuid) DO UPDATE SET name = excluded.name, hold = excluded.hold, locked_at = excluded.locked_at, \
-     version = excluded.version";
-pub(super) const INSERT_CREDENTIAL: &str = "INSERT INTO credentials (id, uuid, server_uuid, name, type, hold, \
-     key_hash, key_prefix, created_at, locked_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+/// Appends the events of a JSON array (`records::EventRecord`), in one statement.
+pub(super) const INSERT_EVENTS: &str = "INSERT INTO events (position, stream_id, stream_version, event_id, \
+     event_type, schema_version, server_uuid, payload, metadata, recorded_at, prev_hash, hash) \
+     SELECT value ->> 'position', unhex(value ->> 'stream_id'), value ->> 'stream_version', \
+     unhex(value ->> 'event_id'), value ->> 'event_type', value ->> 'schema_version', \
+     unhex(value ->> 'server_uuid'), value ->> 'payload', value ->> 'metadata', value ->> 'recorded_at', \
+     unhex(value ->> 'prev_hash'), unhex(value ->> 'hash') FROM json_each(?1)";
+/// Inserts the view rows of a JSON array (`records::ViewRecord`) in one statement: into a table
+/// being rebuilt, before its indexes exist.
+macro_rules! insert_view_rows {
+    () => {
+        "INSERT INTO credentials (id, uuid, server_uuid, name, type, hold, key_hash, key_prefix, created_at, \
+         locked_at, version) \
+         SELECT value ->> 'id', unhex(value ->> 'uuid'), unhex(value ->> 'server_uuid'), value ->> 'name', \
+         value ->> 'type', value ->> 'hold', unhex(value ->> 'key_hash'), value ->> 'key_prefix', \
+         value ->> 'created_at', value ->> 'locked_at', value ->> 'version' FROM json_each(?1) WHERE true"
+    };
+}
+pub(super) const INSERT_CREDENTIALS: &str = insert_view_rows!();
+/// The same, new or changed rows (`WHERE true` above is how SQLite tells an upsert's
+/// `ON CONFLICT` from a join's `ON`).
+pub(super) const UPSERT_CREDENTIALS: &str = concat!(
+    insert_view_rows!(),
+    " ON CONFLICT (uuid) DO UPDATE SET name = excluded.name, hold = excluded.hold, ",
+    "locked_at = excluded.locked_at, version = excluded.version"
+);
 
 /// What folding needs of a stream's events, in order.
 pub(super) const STREAM_TO_FOLD: &str = "SELECT position, stream_id, stream_version, event_type, schema_version, \
@@ -83,9 +100,9 @@ pub(super) const ALL: &[&str] = &[
     READ_HEAD,
     MOVE_HEAD,
     INSERT_SERVER,
-    INSERT_EVENT,
-    UPSERT_CREDENTIAL,
-    INSERT_CREDENTIAL,
+    INSERT_EVENTS,
+    INSERT_CREDENTIALS,
+    UPSERT_CREDENTIALS,
     STREAM_TO_FOLD,
     LOG_TO_FOLD,
     EVENTS_AFTER,
