@@ -65,7 +65,7 @@ impl SqliteStore {
 
     /// See `Store::import`: under the write lock, from the emptiness check to the commit.
     pub async fn import(&self, batch: ImportBatch<'_>) -> Result<Imported, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let head = read_head(&mut tx).await?;
         let servers: i64 = sqlx::query_scalar(sql::COUNT_SERVERS).fetch_one(&mut *tx).await?;
         let endpoints: i64 = sqlx::query_scalar(sql::COUNT_ENDPOINTS).fetch_one(&mut *tx).await?;

@@ -20,6 +20,7 @@ use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 use super::append::{Appended, ChainHead, Decision, Rows};
@@ -38,7 +39,15 @@ const INDEXES_MARKER: &str = "\n-- indexes\n";
 /// The service's handle on an embedded ledger.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Readers: connections that refuse to write (`query_only`).
     pool: SqlitePool,
+    /// The one connection this handle writes through. SQLite lets one connection write at a time
+    /// anyway; through one, writers queue here instead of polling the lock, and its page cache
+    /// stays warm (a connection drops its cache whenever another one has written).
+    writer: SqlitePool,
+    /// Stops the checkpointer (`checkpoint_in_background`), as does dropping the last handle.
+    checkpoints: CancellationToken,
+    _stop_checkpoints: std::sync::Arc<DropGuard>,
     query_timeout: Duration,
     /// The head's position after each append of this handle, sent after its commit.
     head: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
@@ -58,6 +67,40 @@ fn read_time(text: &str, position: i64) -> Result<DateTime<Utc>, StoreError> {
 /// `PRAGMA application_id` of every ledger file ("CLDG"), so that a file of another program is
 /// refused rather than written into.
 const LEDGER_APPLICATION_ID: u32 = 0x434C_4447;
+
+/// The writer's page cache, in KiB (SQLite's negative `cache_size`): the pages of the indexes an
+/// append touches, which random uuids and key hashes scatter over the whole file.
+const WRITER_CACHE: &str = "-32768";
+
+/// The write-ahead log's length, in pages, at which the writer copies it into the file itself
+/// when committing. SQLite's default (1,000 pages) made one commit in six of a steady create load
+/// carry that copy and its sync; `checkpoint_in_background` copies it instead, and this is only
+/// the bound where nothing does (a process that stopped its checkpointer, or fell behind).
+const WRITER_AUTOCHECKPOINT: &str = "16384";
+
+/// How often the background checkpointer copies the write-ahead log into the file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Copies the write-ahead log into the file every `CHECKPOINT_INTERVAL` on a connection of its
+/// own, without waiting for readers or the writer (`PASSIVE`): the copy and its sync happen
+/// beside the appends instead of inside their commits, until the token is cancelled.
+fn checkpoint_in_background(connection: SqlitePool) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopped.cancelled() => break,
+                _ = tokio::time::sleep(CHECKPOINT_INTERVAL) => {}
+            }
+            if let Err(error) = sqlx::query(sql::CHECKPOINT_PASSIVE).execute(&connection).await {
+                tracing::debug!(error = %error, "write-ahead log checkpoint failed; the next one retries");
+            }
+        }
+        connection.close().await;
+    });
+    stop
+}
 
 /// What the first 100 bytes of a file say it is (the SQLite file format's header).
 enum FileHeader {
@@ -233,21 +276,43 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(settings.query_timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options)
-            .await
-            .map_err(|error| match error {
-                sqlx::Error::Database(_) | sqlx::Error::Io(_) => cannot_open(&shown, error),
-                other => StoreError::Database(other),
-            })?;
+        let shown = shown.as_str();
+        let connect = |options: SqliteConnectOptions, connections: u32| async move {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                // A connection to a file does not go stale: no ping (a round trip to its thread)
+                // before every use.
+                .test_before_acquire(false)
+                .acquire_timeout(settings.acquire_timeout)
+                .connect_with(options)
+                .await
+                .map_err(|error| match error {
+                    sqlx::Error::Database(_) | sqlx::Error::Io(_) => cannot_open(shown, error),
+                    other => StoreError::Database(other),
+                })
+        };
+        // The writer first: it creates the file and turns its write-ahead log on.
+        let writer = connect(
+            options
+                .clone()
+                .pragma("cache_size", WRITER_CACHE)
+                .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT)
+                // A statement of many rows keeps the pages it may have to undo in a statement
+                // journal: in memory, not in a temporary file written for every append.
+                .pragma("temp_store", "MEMORY"),
+            1,
+        )
+        .await?;
         if adopt {
-            sqlx::query(sql::MARK_AS_LEDGER).execute(&pool).await?;
-            sqlx::query(sql::CHECKPOINT).execute(&pool).await?;
+            sqlx::query(sql::MARK_AS_LEDGER).execute(&writer).await?;
+            sqlx::query(sql::CHECKPOINT).execute(&writer).await?;
         }
+        let checkpointer = connect(options.clone(), 1).await?;
+        let pool = connect(options.pragma("query_only", "ON"), settings.max_connections).await?;
+        let checkpoints = checkpoint_in_background(checkpointer);
+        let _stop_checkpoints = std::sync::Arc::new(checkpoints.clone().drop_guard());
         let head = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
-        Ok(SqliteStore { pool, query_timeout: settings.query_timeout, head })
+        Ok(SqliteStore { pool, writer, checkpoints, _stop_checkpoints, query_timeout: settings.query_timeout, head })
     }
 
     pub fn with_query_timeout(self, query_timeout: Duration) -> Self {
@@ -274,11 +339,13 @@ impl SqliteStore {
     }
 
     pub async fn close(&self) {
+        self.checkpoints.cancel();
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     pub async fn prepare(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
+        MIGRATOR.run(&self.writer).await?;
         let built: Option<Vec<u8>> =
             sqlx::query_scalar(sql::BUILT_PROJECTION).bind(CREDENTIALS_PROJECTION).fetch_optional(&self.pool).await?;
         if built.as_deref() != Some(&schema_checksum()[..]) {
@@ -296,7 +363,7 @@ impl SqliteStore {
     /// Drops the view and folds the whole log into a new one, holding the write lock: appends
     /// wait, and readers keep the old view until the commit.
     pub async fn rebuild_projections(&self) -> Result<RebuildReport, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let report = rebuild_in(&mut tx).await?;
         tx.commit().await?;
         Ok(report)
@@ -312,7 +379,7 @@ impl SqliteStore {
         mut decide: impl FnMut(&mut Ledger, DateTime<Utc>) -> Decision<'a, T>,
     ) -> Result<Appended<T>, StoreError> {
         self.bounded(async {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let head = read_head(&mut tx).await?;
             let mut ledger = Ledger::new(head.last_credential_id());
             for stream in touched {
@@ -447,7 +514,7 @@ impl SqliteStore {
     /// Records when credentials were last used; an older time never overwrites a newer one.
     pub async fn record_usage(&self, usage: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
         self.bounded(async {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             for (uuid, at) in usage {
                 sqlx::query(sql::RECORD_USAGE).bind(uuid).bind(stored_time(*at)).execute(&mut *tx).await?;
             }

@@ -91,6 +91,8 @@ pub(super) const MARK_AS_LEDGER: &str = "PRAGMA application_id = 1129071687";
 /// Moves what the write-ahead log holds into the file itself (here: the application id, so that
 /// the file's header says what it is at once).
 pub(super) const CHECKPOINT: &str = "PRAGMA wal_checkpoint(TRUNCATE)";
+/// The same, as far as it can go without waiting for anyone.
+pub(super) const CHECKPOINT_PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
 pub(super) const TABLES: &str = "SELECT name FROM sqlite_schema WHERE type = 'table'";
 
 /// The statements above that run against a migrated ledger with its view, for the test that

@@ -93,7 +93,7 @@ async fn the_log_refuses_updates_and_deletes() {
     let name = ServerName::parse("Acme").unwrap();
     provision_server(&Store::Sqlite(store.clone()), &name, CredentialName::parse("First").unwrap()).await.unwrap();
     for statement in ["UPDATE events SET event_type = 'Forged'", "DELETE FROM events"] {
-        let error = sqlx::query(statement).execute(&store.pool).await.unwrap_err();
+        let error = sqlx::query(statement).execute(&store.writer).await.unwrap_err();
         assert!(error.to_string().contains("the event log is append-only"), "{statement}: {error}");
     }
     assert_eq!(store.head_position().await.unwrap(), 1);
@@ -194,7 +194,7 @@ async fn a_ledger_from_a_newer_build_is_refused() {
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES (999, 'from the future', 1, x'00', 0)",
     )
-    .execute(&store.pool)
+    .execute(&store.writer)
     .await
     .unwrap();
     let refused = Store::Sqlite(store).prepare().await.unwrap_err();

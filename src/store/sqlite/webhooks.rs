@@ -145,7 +145,7 @@ impl SqliteStore {
             .bind(description)
             .bind(secret)
             .bind(stored_time(Utc::now()))
-            .fetch_one(&self.pool)
+            .fetch_one(&self.writer)
             .await?;
         row.endpoint()
     }
@@ -163,7 +163,7 @@ impl SqliteStore {
             .bind(uuid)
             .bind(server_uuid)
             .bind(stored_time(Utc::now()))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(deleted.rows_affected() == 1)
     }
@@ -182,7 +182,7 @@ impl SqliteStore {
             .bind(uuid)
             .bind(reason)
             .bind(stored_time(Utc::now()))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -204,7 +204,7 @@ impl SqliteStore {
             .bind(webhook_id)
             .bind(payload)
             .bind(stored_time(Utc::now()))
-            .fetch_one(&self.pool)
+            .fetch_one(&self.writer)
             .await?;
         Ok(id)
     }
@@ -222,7 +222,7 @@ impl SqliteStore {
             .bind(stored_time(plus(now, lease)))
             .bind(stored_time(now))
             .bind(attempt)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await?;
         Ok(row.map(DeliveryTarget::from))
     }
@@ -241,7 +241,7 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         self.bounded(async {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let ids: Vec<i64> = sqlx::query_scalar(sql::DUE_DELIVERIES)
                 .bind(stored_time(now))
                 .bind(stored_time(minus(now, presumed_lost_after)))
@@ -288,7 +288,7 @@ impl SqliteStore {
         self.bounded(async {
             let now = stored_time(Utc::now());
             let next_attempt_at = record.next_attempt_at.map(stored_time);
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::query(sql::INSERT_ATTEMPT)
                 .bind(delivery.id)
                 .bind(delivery.attempt)
@@ -317,7 +317,7 @@ impl SqliteStore {
 
     pub async fn requeue_webhook_delivery(&self, server_uuid: Uuid, delivery_id: i64) -> Result<Requeue, StoreError> {
         self.bounded(async {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let status: Option<DeliveryStatus> = sqlx::query_scalar(sql::DELIVERY_STATUS)
                 .bind(delivery_id)
                 .bind(server_uuid)
@@ -367,7 +367,7 @@ impl SqliteStore {
             sqlx::query(sql::SEED_DISPATCH_CHECKPOINT)
                 .bind(name)
                 .bind(stored_time(Utc::now()))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
             Ok(sqlx::query_scalar(sql::DISPATCH_CHECKPOINT).bind(name).fetch_one(&self.pool).await?)
         })
@@ -387,7 +387,7 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         self.bounded(async {
             let at = stored_time(now);
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let moved = sqlx::query(sql::ADVANCE_DISPATCH_CHECKPOINT)
                 .bind(name)
                 .bind(from)
