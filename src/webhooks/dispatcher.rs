@@ -3,13 +3,15 @@
 //! queue's workers to claim. It is what the relay, the work queue and the fan-out are together
 //! with a broker.
 //!
-//! The deliveries of a batch and the checkpoint's move are one transaction, and the move is a
-//! compare-and-set: with several instances on one database each batch is fanned out by one of
+//! The deliveries of a batch and the checkpoint's move are one transaction (batches that open
+//! none move it at most once a second), and the move is a compare-and-set: with several instances on one database each batch is fanned out by one of
 //! them, and the unique (event, endpoint) key guards the rest. A crash before the commit leaves
 //! the batch to the next read; after it, the deliveries are in the table, due.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chrono::Utc;
 use tokio::sync::Notify;
@@ -21,6 +23,12 @@ use crate::store::{HeadChanges, NewDelivery, Store, StoreError, IN_PROCESS_WEBHO
 
 /// The most events read, fanned out and checkpointed at once.
 const BATCH: i64 = 500;
+
+/// How long the checkpoint may stay behind over events that opened no delivery. Each move is a
+/// write transaction, a sync to disk that the appends wait behind, and under a steady write load
+/// nearly every batch is one of those; so they are written once a second, and a restart reads
+/// again at most a second of events that open nothing.
+const QUIET_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 enum DispatchError {
@@ -72,17 +80,31 @@ impl Dispatcher {
                 None
             }
         };
-        let mut checkpoint = self.store.dispatch_checkpoint(IN_PROCESS_WEBHOOKS_CHECKPOINT).await?;
+        // `stored` is the checkpoint as the database holds it, `read` how far this dispatcher has
+        // read: ahead of it only by events that opened no delivery.
+        let mut stored = self.store.dispatch_checkpoint(IN_PROCESS_WEBHOOKS_CHECKPOINT).await?;
+        let mut read = stored;
+        let mut stored_at = Instant::now();
         loop {
             if stop.is_cancelled() {
                 return Ok(());
             }
-            let events = self.store.events_after(checkpoint, BATCH).await?;
+            let events = self.store.events_after(read, BATCH).await?;
             let Some(last) = events.last().map(|event| event.position) else {
+                let catch_up = async {
+                    match read > stored {
+                        true => tokio::time::sleep_until(stored_at + QUIET_CHECKPOINT_INTERVAL).await,
+                        false => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
                     changed = next_change(&mut changes) => changed?,
                     _ = tokio::time::sleep(self.poll_interval) => {}
+                    _ = catch_up => {
+                        (stored, read) = self.commit(stored, read, &[]).await?;
+                        stored_at = Instant::now();
+                    }
                 }
                 continue;
             };
@@ -103,21 +125,30 @@ impl Dispatcher {
                     payload: body.clone(),
                 }));
             }
-            let committed = self
-                .store
-                .commit_dispatch(IN_PROCESS_WEBHOOKS_CHECKPOINT, checkpoint, last, &deliveries, Utc::now())
-                .await?;
-            if committed {
-                checkpoint = last;
-                if !deliveries.is_empty() {
-                    tracing::debug!(deliveries = deliveries.len(), position = last, "webhook deliveries opened");
-                    self.wake.notify_one();
-                }
-            } else {
-                // Another instance fanned this batch out: go on from where it got.
-                checkpoint = self.store.dispatch_checkpoint(IN_PROCESS_WEBHOOKS_CHECKPOINT).await?;
+            read = last;
+            if deliveries.is_empty() && stored_at.elapsed() < QUIET_CHECKPOINT_INTERVAL {
+                continue;
             }
+            (stored, read) = self.commit(stored, read, &deliveries).await?;
+            stored_at = Instant::now();
         }
+    }
+
+    /// Moves the checkpoint from `stored` to `read` with `deliveries`, and says where both are
+    /// then: at `read` once committed; at the stored checkpoint if another instance moved it
+    /// first (it fanned these events out: go on from where it got).
+    async fn commit(&self, stored: i64, read: i64, deliveries: &[NewDelivery]) -> Result<(i64, i64), StoreError> {
+        let committed =
+            self.store.commit_dispatch(IN_PROCESS_WEBHOOKS_CHECKPOINT, stored, read, deliveries, Utc::now()).await?;
+        if !committed {
+            let stored = self.store.dispatch_checkpoint(IN_PROCESS_WEBHOOKS_CHECKPOINT).await?;
+            return Ok((stored, stored));
+        }
+        if !deliveries.is_empty() {
+            tracing::debug!(deliveries = deliveries.len(), position = read, "webhook deliveries opened");
+            self.wake.notify_one();
+        }
+        Ok((read, read))
     }
 }
 

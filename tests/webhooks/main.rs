@@ -820,11 +820,53 @@ async fn two_instances_without_rabbitmq_send_each_webhook_once(db: TestDb) {
     second.stop().await;
 }
 
+/// Events that open no delivery move the dispatcher's checkpoint at most once a second, not
+/// one write each: it catches up once the log is quiet (health shows no lag), and a restart
+/// that reads some of them again opens nothing twice.
+async fn quiet_events_are_checkpointed_once_the_log_is_quiet_and_never_dispatched_twice(db: TestDb) {
+    let schedule = [Duration::from_millis(200)];
+    let receiver = Receiver::start().await;
+    let mut first = spawn_app_with(&db, in_process(&schedule, true)).await;
+    let key = first.tenant.key.clone();
+    register(&first, &key, &receiver.url("hooks")).await;
+    let revoked = first.create_api_key(&key, "Revoked first").await;
+    first.revoke(&key, revoked["uuid"].as_str().unwrap()).await;
+    receiver.wait_for("hooks", 1, WAIT).await;
+    for n in 0..30 {
+        first.create_api_key(&key, &format!("Quiet {n}")).await;
+    }
+    let started = std::time::Instant::now();
+    let delivery = loop {
+        let health =
+            helpers::answer(first.client.get(format!("{}/healthz", first.address)).send().await.unwrap()).await;
+        let delivery = health.data()["delivery"].clone();
+        if delivery["lag"] == 0 || started.elapsed() > Duration::from_secs(5) {
+            break delivery;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivery["lag"], 0, "the checkpoint catches up once the log is quiet: {delivery}");
+    let tenant = first.tenant.clone();
+    first.stop().await;
+
+    let mut second = spawn_app_with(&db, in_process(&schedule, true)).await;
+    second.tenant = tenant;
+    let revoked = second.create_api_key(&key, "Revoked second").await;
+    second.revoke(&key, revoked["uuid"].as_str().unwrap()).await;
+    receiver.wait_for("hooks", 2, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hooks = receiver.received("hooks");
+    let ids: std::collections::BTreeSet<&str> = hooks.iter().map(|hook| hook.header("webhook-id")).collect();
+    assert_eq!((hooks.len(), ids.len()), (2, 2), "one webhook per revocation, none sent again");
+    second.stop().await;
+}
+
 credential_ledger_test_support::on_both_backends!(
     two_claimers_never_share_an_attempt,
     of_two_dispatchers_of_one_batch_one_commits,
     a_retry_due_while_the_service_was_stopped_is_made_after_it_starts_again,
     two_instances_without_rabbitmq_send_each_webhook_once,
+    quiet_events_are_checkpointed_once_the_log_is_quiet_and_never_dispatched_twice,
 );
 
 on_every_delivery!(
