@@ -33,9 +33,9 @@ pub(super) const UPSERT_CREDENTIALS: &str = concat!(
     "locked_at = excluded.locked_at, version = excluded.version"
 );
 
-/// What folding needs of a stream's events, in order.
+/// What folding needs of a stream's events, in order (a stream's versions are in log order).
 pub(super) const STREAM_TO_FOLD: &str = "SELECT position, stream_id, stream_version, event_type, schema_version, \
-     recorded_at, payload FROM events WHERE stream_id = ?1 ORDER BY position";
+     recorded_at, payload FROM events WHERE stream_id = ?1 ORDER BY stream_version";
 /// What folding needs of the whole log, in order.
 pub(super) const LOG_TO_FOLD: &str = "SELECT position, stream_id, stream_version, event_type, schema_version, \
      recorded_at, payload FROM events ORDER BY position";
@@ -45,7 +45,7 @@ pub(super) const EVENTS_AFTER: &str = "SELECT position, stream_id, stream_versio
      FROM events WHERE position > ?1 ORDER BY position LIMIT ?2";
 pub(super) const CREDENTIAL_HISTORY: &str = "SELECT position, stream_id, stream_version, event_id, event_type, \
      schema_version, server_uuid, payload, metadata, recorded_at, prev_hash, hash \
-     FROM events WHERE stream_id = ?1 AND server_uuid = ?2 ORDER BY position";
+     FROM events WHERE stream_id = ?1 AND server_uuid = ?2 ORDER BY stream_version";
 pub(super) const SERVER_EVENTS: &str = "SELECT position, stream_id, stream_version, event_id, event_type, \
      schema_version, server_uuid, payload, metadata, recorded_at, prev_hash, hash \
      FROM events WHERE server_uuid = ?1 AND position > ?2 ORDER BY position LIMIT ?3";
