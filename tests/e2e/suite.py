@@ -1,4 +1,6 @@
-"""End-to-end suites against the real binary, run by .ci/run after `cargo test`:
+"""End-to-end suites against the real binary, run by .ci/run after `cargo test`, on the embedded
+ledger (a SQLite file, the default) and on PostgreSQL (`E2E_POSTGRES`; `E2E_BACKENDS=sqlite` runs
+the first alone):
 
 - fuzz: Schemathesis generates requests from /api/v1/openapi.json (every operation, with a valid
   key): no 5xx, every status and body as documented, invalid input refused, valid input accepted;
@@ -38,10 +40,10 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, database: str, port: int, log_path: Path):
+    def __init__(self, database_url: str, port: int, log_path: Path):
         self.env = dict(
             os.environ,
-            DATABASE_URL=f"{SERVER}/{database}",
+            DATABASE_URL=database_url,
             LISTEN_ADDR=f"127.0.0.1:{port}",
             LOG_FORMAT="json",
             RUST_LOG="debug,sqlx=info,hyper=info,h2=info,lapin=info,amq_protocol=info",
@@ -51,6 +53,8 @@ class Service:
             RELAY_NO_WEBHOOK_QUEUE="true",
             AUTH_FAILURES_PER_MINUTE="100000",
         )
+        # The bus is not part of this run, and a broker URL would be refused with a SQLite ledger.
+        self.env.pop("AMQP_URL", None)
         self.base_url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self.process = None
@@ -80,8 +84,8 @@ class Service:
                 self.process.kill()
 
 
-def fuzz(service: Service, key: str) -> list[str]:
-    report = OUT / "schemathesis"
+def fuzz(service: Service, key: str, backend: str) -> list[str]:
+    report = OUT / f"schemathesis-{backend}"
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "schemathesis"),
@@ -99,46 +103,64 @@ def fuzz(service: Service, key: str) -> list[str]:
         capture_output=True,
         text=True,
     )
-    (OUT / "schemathesis.log").write_text(result.stdout + result.stderr)
+    log = OUT / f"schemathesis-{backend}.log"
+    log.write_text(result.stdout + result.stderr)
     failures = []
     generated = re.search(r"(\d+) generated", result.stdout)
     count = int(generated.group(1)) if generated else 0
-    print(f"  schemathesis: {count} generated requests, exit code {result.returncode}")
+    print(f"  schemathesis on {backend}: {count} generated requests, exit code {result.returncode}")
     if result.returncode != 0:
         summary = result.stdout[-3000:]
-        failures.append(f"schemathesis found failures (full log: {OUT / 'schemathesis.log'}):\n{summary}")
+        failures.append(f"schemathesis found failures (full log: {log}):\n{summary}")
     if count < MIN_FUZZ_REQUESTS:
         failures.append(f"only {count} requests were generated, fewer than {MIN_FUZZ_REQUESTS}")
     return failures
 
 
-def main() -> int:
-    OUT.mkdir(parents=True, exist_ok=True)
-    database = f"credential_ledger_e2e_{uuid.uuid4().hex[:12]}"
-    service = Service(database, free_port(), OUT / "service.log")
-    results = {}
+def run_on(backend: str, results: dict) -> None:
+    """One service on `backend`: the fuzz run, the docs page (on the embedded ledger, the default
+    backend: the page does not depend on it), and the logs of both checked for keys."""
+    name = f"credential_ledger_e2e_{uuid.uuid4().hex[:12]}"
+    if backend == "sqlite":
+        ledger = OUT / f"{name}.db"
+        database_url = f"sqlite://{ledger}"
+    else:
+        database_url = f"{SERVER}/{name}"
+    service = Service(database_url, free_port(), OUT / f"service-{backend}.log")
     try:
         service.command("migrate")
         provisioned = json.loads(service.command("server", "create", "--name", "E2E"))
         key = provisioned["credential"]["key"]
         service.start()
-        results["fuzz"] = fuzz(service, key)
-        results["docs"] = check_docs_page(
-            service.base_url, key, provisioned["credential"]["uuid"], str(OUT / "docs.png")
-        )
+        results[f"{backend} fuzz"] = fuzz(service, key, backend)
+        if backend == "sqlite":
+            results["docs"] = check_docs_page(
+                service.base_url, key, provisioned["credential"]["uuid"], str(OUT / "docs.png")
+            )
     except Exception as error:  # a broken harness is a failure, reported like one
-        results.setdefault("harness", []).append(repr(error))
+        results.setdefault(f"{backend} harness", []).append(repr(error))
     finally:
         service.stop()
-        subprocess.run(
-            ["psql", f"{SERVER}/postgres", "-qc", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"],
-            capture_output=True,
-        )
+        if backend == "sqlite":
+            for suffix in ["", "-wal", "-shm"]:
+                Path(f"{ledger}{suffix}").unlink(missing_ok=True)
+        else:
+            subprocess.run(
+                ["psql", f"{SERVER}/postgres", "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                capture_output=True,
+            )
     logged = service.log_path.read_text() if service.log_path.exists() else ""
     leaked = KEY_SHAPE.findall(logged)
-    results["logs"] = [f"{len(leaked)} key(s) in the service's logs"] if leaked else []
+    results[f"{backend} logs"] = [f"{len(leaked)} key(s) in the service's logs"] if leaked else []
     if not logged:
-        results["logs"].append("the service wrote no logs to check")
+        results[f"{backend} logs"].append("the service wrote no logs to check")
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for backend in os.environ.get("E2E_BACKENDS", "sqlite,postgresql").split(","):
+        run_on(backend, results)
 
     passed = failed = 0
     for name, failures in results.items():
