@@ -10,9 +10,9 @@ use crate::bus::{
     BusSettings, RelaySettings, DEFAULT_EXCHANGE, DEFAULT_RELAY_BATCH_SIZE, DEFAULT_RELAY_MAX_BACKOFF,
     DEFAULT_RELAY_POLL_INTERVAL,
 };
-use crate::http::Limits;
+use crate::http::{Limits, RelaySecret};
 use crate::startup::{
-    Settings, DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN_ADDR,
+    RelayAuthSettings, Settings, DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN_ADDR,
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_CREDENTIALS_PER_SERVER, DEFAULT_MAX_LARGE_READS_PER_SERVER,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_USAGE_FLUSH_INTERVAL,
 };
@@ -43,6 +43,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once, at start-up: the size of `serve`'s arguments costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
     /// Create the database if needed, apply migrations and projections, and serve the API.
@@ -375,6 +377,17 @@ pub struct ServeArgs {
     /// After SIGTERM, how long draining may take before the process exits with an error.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64)]
     pub shutdown_timeout_ms: u64,
+    /// Address of the mail relays' listener (nginx's `auth_http` at `GET /auth/smtp`, and
+    /// `POST /v1/credentials/verify`); off when unset. Keep it off the public network.
+    #[arg(long, env = "RELAY_AUTH_ADDR", requires = "relay_auth_secret")]
+    pub relay_auth_addr: Option<SocketAddr>,
+    /// The secret every call to the relays' listener carries in `X-Relay-Secret` (at least 16
+    /// characters); required with `RELAY_AUTH_ADDR`.
+    #[arg(long, env = "RELAY_AUTH_SECRET", hide_env_values = true, value_parser = RelaySecret::parse)]
+    pub relay_auth_secret: Option<RelaySecret>,
+    /// Where nginx sends a client whose SMTP login succeeded: `IP:PORT` (nginx takes no names).
+    #[arg(long, env = "SMTP_UPSTREAM")]
+    pub smtp_upstream: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -396,6 +409,10 @@ impl ServeArgs {
             max_credentials_per_server: self.max_credentials_per_server,
             query_timeout: self.database.settings().query_timeout,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            relay_auth: self
+                .relay_auth_addr
+                .zip(self.relay_auth_secret.clone())
+                .map(|(addr, secret)| RelayAuthSettings { addr, secret, smtp_upstream: self.smtp_upstream }),
         }
     }
 }

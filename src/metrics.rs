@@ -39,6 +39,7 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_request_duration: HistogramFamily<RouteLabels>,
     pub auth_failures: Family<ReasonLabels, Counter>,
+    pub relay_auth_failures: Family<ReasonLabels, Counter>,
     pub write_batch_size: Histogram,
     pub append_duration: Histogram,
     pub relay_published: Counter,
@@ -64,6 +65,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry.register("http_request_duration_seconds", "HTTP request latency by route", http_request_duration.clone());
     let auth_failures = Family::<ReasonLabels, Counter>::default();
     registry.register("auth_failures", "Refused authentications by reason", auth_failures.clone());
+    let relay_auth_failures = Family::<ReasonLabels, Counter>::default();
+    registry.register(
+        "relay_auth_failures",
+        "Refused relay checks (SMTP logins, verify calls) by reason",
+        relay_auth_failures.clone(),
+    );
     let write_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
     registry.register("write_batch_size", "Commands committed per group commit", write_batch_size.clone());
     let append_duration = latency_histogram();
@@ -107,6 +114,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         http_requests,
         http_request_duration,
         auth_failures,
+        relay_auth_failures,
         write_batch_size,
         append_duration,
         relay_published,

@@ -14,7 +14,9 @@ use crate::app::replica::Replica;
 use crate::app::usage::UsageRecorder;
 use crate::app::writer::Writer;
 use crate::bus::{Relay, RelaySettings};
-use crate::http::{router, App, AppState, AuthGuard, LargeReads, Limits, RelayHandle};
+use crate::http::{
+    relay_router, router, App, AppState, AuthGuard, LargeReads, Limits, RelayAuth, RelayHandle, RelaySecret,
+};
 use crate::store::Store;
 use crate::webhooks::{DeliveryMode, Dispatcher, WebhookSettings, WebhookWorker};
 
@@ -39,6 +41,16 @@ pub struct Settings {
     pub query_timeout: Duration,
     /// After SIGTERM, how long draining may take before the process gives up and exits.
     pub shutdown_timeout: Duration,
+    /// The mail relays' listener, when it is on.
+    pub relay_auth: Option<RelayAuthSettings>,
+}
+
+/// The mail relays' listener (`RELAY_AUTH_ADDR`, `RELAY_AUTH_SECRET`, `SMTP_UPSTREAM`).
+#[derive(Debug, Clone)]
+pub struct RelayAuthSettings {
+    pub addr: SocketAddr,
+    pub secret: RelaySecret,
+    pub smtp_upstream: Option<SocketAddr>,
 }
 
 // The service's defaults, each written once: `serve`'s flags default to them (config.rs).
@@ -73,12 +85,14 @@ impl Default for Settings {
             max_credentials_per_server: DEFAULT_MAX_CREDENTIALS_PER_SERVER,
             query_timeout: crate::store::DEFAULT_QUERY_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            relay_auth: None,
         }
     }
 }
 
 pub struct Application {
     listener: TcpListener,
+    relay_auth_listener: Option<TcpListener>,
     state: AppState,
     writer_task: JoinHandle<()>,
     flusher: JoinHandle<()>,
@@ -140,6 +154,15 @@ impl Application {
             (None, None)
         };
         let listener = TcpListener::bind(settings.listen_addr).await?;
+        let (relay_auth_listener, relay_auth) = match &settings.relay_auth {
+            Some(relay) => {
+                let listener = TcpListener::bind(relay.addr).await?;
+                tracing::info!(address = %listener.local_addr()?, "mail relays' listener");
+                let checks = RelayAuth::new(&relay.secret, relay.smtp_upstream, settings.auth_failures_per_minute);
+                (Some(listener), Some(checks))
+            }
+            None => (None, None),
+        };
         let state = std::sync::Arc::new(App {
             store,
             replica,
@@ -148,6 +171,7 @@ impl Application {
             relay: relay_handle,
             webhooks: settings.webhooks,
             auth_guard: AuthGuard::new(settings.auth_failures_per_minute),
+            relay_auth,
             large_reads: LargeReads::new(settings.max_large_reads_per_server),
             max_credentials_per_server: settings.max_credentials_per_server,
             webhook_worker: webhook_worker.is_some(),
@@ -156,6 +180,7 @@ impl Application {
         });
         Ok(Application {
             listener,
+            relay_auth_listener,
             state,
             writer_task,
             flusher,
@@ -171,6 +196,11 @@ impl Application {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The relays' listener's address, when it is on.
+    pub fn relay_auth_addr(&self) -> Option<SocketAddr> {
+        self.relay_auth_listener.as_ref().and_then(|listener| listener.local_addr().ok())
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests, drains the writer,
@@ -201,7 +231,27 @@ impl Application {
 
     async fn serve_and_drain(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let header_read_timeout = self.limits.header_read_timeout;
-        crate::http::serve(self.listener, router(self.state, self.limits), header_read_timeout, shutdown).await;
+        // Both listeners stop together, at the signal.
+        let stop_serving = CancellationToken::new();
+        let signal = stop_serving.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            signal.cancel();
+        });
+        let relays = self.relay_auth_listener.map(|listener| {
+            let router = relay_router(self.state.clone());
+            tokio::spawn(crate::http::serve(
+                listener,
+                router,
+                header_read_timeout,
+                stop_serving.clone().cancelled_owned(),
+            ))
+        });
+        let api = router(self.state, self.limits);
+        crate::http::serve(self.listener, api, header_read_timeout, stop_serving.cancelled_owned()).await;
+        if let Some(relays) = relays {
+            relays.await?;
+        }
         // The last handle on the writer went with the router: the writer ends once it is drained.
         self.writer_task.await?;
         self.stop_flusher.cancel();

@@ -143,10 +143,16 @@ impl Replica {
 
     /// The caller a key belongs to: a non-held API credential.
     pub fn authenticate(&self, key_hash: &KeyHash) -> Option<Caller> {
+        self.usable(key_hash, CredentialType::Api)
+            .map(|credential| Caller { credential_uuid: credential.uuid, server_uuid: credential.server_uuid })
+    }
+
+    /// The credential a key belongs to, if it is a non-held one of `credential_type`: what a
+    /// relay may let the key's holder use.
+    pub fn usable(&self, key_hash: &KeyHash, credential_type: CredentialType) -> Option<Arc<Credential>> {
         let state = self.read();
         let credential = state.by_key.get(key_hash)?;
-        (credential.credential_type == CredentialType::Api && !credential.hold)
-            .then_some(Caller { credential_uuid: credential.uuid, server_uuid: credential.server_uuid })
+        (credential.credential_type == credential_type && !credential.hold).then(|| credential.clone())
     }
 
     /// A server's credentials, by ascending id: shared, not copied, and taken under the

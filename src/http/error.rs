@@ -23,6 +23,8 @@ pub enum ApiError {
     MissingApiKey,
     #[error("the API key is not valid")]
     InvalidApiKey,
+    #[error("the X-Relay-Secret header is missing or wrong")]
+    RelaySecret,
     #[error("no credential with that uuid")]
     CredentialNotFound,
     #[error("no {what} with that identifier")]
@@ -108,6 +110,7 @@ impl ApiError {
             ApiError::MalformedJson(_) | ApiError::InvalidParameters(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidValue { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MissingApiKey | ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            ApiError::RelaySecret => StatusCode::FORBIDDEN,
             ApiError::CredentialNotFound | ApiError::NotFound { .. } | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::CredentialHeld | ApiError::CredentialExists | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -126,6 +129,7 @@ impl ApiError {
             ApiError::InvalidValue { code, .. } => code,
             ApiError::MissingApiKey => "missing_api_key",
             ApiError::InvalidApiKey => "invalid_api_key",
+            ApiError::RelaySecret => "invalid_relay_secret",
             ApiError::CredentialNotFound => "credential_not_found",
             ApiError::NotFound { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::CredentialHeld => "credential_held",

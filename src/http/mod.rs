@@ -9,6 +9,7 @@ mod guard;
 mod large_reads;
 mod openapi;
 mod ops;
+mod relay_auth;
 mod serve;
 mod webhooks;
 
@@ -33,6 +34,7 @@ pub use extract::{API_KEY_HEADER, MAX_BODY_BYTES, REQUEST_ID_HEADER};
 pub use guard::AuthGuard;
 pub use large_reads::LargeReads;
 pub use openapi::openapi_document;
+pub use relay_auth::{relay_router, RelayAuth, RelaySecret, RELAY_SECRET_HEADER};
 pub use serve::serve;
 
 use crate::app::replica::Replica;
@@ -56,6 +58,8 @@ pub struct App {
     pub relay: Option<RelayHandle>,
     pub webhooks: WebhookSettings,
     pub auth_guard: AuthGuard,
+    /// The relays' listener (`RELAY_AUTH_ADDR`), when it is on.
+    pub relay_auth: Option<RelayAuth>,
     /// Each server's share of the expensive reads.
     pub large_reads: LargeReads,
     /// `create` is refused once a server holds this many credentials.

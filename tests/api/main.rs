@@ -15,6 +15,7 @@ mod ledger;
 use credential_ledger_test_support::load;
 mod operations;
 mod portability;
+mod relay_auth;
 use credential_ledger_test_support::proxy;
 mod secrets;
 mod tenants;

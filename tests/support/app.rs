@@ -46,6 +46,8 @@ pub struct Tenant {
 
 pub struct TestApp {
     pub address: String,
+    /// The mail relays' listener (`Settings::relay_auth`), when it is on.
+    pub relay_address: Option<String>,
     pub client: reqwest::Client,
     /// The ledger the service runs on, as the service opened it.
     pub store: Store,
@@ -106,12 +108,14 @@ pub async fn spawn_app_on(db: &TestDb, store: Store, settings: Settings) -> Test
     }
     let application = Application::build(store.clone(), settings).await.expect("the application starts");
     let address = format!("http://{}", application.local_addr().unwrap());
+    let relay_address = application.relay_auth_addr().map(|address| format!("http://{address}"));
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();
     let running = tokio::spawn(application.run_until(async move { stopped.cancelled().await }));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let mut app = TestApp {
         address,
+        relay_address,
         client,
         store,
         raw: db.raw().await,
