@@ -14,5 +14,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/e2e/requirements.txt
 
+# nginx with its mail module, for the SMTP chain (Debian's packages, unpacked under target/nginx).
+bash tests/e2e/nginx.sh
 cargo build --locked --quiet --bin credential-ledger
 "$venv/bin/python" tests/e2e/suite.py

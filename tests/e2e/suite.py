@@ -5,6 +5,10 @@ the first alone):
 - fuzz: Schemathesis generates requests from /api/v1/openapi.json (every operation, with a valid
   key): no 5xx, every status and body as documented, invalid input refused, valid input accepted;
 - docs: the /docs page in headless Chromium calls the API with a pasted key;
+- smtp: on the embedded ledger, a real nginx mail proxy asks the service (`auth_http`) whether
+  an SMTP key may log in, and relays to an aiosmtpd sink: a live key's mail arrives; a revoked
+  key, a rotation's old key, an API key and a malformed key get 535; nginx with a wrong relay
+  secret gets nothing through; the login shows in `last_used_at`;
 - logs: the service's logs during all of it (debug level, JSON) contain no key.
 
 Prints one line per suite and a closing `N passed, M failed`; exits 1 if any failed.
@@ -31,6 +35,9 @@ KEY_SHAPE = re.compile(r"vml_[0-9A-Za-z]{38}")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from docs_page import check_docs_page  # noqa: E402
+import smtp_chain  # noqa: E402
+
+RELAY_SECRET = "e2e-relay-secret-" + uuid.uuid4().hex
 
 
 def free_port() -> int:
@@ -40,7 +47,7 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, database_url: str, port: int, log_path: Path):
+    def __init__(self, database_url: str, port: int, log_path: Path, extra_env: dict | None = None):
         self.env = dict(
             os.environ,
             DATABASE_URL=database_url,
@@ -55,6 +62,7 @@ class Service:
         )
         # The bus is not part of this run, and a broker URL would be refused with a SQLite ledger.
         self.env.pop("AMQP_URL", None)
+        self.env.update(extra_env or {})
         self.base_url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self.process = None
@@ -117,6 +125,59 @@ def fuzz(service: Service, key: str, backend: str) -> list[str]:
     return failures
 
 
+def call(service: Service, path: str, key: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        service.base_url + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-Server-API-Key": key},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["data"]
+
+
+def smtp(service: Service, key: str, relay_port: int, sink: smtp_chain.Sink) -> list[str]:
+    """The chain client -> nginx -> the ledger's check -> the sink, as the README shows it."""
+    failures = []
+
+    def expect(what: str, got: tuple[int, str], code: int) -> None:
+        if got[0] != code:
+            failures.append(f"{what}: expected {code}, got {got}")
+
+    auth_url = f"http://127.0.0.1:{relay_port}/auth/smtp"
+    proxy = smtp_chain.start_nginx(auth_url, RELAY_SECRET, sink.port)
+    try:
+        live = call(service, "/api/v1/credentials/create", key, {"name": "SMTP Relay", "type": "SMTP"})
+        expect("a live SMTP key", smtp_chain.login_and_send(proxy.port, "anyone", live["key"], marker="live"), 235)
+        if not any(b"live" in message["content"] for message in sink.messages):
+            failures.append("the live key's message did not arrive at the sink")
+        listed = call(service, "/api/v1/credentials/list", key, {})
+        if not next(row for row in listed if row["uuid"] == live["uuid"])["last_used_at"]:
+            time.sleep(1.5)  # usage is flushed once a second
+            listed = call(service, "/api/v1/credentials/list", key, {})
+            if not next(row for row in listed if row["uuid"] == live["uuid"])["last_used_at"]:
+                failures.append("last_used_at did not move after a login")
+        rotated = call(service, "/api/v1/credentials/create", key, {"name": "Rotated", "type": "SMTP"})
+        new = call(service, "/api/v1/credentials/regenerate", key, {"uuid": rotated["uuid"]})
+        expect("a rotation's old key", smtp_chain.login_and_send(proxy.port, "anyone", rotated["key"]), 535)
+        expect("a rotation's new key", smtp_chain.login_and_send(proxy.port, "anyone", new["key"]), 235)
+        api = call(service, "/api/v1/credentials/create", key, {"name": "API", "type": "API"})
+        expect("an API key", smtp_chain.login_and_send(proxy.port, "anyone", api["key"]), 535)
+        expect("a malformed key", smtp_chain.login_and_send(proxy.port, "anyone", "vml_nope"), 535)
+        call(service, "/api/v1/credentials/revoke", key, {"uuid": live["uuid"]})
+        expect("a revoked key", smtp_chain.login_and_send(proxy.port, "anyone", live["key"]), 535)
+    finally:
+        proxy.stop()
+    stranger = smtp_chain.start_nginx(auth_url, "not-the-relay-secret", sink.port)
+    try:
+        code, text = smtp_chain.login_and_send(stranger.port, "anyone", new["key"])
+        if code == 235:
+            failures.append(f"nginx with a wrong relay secret got a login through: {code} {text}")
+    finally:
+        stranger.stop()
+    print(f"  smtp: {len(sink.messages)} message(s) relayed, {len(failures)} failure(s)")
+    return failures
+
+
 def run_on(backend: str, results: dict) -> None:
     """One service on `backend`: the fuzz run, the docs page (on the embedded ledger, the default
     backend: the page does not depend on it), and the logs of both checked for keys."""
@@ -126,21 +187,35 @@ def run_on(backend: str, results: dict) -> None:
         database_url = f"sqlite://{ledger}"
     else:
         database_url = f"{SERVER}/{name}"
-    service = Service(database_url, free_port(), OUT / f"service-{backend}.log")
+    relay_port = free_port()
+    sink = smtp_chain.start_sink() if backend == "sqlite" else None
+    relay_env = (
+        {
+            "RELAY_AUTH_ADDR": f"127.0.0.1:{relay_port}",
+            "RELAY_AUTH_SECRET": RELAY_SECRET,
+            "SMTP_UPSTREAM": f"127.0.0.1:{sink.port}",
+        }
+        if sink
+        else {}
+    )
+    service = Service(database_url, free_port(), OUT / f"service-{backend}.log", relay_env)
     try:
         service.command("migrate")
         provisioned = json.loads(service.command("server", "create", "--name", "E2E"))
         key = provisioned["credential"]["key"]
         service.start()
         results[f"{backend} fuzz"] = fuzz(service, key, backend)
-        if backend == "sqlite":
+        if sink:
             results["docs"] = check_docs_page(
                 service.base_url, key, provisioned["credential"]["uuid"], str(OUT / "docs.png")
             )
+            results["smtp"] = smtp(service, key, relay_port, sink)
     except Exception as error:  # a broken harness is a failure, reported like one
         results.setdefault(f"{backend} harness", []).append(repr(error))
     finally:
         service.stop()
+        if sink:
+            sink.stop()
         if backend == "sqlite":
             for suffix in ["", "-wal", "-shm"]:
                 Path(f"{ledger}{suffix}").unlink(missing_ok=True)
