@@ -60,17 +60,20 @@ impl UsageRecorder {
             }
             pending.drain().collect()
         };
+        // Known from now on, not once written: a use must not vanish from `list` while its write
+        // is in flight (a failed write puts it back in `pending` for the next flush).
+        {
+            let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+            for (uuid, at) in &taken {
+                let slot = known.entry(*uuid).or_insert(*at);
+                *slot = (*slot).max(*at);
+            }
+        }
         if let Err(error) = store.record_usage(&taken).await {
             tracing::warn!(error = %error, credentials = taken.len(), "could not flush last_used_at; will retry");
             for (uuid, at) in taken {
                 self.record(uuid, at);
             }
-            return;
-        }
-        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        for (uuid, at) in taken {
-            let slot = known.entry(uuid).or_insert(at);
-            *slot = (*slot).max(at);
         }
     }
 
@@ -98,4 +101,33 @@ impl UsageRecorder {
 
 fn interval_as_chrono(interval: Duration) -> chrono::Duration {
     chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::temp::TempLedger;
+
+    /// A use stays listed while the flush that writes it waits for the database.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_use_does_not_vanish_while_its_flush_is_in_flight() {
+        let ledger = TempLedger::new();
+        let sqlite = ledger.store().await;
+        let held = sqlite.writer().acquire().await.unwrap();
+        let store = Store::Sqlite(sqlite);
+        let usage = UsageRecorder::default();
+        let (uuid, at) = (Uuid::new_v4(), Utc::now());
+        usage.record(uuid, at);
+        let flushing = tokio::spawn({
+            let (usage, store) = (usage.clone(), store.clone());
+            async move { usage.flush(&store).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!flushing.is_finished(), "the flush waits for the writer");
+        assert_eq!(usage.last_used(uuid), Some(at));
+        drop(held);
+        flushing.await.unwrap();
+        assert_eq!(usage.last_used(uuid), Some(at));
+        assert_eq!(store.usage_since(DateTime::UNIX_EPOCH).await.unwrap().len(), 1, "and it is written");
+    }
 }

@@ -338,6 +338,12 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The one connection writes go through, for tests that hold it.
+    #[cfg(test)]
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     pub async fn close(&self) {
         self.checkpoints.cancel();
         self.pool.close().await;
