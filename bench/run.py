@@ -25,6 +25,8 @@ VHOST = "credential-ledger-bench"
 EXCHANGE = "credential-ledger.events"
 SERVICE_PORT = 18080
 CEILING_PORT = 18081
+RELAY_AUTH_PORT = 18082
+RELAY_SECRET = "bench-relay-secret-0123456789"
 REBUILD_EVENTS = int(os.environ.get("BENCH_REBUILD_EVENTS", "200000" if QUICK else "1000000"))
 # `postgres` (PostgreSQL and RabbitMQ) or `sqlite` (the embedded ledger, in-process delivery).
 BACKEND = os.environ.get("BENCH_BACKEND", "postgres")
@@ -140,6 +142,22 @@ def pgbench_ceiling() -> dict:
             "p50": float(latency.group(1)) if latency else None}
 
 
+def smtp_checks(base: str, api_key: str) -> dict:
+    """Scenario 10: `GET /auth/smtp` with a live SMTP key, and the ceiling's fixed answer to it."""
+    request = urllib.request.Request(
+        base + "/api/v1/credentials/create",
+        data=json.dumps({"name": "Bench SMTP", "type": "SMTP"}).encode(),
+        headers={"Content-Type": "application/json", "X-Server-API-Key": api_key},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        smtp_key = json.load(response)["data"]["key"]
+    env = {"BENCH_RELAY_SECRET": RELAY_SECRET, "BENCH_SMTP_KEY": smtp_key}
+    return {
+        "smtp_ceiling": repeated(lambda: wrk(f"http://127.0.0.1:{CEILING_PORT}/auth/smtp", "auth_smtp.lua", env)),
+        "smtp_check": repeated(lambda: wrk(f"http://127.0.0.1:{RELAY_AUTH_PORT}/auth/smtp", "auth_smtp.lua", env)),
+    }
+
+
 def sqlite_ceiling() -> dict:
     """SQLite's naive write (examples/sqlite_ceiling.rs): one transaction per command, WAL, synchronous=FULL."""
     seconds = DURATION.rstrip("s")
@@ -160,6 +178,9 @@ def main_sqlite() -> int:
         LISTEN_ADDR=f"127.0.0.1:{SERVICE_PORT}",
         WEBHOOK_ALLOW_PRIVATE="true",
         AUTH_FAILURES_PER_MINUTE="100000000",
+        RELAY_AUTH_ADDR=f"127.0.0.1:{RELAY_AUTH_PORT}",
+        RELAY_AUTH_SECRET=RELAY_SECRET,
+        SMTP_UPSTREAM="127.0.0.1:2525",
         RUST_LOG="warn",
     )
     env.pop("AMQP_URL", None)
@@ -189,6 +210,8 @@ def main_sqlite() -> int:
         results["list_10000"] = repeated(lambda: wrk(list_url, "list.lua", {"BENCH_KEY": large["key"]}))
         print("3. failed authentication", flush=True)
         results["unknown_key"] = repeated(lambda: wrk(list_url, "unknown_key.lua", {"BENCH_UNKNOWN_KEY": unknown_key}))
+        print("10. SMTP login check (auth_http), against the ceiling's fixed answer", flush=True)
+        results.update(smtp_checks(base, writes["key"]))
         results["peak_rss_reads_mib"] = service.peak_rss_mib()
         print("PostgreSQL ceiling (pgbench) and SQLite ceiling (naive write)", flush=True)
         results["pg_ceiling"] = repeated(pgbench_ceiling)
@@ -234,6 +257,8 @@ def report_sqlite(r: dict) -> str:
         ("1. list, 10 credentials", fmt(r["list_10"]["rps"]), fmt(r["list_10"]["p50"], 2, " ms"), fmt(r["list_10"]["p99"], 2, " ms"), f"{r['list_10']['rps']['median'] / http:.2f}× HTTP"),
         ("2. list, 10,000 credentials", fmt(r["list_10000"]["rps"]), fmt(r["list_10000"]["p50"], 2, " ms"), fmt(r["list_10000"]["p99"], 2, " ms"), f"{r['list_10000']['rps']['median'] / http:.3f}× HTTP"),
         ("3. failed authentication (unknown key)", fmt(r["unknown_key"]["rps"]), fmt(r["unknown_key"]["p50"], 2, " ms"), fmt(r["unknown_key"]["p99"], 2, " ms"), f"{r['unknown_key']['rps']['median'] / http:.2f}× HTTP"),
+        ("auth_http ceiling (fixed answer, axum)", fmt(r["smtp_ceiling"]["rps"]), fmt(r["smtp_ceiling"]["p50"], 2, " ms"), fmt(r["smtp_ceiling"]["p99"], 2, " ms"), "1.00×"),
+        ("10. SMTP login check (auth_http, live key)", fmt(r["smtp_check"]["rps"]), fmt(r["smtp_check"]["p50"], 2, " ms"), fmt(r["smtp_check"]["p99"], 2, " ms"), f"{r['smtp_check']['rps']['median'] / r['smtp_ceiling']['rps']['median']:.2f}× its ceiling"),
         ("4. create", fmt(r["create"]["rps"]), fmt(r["create"]["p50"], 2, " ms"), fmt(r["create"]["p99"], 2, " ms"), f"{r['create']['rps']['median'] / pg:.2f}× PostgreSQL, {r['create']['rps']['median'] / lite:.2f}× SQLite"),
     ]
     lag = r["lag_idle"]
@@ -274,6 +299,9 @@ def main() -> int:
         AMQP_EXCHANGE=EXCHANGE,
         WEBHOOK_ALLOW_PRIVATE="true",
         AUTH_FAILURES_PER_MINUTE="100000000",
+        RELAY_AUTH_ADDR=f"127.0.0.1:{RELAY_AUTH_PORT}",
+        RELAY_AUTH_SECRET=RELAY_SECRET,
+        SMTP_UPSTREAM="127.0.0.1:2525",
         RUST_LOG="warn",
     )
     binary = str(RELEASE / "credential-ledger")
@@ -305,6 +333,8 @@ def main() -> int:
         results["list_10000"] = repeated(lambda: wrk(base + "/api/v1/credentials/list", "list.lua", {"BENCH_KEY": large["key"]}))
         print("3. failed authentication", flush=True)
         results["unknown_key"] = repeated(lambda: wrk(base + "/api/v1/credentials/list", "unknown_key.lua", {"BENCH_UNKNOWN_KEY": unknown_key}))
+        print("10. SMTP login check (auth_http), against the ceiling's fixed answer", flush=True)
+        results.update(smtp_checks(base, writes["key"]))
         # Scenarios 4 and 5 add hundreds of thousands of credentials: the peak is also taken here.
         results["peak_rss_reads_mib"] = service.peak_rss_mib()
         results["credentials_reads"] = int(psql(DATABASE, "SELECT count(*) FROM credentials"))
@@ -397,6 +427,8 @@ def report(r: dict) -> str:
         ("1. list, 10 credentials", fmt(r["list_10"]["rps"]), fmt(r["list_10"]["p50"], 2, " ms"), fmt(r["list_10"]["p99"], 2, " ms"), f"{r['list_10']['rps']['median'] / http:.2f}× HTTP"),
         ("2. list, 10,000 credentials", fmt(r["list_10000"]["rps"]), fmt(r["list_10000"]["p50"], 2, " ms"), fmt(r["list_10000"]["p99"], 2, " ms"), f"{r['list_10000']['rps']['median'] / http:.3f}× HTTP"),
         ("3. failed authentication (unknown key)", fmt(r["unknown_key"]["rps"]), fmt(r["unknown_key"]["p50"], 2, " ms"), fmt(r["unknown_key"]["p99"], 2, " ms"), f"{r['unknown_key']['rps']['median'] / http:.2f}× HTTP"),
+        ("auth_http ceiling (fixed answer, axum)", fmt(r["smtp_ceiling"]["rps"]), fmt(r["smtp_ceiling"]["p50"], 2, " ms"), fmt(r["smtp_ceiling"]["p99"], 2, " ms"), "1.00×"),
+        ("10. SMTP login check (auth_http, live key)", fmt(r["smtp_check"]["rps"]), fmt(r["smtp_check"]["p50"], 2, " ms"), fmt(r["smtp_check"]["p99"], 2, " ms"), f"{r['smtp_check']['rps']['median'] / r['smtp_ceiling']['rps']['median']:.2f}× its ceiling"),
         ("4. create", fmt(r["create"]["rps"]), fmt(r["create"]["p50"], 2, " ms"), fmt(r["create"]["p99"], 2, " ms"), f"{r['create']['rps']['median'] / pg:.2f}× PostgreSQL"),
         ("5. mixed 90% list / 9% create / 1% revoke", fmt(r["mixed"]["rps"]), fmt(r["mixed"]["p50"], 2, " ms"), fmt(r["mixed"]["p99"], 2, " ms"), f"{r['mixed']['rps']['median'] / http:.2f}× HTTP"),
     ]

@@ -1,8 +1,10 @@
 //! The HTTP ceiling for the benchmarks: the least an axum server can do for `list`, a static
-//! JSON list of 10 credential-shaped objects, with the same runtime and the same JSON envelope.
+//! JSON list of 10 credential-shaped objects, with the same runtime and the same JSON envelope;
+//! and for an SMTP login check (`GET /auth/smtp`), nginx's `auth_http` answer as fixed headers.
 //! `cargo run --release --example http_ceiling -- 127.0.0.1:18081`
 
-use axum::routing::post;
+use axum::http::HeaderName;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -22,7 +24,14 @@ async fn main() {
         })
         .collect();
     let body = json!({"status": "success", "data": credentials});
-    let app = Router::new().route("/api/v1/credentials/list", post(move || async move { Json(body.clone()) }));
+    let login_accepted = [
+        (HeaderName::from_static("auth-status"), "OK"),
+        (HeaderName::from_static("auth-server"), "127.0.0.1"),
+        (HeaderName::from_static("auth-port"), "2525"),
+    ];
+    let app = Router::new()
+        .route("/api/v1/credentials/list", post(move || async move { Json(body.clone()) }))
+        .route("/auth/smtp", get(move || async move { login_accepted }));
     let listener = tokio::net::TcpListener::bind(&address).await.expect("bind");
     axum::serve(listener, app).await.expect("serve");
 }
