@@ -450,6 +450,29 @@ mod tests {
         assert!(both.is_err(), "a URL and a data directory at once are refused");
     }
 
+    /// The relays' listener is off unless given an address, and never on without a secret of at
+    /// least 16 characters; the secret is not shown by `Debug`.
+    #[test]
+    fn the_relays_listener_needs_a_long_enough_secret() {
+        let serve = |extra: &[&str]| {
+            let args = [&["credential-ledger", "serve"][..], extra].concat();
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                CliCommand::Serve(serve) => serve.settings(),
+                _ => panic!("serve"),
+            })
+        };
+        assert!(serve(&[]).unwrap().relay_auth.is_none());
+        let without_secret = serve(&["--relay-auth-addr", "127.0.0.1:8081"]);
+        assert!(without_secret.is_err_and(|error| error.to_string().contains("--relay-auth-secret")));
+        let short = serve(&["--relay-auth-addr", "127.0.0.1:8081", "--relay-auth-secret", "too-short"]);
+        assert!(short.is_err_and(|error| error.to_string().contains("at least 16 characters")));
+        let secret = "a-relay-secret-long-enough";
+        let on = serve(&["--relay-auth-addr", "127.0.0.1:8081", "--relay-auth-secret", secret]).unwrap();
+        let relay = on.relay_auth.clone().expect("on");
+        assert_eq!((relay.addr.port(), relay.smtp_upstream), (8081, None));
+        assert!(!format!("{on:?}").contains(secret));
+    }
+
     /// Each default is written once: what a flag defaults to is what the settings default to.
     /// (Compared through `Debug`: the settings hold no secrets there, and carry no `PartialEq`.)
     #[test]

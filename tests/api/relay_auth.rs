@@ -147,6 +147,8 @@ async fn relay_calls_without_the_secret_are_refused(db: TestDb) {
     let body: Value = twice.json().await.unwrap();
     assert_eq!(body["data"]["code"], "invalid_relay_secret");
     assert!(!body.to_string().contains(SECRET));
+    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"credential_ledger_relay_auth_failures_total{reason="relay_secret"}"#), "{metrics}");
     let on_the_api = app.client.get(format!("{}/auth/smtp", app.address)).send().await.unwrap();
     assert_eq!(on_the_api.status(), StatusCode::NOT_FOUND);
     // Without the listener configured there is none.
