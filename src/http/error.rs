@@ -179,6 +179,11 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        // The rest of an oversized body is not read, so the connection cannot carry another
+        // request: saying so keeps a client from sending its next one down a closing connection.
+        if matches!(self, ApiError::PayloadTooLarge { .. }) {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
