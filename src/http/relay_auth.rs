@@ -86,6 +86,20 @@ pub fn relay_router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), require_relay_secret))
+        .layer(
+            // The path only: a key travels in headers and bodies here, never in the span.
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    tracing::info_span!(
+                        "relay_check",
+                        method = %request.method(),
+                        path = %super::redact_keys(request.uri().path()),
+                        caller = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
 }
 
