@@ -92,7 +92,8 @@ impl Default for Settings {
 
 pub struct Application {
     listener: TcpListener,
-    relay_auth_listener: Option<TcpListener>,
+    /// The mail relays' listener and its checks, when it is on.
+    relay_auth: Option<(TcpListener, RelayAuth)>,
     state: AppState,
     writer_task: JoinHandle<()>,
     flusher: JoinHandle<()>,
@@ -154,14 +155,14 @@ impl Application {
             (None, None)
         };
         let listener = TcpListener::bind(settings.listen_addr).await?;
-        let (relay_auth_listener, relay_auth) = match &settings.relay_auth {
+        let relay_auth = match &settings.relay_auth {
             Some(relay) => {
                 let listener = TcpListener::bind(relay.addr).await?;
                 tracing::info!(address = %listener.local_addr()?, "mail relays' listener");
                 let checks = RelayAuth::new(&relay.secret, relay.smtp_upstream, settings.auth_failures_per_minute);
-                (Some(listener), Some(checks))
+                Some((listener, checks))
             }
-            None => (None, None),
+            None => None,
         };
         let state = std::sync::Arc::new(App {
             store,
@@ -171,7 +172,6 @@ impl Application {
             relay: relay_handle,
             webhooks: settings.webhooks,
             auth_guard: AuthGuard::new(settings.auth_failures_per_minute),
-            relay_auth,
             large_reads: LargeReads::new(settings.max_large_reads_per_server),
             max_credentials_per_server: settings.max_credentials_per_server,
             webhook_worker: webhook_worker.is_some(),
@@ -180,7 +180,7 @@ impl Application {
         });
         Ok(Application {
             listener,
-            relay_auth_listener,
+            relay_auth,
             state,
             writer_task,
             flusher,
@@ -200,7 +200,7 @@ impl Application {
 
     /// The relays' listener's address, when it is on.
     pub fn relay_auth_addr(&self) -> Option<SocketAddr> {
-        self.relay_auth_listener.as_ref().and_then(|listener| listener.local_addr().ok())
+        self.relay_auth.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests, drains the writer,
@@ -238,8 +238,8 @@ impl Application {
             shutdown.await;
             signal.cancel();
         });
-        let relays = self.relay_auth_listener.map(|listener| {
-            let router = relay_router(self.state.clone());
+        let relays = self.relay_auth.map(|(listener, checks)| {
+            let router = relay_router(self.state.clone(), checks);
             tokio::spawn(crate::http::serve(
                 listener,
                 router,

@@ -58,8 +58,6 @@ pub struct App {
     pub relay: Option<RelayHandle>,
     pub webhooks: WebhookSettings,
     pub auth_guard: AuthGuard,
-    /// The relays' listener (`RELAY_AUTH_ADDR`), when it is on.
-    pub relay_auth: Option<RelayAuth>,
     /// Each server's share of the expensive reads.
     pub large_reads: LargeReads,
     /// `create` is refused once a server holds this many credentials.

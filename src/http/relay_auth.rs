@@ -77,8 +77,16 @@ impl RelayAuth {
     }
 }
 
+/// What the relays' handlers reach: the service, and the listener's own checks.
+#[derive(Clone)]
+struct Relay {
+    app: AppState,
+    checks: Arc<RelayAuth>,
+}
+
 /// The relays' routes, behind the shared secret.
-pub fn relay_router(state: AppState) -> Router {
+pub fn relay_router(app: AppState, checks: RelayAuth) -> Router {
+    let state = Relay { app, checks: Arc::new(checks) };
     Router::new()
         .route("/auth/smtp", get(auth_smtp))
         .route("/v1/credentials/verify", post(verify))
@@ -104,13 +112,10 @@ pub fn relay_router(state: AppState) -> Router {
 }
 
 /// Nothing is looked at, not even the route, without the shared secret.
-async fn require_relay_secret(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(relay) = state.relay_auth.as_ref() else {
-        return ApiError::RouteNotFound.into_response();
-    };
+async fn require_relay_secret(State(relay): State<Relay>, request: Request, next: Next) -> Response {
     let mut given = request.headers().get_all(RELAY_SECRET_HEADER).iter();
     let matches = match (given.next(), given.next()) {
-        (Some(secret), None) => <[u8; 32]>::from(Sha256::digest(secret.as_bytes())) == relay.secret_digest,
+        (Some(secret), None) => <[u8; 32]>::from(Sha256::digest(secret.as_bytes())) == relay.checks.secret_digest,
         _ => false,
     };
     if !matches {
@@ -142,30 +147,27 @@ impl Refusal {
 /// credential of the type asked for, as of every commit made before the call arrived. A use is
 /// recorded; a failure counted against the address.
 async fn check(
-    state: &AppState,
-    relay: &RelayAuth,
-    client: Option<IpAddr>,
+    relay: &Relay,
+    client: IpAddr,
     key: &str,
     credential_type: CredentialType,
 ) -> Result<Result<Arc<Credential>, Refusal>, ApiError> {
     let arrived = Instant::now();
-    if let Some(wait) = client.and_then(|client| relay.guard.refused(client)) {
+    if let Some(wait) = relay.checks.guard.refused(client) {
         return Ok(Err(refusal(Refusal::RateLimited(wait))));
     }
     let failed = |refused: Refusal| {
-        if let Some(client) = client {
-            relay.guard.record_failure(client);
-        }
+        relay.checks.guard.record_failure(client);
         refusal(refused)
     };
     let Ok(key) = ApiKey::parse(key) else {
         return Ok(Err(failed(Refusal::Malformed)));
     };
-    state.replica.sync(arrived).await?;
-    let Some(credential) = state.replica.usable(&key.hash(), credential_type) else {
+    relay.app.replica.sync(arrived).await?;
+    let Some(credential) = relay.app.replica.usable(&key.hash(), credential_type) else {
         return Ok(Err(failed(Refusal::Unknown)));
     };
-    state.usage.record(credential.uuid, chrono::Utc::now());
+    relay.app.usage.record(credential.uuid, chrono::Utc::now());
     tracing::Span::current().record("caller", tracing::field::display(credential.uuid));
     Ok(Ok(credential))
 }
@@ -179,17 +181,14 @@ fn refusal(refused: Refusal) -> Refusal {
 /// SMTP credential's; `Auth-User` is not checked. nginx reads the `Auth-*` headers only, so every
 /// answer is 200 and says what it means in `Auth-Status`.
 async fn auth_smtp(
-    State(state): State<AppState>,
+    State(relay): State<Relay>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Some(relay) = state.relay_auth.as_ref() else {
-        return Err(ApiError::RouteNotFound);
-    };
+) -> Response {
     let client = client_address(&headers).unwrap_or(peer.ip());
     let password = headers.get("auth-pass").and_then(|value| percent_decoded(value.as_bytes())).unwrap_or_default();
-    let checked = check(&state, relay, Some(client), &password, CredentialType::Smtp).await;
-    let answer = match checked {
+    let checked = check(&relay, client, &password, CredentialType::Smtp).await;
+    match checked {
         Err(error) => {
             tracing::warn!(error = %error, "an SMTP login could not be checked");
             auth_answer("Temporary server problem, try again later", Some(WAIT_AFTER_FAILURE), Some("451 4.3.0"))
@@ -200,7 +199,7 @@ async fn auth_smtp(
             Some("454 4.7.0"),
         ),
         Ok(Err(_)) => auth_answer("Invalid login or password", Some(WAIT_AFTER_FAILURE), Some("535 5.7.8")),
-        Ok(Ok(_)) => match relay.smtp_upstream {
+        Ok(Ok(_)) => match relay.checks.smtp_upstream {
             Some(upstream) => {
                 let mut answer = auth_answer("OK", None, None);
                 insert(&mut answer, "auth-server", &upstream.ip().to_string());
@@ -212,8 +211,7 @@ async fn auth_smtp(
                 auth_answer("Temporary server problem, try again later", Some(WAIT_AFTER_FAILURE), Some("451 4.3.0"))
             }
         },
-    };
-    Ok(answer)
+    }
 }
 
 fn auth_answer(status: &str, wait: Option<Duration>, error_code: Option<&str>) -> Response {
@@ -278,17 +276,16 @@ struct VerifiedServer {
 /// For relays that are not nginx: `{"valid": true, "credential": …, "server": …}`, or
 /// `{"valid": false}` with nothing about why.
 async fn verify(
-    State(state): State<AppState>,
+    State(relay): State<Relay>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<VerifyRequest>,
 ) -> Result<Json<Verified>, ApiError> {
-    let relay = state.relay_auth.as_ref().ok_or(ApiError::RouteNotFound)?;
     let client = client_address(&headers).unwrap_or(peer.ip());
-    let Ok(credential) = check(&state, relay, Some(client), &request.key, request.credential_type).await? else {
+    let Ok(credential) = check(&relay, client, &request.key, request.credential_type).await? else {
         return Ok(Json(Verified { valid: false, credential: None, server: None }));
     };
-    let server_name = server_name(&state, relay, &credential).await?;
+    let server_name = server_name(&relay, &credential).await?;
     Ok(Json(Verified {
         valid: true,
         credential: Some(VerifiedCredential {
@@ -300,16 +297,21 @@ async fn verify(
     }))
 }
 
-async fn server_name(state: &AppState, relay: &RelayAuth, credential: &Credential) -> Result<String, ApiError> {
+async fn server_name(relay: &Relay, credential: &Credential) -> Result<String, ApiError> {
     let cached =
-        relay.server_names.lock().unwrap_or_else(PoisonError::into_inner).get(&credential.server_uuid).cloned();
+        relay.checks.server_names.lock().unwrap_or_else(PoisonError::into_inner).get(&credential.server_uuid).cloned();
     if let Some(name) = cached {
         return Ok(name);
     }
-    let stored = state.store.locked_credential(credential.uuid).await?;
+    let stored = relay.app.store.locked_credential(credential.uuid).await?;
     let name = stored
         .map(|stored| stored.server_name)
         .ok_or_else(|| ApiError::Internal(format!("credential {} is not in the view", credential.uuid)))?;
-    relay.server_names.lock().unwrap_or_else(PoisonError::into_inner).insert(credential.server_uuid, name.clone());
+    relay
+        .checks
+        .server_names
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(credential.server_uuid, name.clone());
     Ok(name)
 }

@@ -232,6 +232,21 @@ async fn verify_answers_for_live_keys_of_the_type_asked(db: TestDb) {
     assert!(!bad.to_string().contains(key(&live)), "the key is not echoed: {bad}");
 }
 
+/// Without `SMTP_UPSTREAM` a good key has nowhere to go: a temporary failure, not a refusal, and
+/// no upstream named.
+async fn a_login_with_nowhere_to_relay_is_a_temporary_failure(db: TestDb) {
+    let mut settings = relay_settings(10_000);
+    if let Some(relay) = settings.relay_auth.as_mut() {
+        relay.smtp_upstream = None;
+    }
+    let app = spawn_app_with(&db, settings).await;
+    let live = smtp_key(&app, "SMTP Relay").await;
+    let login = smtp_login(&app, Some(SECRET), key(&live), "192.0.2.10").await;
+    assert_eq!(login.auth_status, "Temporary server problem, try again later");
+    assert_eq!((login.server, login.port, login.wait), (None, None, Some(1)));
+    assert_refused(&smtp_login(&app, Some(SECRET), "vml_nope", "192.0.2.10").await, "a bad key is still refused");
+}
+
 /// Two instances on one ledger: a revoke through one refuses the next login through the other.
 async fn a_revoke_on_one_instance_refuses_the_next_login_on_the_other(db: TestDb) {
     let first = spawn_app_with(&db, relay_settings(10_000)).await;
@@ -250,4 +265,5 @@ credential_ledger_test_support::on_both_backends!(
     failed_logins_from_one_address_are_slowed_down,
     verify_answers_for_live_keys_of_the_type_asked,
     a_revoke_on_one_instance_refuses_the_next_login_on_the_other,
+    a_login_with_nowhere_to_relay_is_a_temporary_failure,
 );
