@@ -200,3 +200,24 @@ async fn a_ledger_from_a_newer_build_is_refused() {
     let refused = Store::Sqlite(store).prepare().await.unwrap_err();
     assert!(matches!(refused, StoreError::NewerSchema(999)), "{refused}");
 }
+
+/// Commits reach the file itself within moments: the background checkpointer copies the
+/// write-ahead log (the writer's own checkpoint waits for 16,384 pages).
+#[tokio::test]
+async fn the_background_checkpointer_moves_commits_into_the_file() {
+    let ledger = TempLedger::new();
+    let store = ledger.store().await;
+    let size = || std::fs::metadata(&ledger.path).unwrap().len();
+    tokio::time::sleep(CHECKPOINT_INTERVAL * 3).await;
+    let before = size();
+    let store = Store::Sqlite(store);
+    for n in 0..50 {
+        let name = ServerName::parse(&format!("Server {n}")).unwrap();
+        provision_server(&store, &name, CredentialName::parse("First").unwrap()).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    while size() <= before {
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "the file stays at {before} bytes");
+        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+    }
+}
