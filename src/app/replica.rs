@@ -49,6 +49,11 @@ impl State {
         self.credentials.insert(credential.uuid, credential);
     }
 
+    /// The one rule for who may use a key: a non-held credential of the type asked for.
+    fn usable(&self, key_hash: &KeyHash, credential_type: CredentialType) -> Option<&Arc<Credential>> {
+        self.by_key.get(key_hash).filter(|credential| credential.credential_type == credential_type && !credential.hold)
+    }
+
     fn apply(&mut self, event: &StoredEvent) -> Result<(), StoreError> {
         if event.position <= self.position {
             // The writer of this process handed it over already.
@@ -143,16 +148,15 @@ impl Replica {
 
     /// The caller a key belongs to: a non-held API credential.
     pub fn authenticate(&self, key_hash: &KeyHash) -> Option<Caller> {
-        self.usable(key_hash, CredentialType::Api)
-            .map(|credential| Caller { credential_uuid: credential.uuid, server_uuid: credential.server_uuid })
+        let state = self.read();
+        let credential = state.usable(key_hash, CredentialType::Api)?;
+        Some(Caller { credential_uuid: credential.uuid, server_uuid: credential.server_uuid })
     }
 
     /// The credential a key belongs to, if it is a non-held one of `credential_type`: what a
     /// relay may let the key's holder use.
     pub fn usable(&self, key_hash: &KeyHash, credential_type: CredentialType) -> Option<Arc<Credential>> {
-        let state = self.read();
-        let credential = state.by_key.get(key_hash)?;
-        (credential.credential_type == credential_type && !credential.hold).then(|| credential.clone())
+        self.read().usable(key_hash, credential_type).cloned()
     }
 
     /// A server's credentials, by ascending id: shared, not copied, and taken under the
