@@ -74,6 +74,7 @@ async fn seed(database_url: &str, server_name: &str, count: usize) -> anyhow::Re
                 credential_type: if i % 2 == 0 { CredentialType::Api } else { CredentialType::Smtp },
                 hold: false,
                 key: KeyMaterial::from(&key),
+                expires_at: None,
             });
         }
         let appended = store

@@ -14,6 +14,9 @@ CREATE TABLE credentials (
     key_prefix  text NOT NULL,
     created_at  timestamptz NOT NULL,
     locked_at   timestamptz,
+    -- The deadline (expiry or end of a grace period), and the rotation's replacement.
+    expires_at  timestamptz,
+    replaced_by uuid,
     version     integer NOT NULL
 );
 

@@ -223,7 +223,10 @@ fn replay(file: &Path, as_of: Option<chrono::DateTime<chrono::Utc>>, server: Opt
                 "server_uuid": credential.server_uuid,
                 "name": credential.name.as_str(),
                 "type": credential.credential_type,
-                "hold": credential.hold,
+                // At `--as-of`, a deadline that had passed holds the credential, as `list`
+                // shows it; without it, the fold as recorded (a pending deadline stays pending).
+                "hold": as_of.map_or(credential.hold, |as_of| credential.held_at(as_of)),
+                "expires_at": credential.expires_at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
             })
         })
         .collect();

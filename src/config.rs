@@ -12,9 +12,10 @@ use crate::bus::{
 };
 use crate::http::{Limits, RelaySecret};
 use crate::startup::{
-    RelayAuthSettings, Settings, DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN_ADDR,
-    DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_CREDENTIALS_PER_SERVER, DEFAULT_MAX_LARGE_READS_PER_SERVER,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_USAGE_FLUSH_INTERVAL,
+    RelayAuthSettings, Settings, DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_DEADLINE_POLL_INTERVAL,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN_ADDR, DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_CREDENTIALS_PER_SERVER, DEFAULT_MAX_LARGE_READS_PER_SERVER, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_USAGE_FLUSH_INTERVAL,
 };
 use crate::store::{DatabaseSettings, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUERY_TIMEOUT};
 use crate::webhooks::{
@@ -352,6 +353,11 @@ pub struct ServeArgs {
     /// How often coalesced `last_used_at` updates are written.
     #[arg(long, env = "USAGE_FLUSH_INTERVAL_MS", default_value_t = DEFAULT_USAGE_FLUSH_INTERVAL.as_millis() as u64)]
     pub usage_flush_interval_ms: u64,
+    /// How often the deadline scheduler looks for deadlines other instances committed (its
+    /// own wake it at once).
+    #[arg(long, env = "DEADLINE_POLL_INTERVAL_MS", default_value_t = DEFAULT_DEADLINE_POLL_INTERVAL.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub deadline_poll_interval_ms: u64,
     /// A request still running after this is abandoned with 503 `request_timeout`.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_millis() as u64)]
     pub request_timeout_ms: u64,
@@ -418,6 +424,7 @@ impl ServeArgs {
         Settings {
             listen_addr: self.listen_addr,
             usage_flush_interval: Duration::from_millis(self.usage_flush_interval_ms),
+            deadline_poll_interval: Duration::from_millis(self.deadline_poll_interval_ms),
             relay: self.bus.settings().filter(|_| !self.no_relay).map(|bus| self.relay.settings(bus)),
             webhooks: self.webhooks.settings(&self.bus),
             run_webhook_worker: !self.no_webhooks,

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
     pub replica_reloads: Counter,
     pub database_timeouts: Counter,
+    pub deadline_lock_lateness: Histogram,
+    pub deadlines_pending: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -107,8 +109,22 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Queries abandoned because the database did not answer in time (their connection is closed)",
         database_timeouts.clone(),
     );
+    let deadline_lock_lateness = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+    registry.register(
+        "deadline_lock_lateness_seconds",
+        "From a deadline to the recorded_at of its lock, as seen by each instance that asked for the lock",
+        deadline_lock_lateness.clone(),
+    );
+    let deadlines_pending = Gauge::default();
+    registry.register(
+        "deadlines_pending",
+        "Deadlines (expiries, grace periods) whose lock is not recorded yet",
+        deadlines_pending.clone(),
+    );
     Metrics {
         registry,
+        deadline_lock_lateness,
+        deadlines_pending,
         replica_reloads,
         database_timeouts,
         http_requests,

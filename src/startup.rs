@@ -24,6 +24,8 @@ use crate::webhooks::{DeliveryMode, Dispatcher, WebhookSettings, WebhookWorker};
 pub struct Settings {
     pub listen_addr: SocketAddr,
     pub usage_flush_interval: Duration,
+    /// How often the deadline scheduler polls for deadlines other instances committed.
+    pub deadline_poll_interval: Duration,
     /// Run the relay in this process, with these settings (RabbitMQ only).
     pub relay: Option<RelaySettings>,
     /// Webhook settings: the API needs them (destination checks) even when the worker runs
@@ -56,6 +58,7 @@ pub struct RelayAuthSettings {
 // The service's defaults, each written once: `serve`'s flags default to them (config.rs).
 pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 pub const DEFAULT_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_DEADLINE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// The default of `HTTP_HEADER_READ_TIMEOUT_MS`.
@@ -72,6 +75,7 @@ impl Default for Settings {
         Settings {
             listen_addr: DEFAULT_LISTEN_ADDR,
             usage_flush_interval: DEFAULT_USAGE_FLUSH_INTERVAL,
+            deadline_poll_interval: DEFAULT_DEADLINE_POLL_INTERVAL,
             relay: None,
             webhooks: WebhookSettings::new(None),
             run_webhook_worker: true,
@@ -96,6 +100,9 @@ pub struct Application {
     relay_auth: Option<(TcpListener, RelayAuth)>,
     state: AppState,
     writer_task: JoinHandle<()>,
+    /// Records passed deadlines; it holds a handle on the writer, so it stops before it.
+    deadlines: JoinHandle<()>,
+    stop_deadlines: CancellationToken,
     flusher: JoinHandle<()>,
     stop_flusher: CancellationToken,
     relay: Option<JoinHandle<()>>,
@@ -125,6 +132,13 @@ impl Application {
         let store = store.with_query_timeout(settings.query_timeout);
         let replica = Replica::load(store.clone()).await?;
         let (writer, writer_task) = Writer::spawn(store.clone(), replica.clone());
+        let stop_deadlines = CancellationToken::new();
+        let deadlines = crate::app::deadlines::spawn(
+            replica.clone(),
+            writer.clone(),
+            settings.deadline_poll_interval,
+            stop_deadlines.clone(),
+        );
         let usage = UsageRecorder::default();
         let stop_flusher = CancellationToken::new();
         let flusher = usage.spawn_flusher(store.clone(), settings.usage_flush_interval, stop_flusher.clone());
@@ -183,6 +197,8 @@ impl Application {
             relay_auth,
             state,
             writer_task,
+            deadlines,
+            stop_deadlines,
             flusher,
             stop_flusher,
             relay,
@@ -252,6 +268,10 @@ impl Application {
         if let Some(relays) = relays {
             relays.await?;
         }
+        // A deadline that passes from here on is recorded by the next instance to run: its key
+        // is refused from the deadline all the same.
+        self.stop_deadlines.cancel();
+        self.deadlines.await?;
         // The last handle on the writer went with the router: the writer ends once it is drained.
         self.writer_task.await?;
         self.stop_flusher.cancel();

@@ -12,6 +12,9 @@ CREATE TABLE credentials (
     key_prefix  TEXT NOT NULL,
     created_at  TEXT NOT NULL CHECK (length(created_at) = 27),
     locked_at   TEXT CHECK (locked_at IS NULL OR length(locked_at) = 27),
+    -- The deadline (expiry or end of a grace period), and the rotation's replacement.
+    expires_at  TEXT CHECK (expires_at IS NULL OR length(expires_at) = 27),
+    replaced_by BLOB CHECK (replaced_by IS NULL OR length(replaced_by) = 16),
     version     INTEGER NOT NULL
 );
 

@@ -31,6 +31,7 @@ pub async fn provision_server(
         credential_type: CredentialType::Api,
         hold: false,
         key: KeyMaterial::from(&key),
+        expires_at: None,
     };
     let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
 

@@ -10,12 +10,14 @@
 //! `apply` as the view, read from the log in order, or takes the credentials this process's
 //! writer just committed, folded by that same `apply`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::domain::{Caller, Credential, CredentialType, KeyHash, StoredEvent};
@@ -33,6 +35,9 @@ struct State {
     by_key: HashMap<KeyHash, Arc<Credential>>,
     /// Each server's credentials by id, the order `list` answers in.
     by_server: HashMap<Uuid, BTreeMap<i64, Arc<Credential>>>,
+    /// The deadlines whose lock is not recorded yet, earliest first: what the scheduler waits
+    /// for, with the server each credential belongs to.
+    deadlines: BTreeSet<(DateTime<Utc>, Uuid, Uuid)>,
 }
 
 impl State {
@@ -42,22 +47,41 @@ impl State {
     }
 
     /// Adds a credential, or replaces its previous state (its key, server and id never change).
-    fn insert(&mut self, credential: Credential) {
+    /// Says whether it brought a deadline still to be recorded.
+    fn insert(&mut self, credential: Credential) -> bool {
+        if let Some(deadline) = self.credentials.get(&credential.uuid).and_then(|previous| previous.pending_deadline())
+        {
+            self.deadlines.remove(&(deadline, credential.uuid, credential.server_uuid));
+        }
+        let pending = credential.pending_deadline();
+        if let Some(deadline) = pending {
+            self.deadlines.insert((deadline, credential.uuid, credential.server_uuid));
+        }
         let credential = Arc::new(credential);
         self.by_key.insert(credential.key_hash, credential.clone());
         self.by_server.entry(credential.server_uuid).or_default().insert(credential.id, credential.clone());
         self.credentials.insert(credential.uuid, credential);
+        pending.is_some()
     }
 
-    /// The one rule for who may use a key: a non-held credential of the type asked for.
-    fn usable(&self, key_hash: &KeyHash, credential_type: CredentialType) -> Option<&Arc<Credential>> {
-        self.by_key.get(key_hash).filter(|credential| credential.credential_type == credential_type && !credential.hold)
+    /// The one rule for who may use a key at instant `now`: a credential of the type asked for,
+    /// neither held nor past its deadline (whether or not the deadline's lock is recorded).
+    fn usable(
+        &self,
+        key_hash: &KeyHash,
+        credential_type: CredentialType,
+        now: DateTime<Utc>,
+    ) -> Option<&Arc<Credential>> {
+        self.by_key
+            .get(key_hash)
+            .filter(|credential| credential.credential_type == credential_type && !credential.held_at(now))
     }
 
-    fn apply(&mut self, event: &StoredEvent) -> Result<(), StoreError> {
+    /// Applies one event of the log; says whether it brought a deadline still to be recorded.
+    fn apply(&mut self, event: &StoredEvent) -> Result<bool, StoreError> {
         if event.position <= self.position {
             // The writer of this process handed it over already.
-            return Ok(());
+            return Ok(false);
         }
         if event.position != self.position + 1 {
             return Err(StoreError::Corrupt {
@@ -66,9 +90,9 @@ impl State {
             });
         }
         let next = event.logged().apply_to(self.credentials.get(&event.stream_id).map(Arc::as_ref))?;
-        self.insert(next);
+        let deadline = self.insert(next);
         self.position = event.position;
-        Ok(())
+        Ok(deadline)
     }
 }
 
@@ -81,13 +105,22 @@ pub struct Replica {
     catching_up: tokio::sync::Mutex<()>,
     head_reads: Arc<Mutex<HeadReads>>,
     consistent: AtomicBool,
+    /// Woken when a deadline still to be recorded arrives, which may be the earliest.
+    deadline_added: Notify,
 }
 
 async fn load_state(store: &Store) -> Result<State, StoreError> {
     // A Mutex only because the future must be Send: the two closures never run at once.
     let loading = Mutex::new(State::default());
     let lock = || loading.lock().unwrap_or_else(PoisonError::into_inner);
-    let position = store.view_snapshot(|count| lock().reserve(count), |credential| lock().insert(credential)).await?;
+    let position = store
+        .view_snapshot(
+            |count| lock().reserve(count),
+            |credential| {
+                lock().insert(credential);
+            },
+        )
+        .await?;
     Ok(State { position, ..loading.into_inner().unwrap_or_else(PoisonError::into_inner) })
 }
 
@@ -114,6 +147,7 @@ impl Replica {
             catching_up: tokio::sync::Mutex::new(()),
             head_reads: Arc::default(),
             consistent: AtomicBool::new(true),
+            deadline_added: Notify::new(),
         }))
     }
 
@@ -137,26 +171,65 @@ impl Replica {
     /// `head` and left `changed` in these states, if the replica stood exactly at `previous`;
     /// otherwise the next catch-up reads the batch from the log like any other.
     pub fn committed<'a>(&self, previous: i64, head: i64, changed: impl Iterator<Item = &'a Credential>) {
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        if state.position == previous {
-            for credential in changed {
-                state.insert(credential.clone());
+        let mut deadline = false;
+        {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            if state.position == previous {
+                for credential in changed {
+                    deadline |= state.insert(credential.clone());
+                }
+                state.position = head;
             }
-            state.position = head;
+        }
+        if deadline {
+            self.deadline_added.notify_one();
         }
     }
 
-    /// The caller a key belongs to: a non-held API credential.
-    pub fn authenticate(&self, key_hash: &KeyHash) -> Option<Caller> {
+    /// The caller a key belongs to at instant `now`: an API credential neither held nor past its
+    /// deadline.
+    pub fn authenticate(&self, key_hash: &KeyHash, now: DateTime<Utc>) -> Option<Caller> {
         let state = self.read();
-        let credential = state.usable(key_hash, CredentialType::Api)?;
+        let credential = state.usable(key_hash, CredentialType::Api, now)?;
         Some(Caller { credential_uuid: credential.uuid, server_uuid: credential.server_uuid })
     }
 
-    /// The credential a key belongs to, if it is a non-held one of `credential_type`: what a
-    /// relay may let the key's holder use.
-    pub fn usable(&self, key_hash: &KeyHash, credential_type: CredentialType) -> Option<Arc<Credential>> {
-        self.read().usable(key_hash, credential_type).cloned()
+    /// The credential a key belongs to, if it is one of `credential_type` usable at `now`: what
+    /// a relay may let the key's holder use.
+    pub fn usable(
+        &self,
+        key_hash: &KeyHash,
+        credential_type: CredentialType,
+        now: DateTime<Utc>,
+    ) -> Option<Arc<Credential>> {
+        self.read().usable(key_hash, credential_type, now).cloned()
+    }
+
+    /// The earliest deadline whose lock is not recorded yet.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.read().deadlines.first().map(|(deadline, ..)| *deadline)
+    }
+
+    /// Up to `limit` credentials whose deadline is at or before `now` and whose lock is not
+    /// recorded yet, as `(server_uuid, credential_uuid, deadline)`, earliest first.
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Vec<(Uuid, Uuid, DateTime<Utc>)> {
+        self.read()
+            .deadlines
+            .iter()
+            .take_while(|(deadline, ..)| *deadline <= now)
+            .take(limit)
+            .map(|(deadline, credential_uuid, server_uuid)| (*server_uuid, *credential_uuid, *deadline))
+            .collect()
+    }
+
+    /// How many deadlines wait for their lock.
+    pub fn pending_deadlines(&self) -> usize {
+        self.read().deadlines.len()
+    }
+
+    /// Resolves when a deadline still to be recorded has arrived since the last call.
+    pub async fn deadline_added(&self) {
+        self.deadline_added.notified().await;
     }
 
     /// A server's credentials, by ascending id: shared, not copied, and taken under the
@@ -226,10 +299,14 @@ impl Replica {
             }
             let applied = {
                 let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-                events.iter().try_for_each(|event| state.apply(event))
+                events.iter().try_fold(false, |deadline, event| Ok::<_, StoreError>(state.apply(event)? | deadline))
             };
             match applied {
-                Ok(()) => {}
+                Ok(deadline) => {
+                    if deadline {
+                        self.deadline_added.notify_one();
+                    }
+                }
                 // Once: a view that is itself at odds with the log would only fail again.
                 Err(error) if !reloaded => {
                     reloaded = true;
@@ -250,6 +327,7 @@ impl Replica {
         let state = load_state(&self.store).await?;
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
         self.consistent.store(true, Ordering::Relaxed);
+        self.deadline_added.notify_one();
         Ok(())
     }
 }
@@ -380,6 +458,6 @@ mod tests {
         let listed = replica.list(server.server_uuid);
         assert_eq!(listed.len(), 1);
         assert!(listed[0].hold, "the revoke is in the reloaded replica");
-        assert_eq!(replica.authenticate(&server.key.hash()), None);
+        assert_eq!(replica.authenticate(&server.key.hash(), Utc::now()), None);
     }
 }

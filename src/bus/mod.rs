@@ -74,6 +74,8 @@ pub struct MessageBody<'a> {
     pub position: i64,
     #[serde(rename = "type")]
     pub event_type: &'a str,
+    /// The version of `data`'s shape for this type (docs/events.md).
+    pub schema_version: i32,
     pub stream_id: Uuid,
     pub stream_version: i32,
     pub server_uuid: Uuid,
@@ -95,6 +97,7 @@ pub fn encode(event: &StoredEvent) -> OutgoingMessage {
         event_id: event.event_id,
         position: event.position,
         event_type: &event.event_type,
+        schema_version: event.schema_version,
         stream_id: event.stream_id,
         stream_version: event.stream_version,
         server_uuid: event.server_uuid,
@@ -103,6 +106,7 @@ pub fn encode(event: &StoredEvent) -> OutgoingMessage {
     };
     let mut headers = FieldTable::default();
     headers.insert("position".into(), AMQPValue::LongLongInt(event.position));
+    headers.insert("schema_version".into(), AMQPValue::LongInt(event.schema_version));
     headers.insert("server_uuid".into(), AMQPValue::LongString(LongString::from(event.server_uuid.to_string())));
     let properties = BasicProperties::default()
         .with_message_id(ShortString::from(event.event_id.to_string()))

@@ -17,16 +17,18 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
 use super::BusError;
-use crate::domain::{CREDENTIAL_CREATED, CREDENTIAL_LOCKED};
+use crate::domain::{CREDENTIAL_CREATED, CREDENTIAL_LOCKED, CREDENTIAL_REPLACED};
 
 pub const CREATED_ROUTING_KEY: &str = "credential.created";
 pub const LOCKED_ROUTING_KEY: &str = "credential.locked";
+pub const REPLACED_ROUTING_KEY: &str = "credential.replaced";
 
 /// The routing key of each event type.
 pub fn routing_key(event_type: &str) -> String {
     match event_type {
         CREDENTIAL_CREATED => CREATED_ROUTING_KEY.to_owned(),
         CREDENTIAL_LOCKED => LOCKED_ROUTING_KEY.to_owned(),
+        CREDENTIAL_REPLACED => REPLACED_ROUTING_KEY.to_owned(),
         // Unknown future types still get a stable, bindable key.
         other => format!("credential.{}", other.to_ascii_lowercase()),
     }
@@ -192,6 +194,7 @@ mod tests {
         // The keys themselves are the contract: tests/bus checks them on the wire.
         assert_eq!(routing_key(CREDENTIAL_CREATED), CREATED_ROUTING_KEY);
         assert_eq!(routing_key(CREDENTIAL_LOCKED), LOCKED_ROUTING_KEY);
+        assert_eq!(routing_key(CREDENTIAL_REPLACED), REPLACED_ROUTING_KEY);
         assert_eq!(routing_key("CredentialRenamed"), "credential.credentialrenamed");
     }
 }

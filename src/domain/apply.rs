@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::credential::Credential;
-use super::event::{CredentialCreated, CredentialLocked, Event};
+use super::event::{CredentialCreated, CredentialLocked, CredentialReplaced, Event};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -14,6 +14,8 @@ pub enum ApplyError {
     Missing(Uuid),
     #[error("credential {0} is locked again while already held")]
     AlreadyHeld(Uuid),
+    #[error("credential {0} is replaced again while already replaced")]
+    AlreadyReplaced(Uuid),
     #[error("credential {stream_id} expects version {expected}, the event has {actual}")]
     VersionGap { stream_id: Uuid, expected: i32, actual: i32 },
 }
@@ -35,13 +37,33 @@ pub fn apply(
     }
     match (current, event) {
         (Some(_), Event::CredentialCreated(_)) => Err(ApplyError::AlreadyExists(stream_id)),
-        (None, Event::CredentialLocked(_)) => Err(ApplyError::Missing(stream_id)),
+        (None, Event::CredentialLocked(_) | Event::CredentialReplaced(_)) => Err(ApplyError::Missing(stream_id)),
         (None, Event::CredentialCreated(created)) => Ok(created_credential(stream_id, recorded_at, created)),
-        // `decide` never locks a held credential: revoking one again appends nothing.
-        (Some(credential), Event::CredentialLocked(_)) if credential.hold => Err(ApplyError::AlreadyHeld(stream_id)),
-        (Some(credential), Event::CredentialLocked(CredentialLocked { .. })) => {
-            Ok(Credential { hold: true, locked_at: Some(recorded_at), version: stream_version, ..credential.clone() })
+        // `decide` never locks or replaces a held credential: revoking one again appends nothing.
+        (Some(credential), Event::CredentialLocked(_) | Event::CredentialReplaced(_)) if credential.hold => {
+            Err(ApplyError::AlreadyHeld(stream_id))
         }
+        (Some(credential), Event::CredentialReplaced(_)) if credential.replaced_by.is_some() => {
+            Err(ApplyError::AlreadyReplaced(stream_id))
+        }
+        (Some(credential), Event::CredentialReplaced(CredentialReplaced { replaced_by, locks_at })) => {
+            let expires_at = credential.expires_at.map_or(*locks_at, |expiry| expiry.min(*locks_at));
+            Ok(Credential {
+                replaced_by: Some(*replaced_by),
+                expires_at: Some(expires_at),
+                version: stream_version,
+                ..credential.clone()
+            })
+        }
+        (Some(credential), Event::CredentialLocked(CredentialLocked { deadline, .. })) => Ok(Credential {
+            hold: true,
+            locked_at: Some(recorded_at),
+            // A lock a request made ends the credential before any deadline, which then never
+            // takes effect; a deadline's own lock keeps the deadline it records.
+            expires_at: deadline.and(credential.expires_at),
+            version: stream_version,
+            ..credential.clone()
+        }),
     }
 }
 
@@ -57,6 +79,8 @@ fn created_credential(uuid: Uuid, recorded_at: DateTime<Utc>, created: &Credenti
         key_prefix: created.key_prefix.clone(),
         created_at: recorded_at,
         locked_at: None,
+        expires_at: created.expires_at,
+        replaced_by: None,
         version: 1,
     }
 }

@@ -2,9 +2,9 @@
 
 use uuid::Uuid;
 
-use super::credential::{Credential, CredentialName, CredentialType};
+use super::credential::{Credential, CredentialName, CredentialType, ExpiresAt, GracePeriod};
 use super::event::PendingEvent;
-use super::event::{Actor, CredentialCreated, CredentialLocked, Event, LockReason};
+use super::event::{Actor, CredentialCreated, CredentialLocked, CredentialReplaced, Event, LockReason};
 use super::key::{ApiKey, KeyHash};
 use super::ledger::Ledger;
 use chrono::{DateTime, Utc};
@@ -33,14 +33,24 @@ pub enum Command {
         credential_type: CredentialType,
         hold: bool,
         key: KeyMaterial,
+        expires_at: Option<ExpiresAt>,
     },
     Regenerate {
         server_uuid: Uuid,
         credential_uuid: Uuid,
         new_credential_uuid: Uuid,
         new_key: KeyMaterial,
+        /// How long the old key keeps working; none locks it at once.
+        grace: GracePeriod,
     },
     Revoke {
+        server_uuid: Uuid,
+        credential_uuid: Uuid,
+    },
+    /// Records the lock of a credential whose deadline has passed, if none is recorded yet:
+    /// deciding it again after the lock appends nothing, which is what makes the lock happen
+    /// once however many instances ask. Only `Actor::Deadline` may ask.
+    LockDue {
         server_uuid: Uuid,
         credential_uuid: Uuid,
     },
@@ -51,9 +61,9 @@ impl Command {
     pub fn touches(&self) -> Option<Uuid> {
         match self {
             Command::Create { .. } => None,
-            Command::Regenerate { credential_uuid, .. } | Command::Revoke { credential_uuid, .. } => {
-                Some(*credential_uuid)
-            }
+            Command::Regenerate { credential_uuid, .. }
+            | Command::Revoke { credential_uuid, .. }
+            | Command::LockDue { credential_uuid, .. } => Some(*credential_uuid),
         }
     }
 }
@@ -65,6 +75,11 @@ pub enum DomainError {
     CredentialNotFound,
     #[error("the credential is held and cannot be regenerated")]
     CredentialHeld,
+    #[error("the credential was already replaced and is in its grace period; rotate its replacement instead")]
+    CredentialReplaced,
+    /// The expiry was in the future when the request arrived, but not when it was decided.
+    #[error("expires_at must be in the future")]
+    ExpiryNotInFuture,
     #[error("a credential with that uuid already exists")]
     CredentialExists,
     /// The calling credential was held, or is not one that may act for the server, at the log
@@ -83,7 +98,8 @@ pub enum Outcome {
         old: Credential,
         new: Credential,
     },
-    /// Also the answer for a credential that was already held, which appends nothing.
+    /// Also the answer for a credential that was already held, which appends nothing, and for
+    /// `LockDue`.
     Revoked(Credential),
 }
 
@@ -92,23 +108,37 @@ impl Command {
         match self {
             Command::Create { server_uuid, .. }
             | Command::Regenerate { server_uuid, .. }
-            | Command::Revoke { server_uuid, .. } => *server_uuid,
+            | Command::Revoke { server_uuid, .. }
+            | Command::LockDue { server_uuid, .. } => *server_uuid,
         }
     }
 }
 
-/// Decides which events `command`, asked for by `actor`, produces against the current `ledger`,
-/// or why it may not. Events are listed as `(stream_id, event)` in the order they are to be
-/// appended.
+/// Decides which events `command`, asked for by `actor` at instant `now` (the `recorded_at` its
+/// events will have), produces against the current `ledger`, or why it may not. Events are
+/// listed as `(stream_id, event)` in the order they are to be appended.
 ///
 /// The actor is checked here, against the ledger the events will be appended to, and not only
-/// when the request arrived: a key revoked while its request waited in a batch writes nothing.
-pub fn decide(ledger: &Ledger, actor: &Actor, command: &Command) -> Result<Vec<(Uuid, Event)>, DomainError> {
-    authorize(ledger, actor, command.server_uuid())?;
+/// when the request arrived: a key revoked, or past its deadline, while its request waited in a
+/// batch writes nothing.
+pub fn decide(
+    ledger: &Ledger,
+    actor: &Actor,
+    command: &Command,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, Event)>, DomainError> {
+    authorize(ledger, actor, command.server_uuid(), now)?;
+    if (*actor == Actor::Deadline) != matches!(command, Command::LockDue { .. }) {
+        return Err(DomainError::ActorNotAuthorized);
+    }
     match command {
-        Command::Create { server_uuid, credential_uuid, name, credential_type, hold, key } => {
+        Command::Create { server_uuid, credential_uuid, name, credential_type, hold, key, expires_at } => {
             if ledger.credential(*credential_uuid).is_some() {
                 return Err(DomainError::CredentialExists);
+            }
+            let expires_at = expires_at.map(ExpiresAt::instant);
+            if expires_at.is_some_and(|expires_at| expires_at <= now) {
+                return Err(DomainError::ExpiryNotInFuture);
             }
             let created = CredentialCreated {
                 credential_id: ledger.next_credential_id(),
@@ -119,13 +149,17 @@ pub fn decide(ledger: &Ledger, actor: &Actor, command: &Command) -> Result<Vec<(
                 key_hash: key.hash,
                 key_prefix: key.display_prefix.clone(),
                 replaces: None,
+                expires_at,
             };
             Ok(vec![(*credential_uuid, Event::CredentialCreated(created))])
         }
-        Command::Regenerate { server_uuid, credential_uuid, new_credential_uuid, new_key } => {
+        Command::Regenerate { server_uuid, credential_uuid, new_credential_uuid, new_key, grace } => {
             let old = owned(ledger, *server_uuid, *credential_uuid)?;
-            if old.hold {
+            if old.held_at(now) {
                 return Err(DomainError::CredentialHeld);
+            }
+            if old.replaced_by.is_some() {
+                return Err(DomainError::CredentialReplaced);
             }
             if ledger.credential(*new_credential_uuid).is_some() {
                 return Err(DomainError::CredentialExists);
@@ -139,35 +173,54 @@ pub fn decide(ledger: &Ledger, actor: &Actor, command: &Command) -> Result<Vec<(
                 key_hash: new_key.hash,
                 key_prefix: new_key.display_prefix.clone(),
                 replaces: Some(old.uuid),
+                expires_at: None,
             };
-            let locked = CredentialLocked { reason: LockReason::Rotated, replaced_by: Some(*new_credential_uuid) };
-            Ok(vec![
-                (*new_credential_uuid, Event::CredentialCreated(created)),
-                (old.uuid, Event::CredentialLocked(locked)),
-            ])
+            let old_event = if *grace == GracePeriod::NONE {
+                Event::CredentialLocked(CredentialLocked {
+                    reason: LockReason::Rotated,
+                    replaced_by: Some(*new_credential_uuid),
+                    deadline: None,
+                })
+            } else {
+                // A grace period never outlives the key's own expiry.
+                let end = now + chrono::Duration::seconds(i64::from(grace.seconds()));
+                let locks_at = old.expires_at.map_or(end, |expiry| expiry.min(end));
+                Event::CredentialReplaced(CredentialReplaced { replaced_by: *new_credential_uuid, locks_at })
+            };
+            Ok(vec![(*new_credential_uuid, Event::CredentialCreated(created)), (old.uuid, old_event)])
         }
         Command::Revoke { server_uuid, credential_uuid } => {
             let credential = owned(ledger, *server_uuid, *credential_uuid)?;
-            if credential.hold {
+            // Past its deadline it is held already; the deadline's own lock records why.
+            if credential.held_at(now) {
                 return Ok(Vec::new());
             }
-            let locked = CredentialLocked { reason: LockReason::Revoked, replaced_by: None };
+            let locked = CredentialLocked { reason: LockReason::Revoked, replaced_by: None, deadline: None };
             Ok(vec![(credential.uuid, Event::CredentialLocked(locked))])
+        }
+        Command::LockDue { server_uuid, credential_uuid } => {
+            let credential = owned(ledger, *server_uuid, *credential_uuid)?;
+            Ok(credential
+                .due_lock(now)
+                .map(|locked| (credential.uuid, Event::CredentialLocked(locked)))
+                .into_iter()
+                .collect())
         }
     }
 }
 
-/// Whether `actor` may act for `server_uuid` at the state `ledger` holds: an operator at the
-/// command line always may; a credential only while it is a live API credential of that server.
-/// The ledger must hold the actor's credential (a writer loads it with the touched ones).
-pub fn authorize(ledger: &Ledger, actor: &Actor, server_uuid: Uuid) -> Result<(), DomainError> {
+/// Whether `actor` may act for `server_uuid` at instant `now`, at the state `ledger` holds: an
+/// operator at the command line and the deadline scheduler always may; a credential only while
+/// it is a live API credential of that server. The ledger must hold the actor's credential (a
+/// writer loads it with the touched ones).
+pub fn authorize(ledger: &Ledger, actor: &Actor, server_uuid: Uuid, now: DateTime<Utc>) -> Result<(), DomainError> {
     match actor {
-        Actor::Cli => Ok(()),
+        Actor::Cli | Actor::Deadline => Ok(()),
         Actor::Credential { uuid } => match ledger.credential(*uuid) {
             Some(credential)
                 if credential.server_uuid == server_uuid
                     && credential.credential_type == CredentialType::Api
-                    && !credential.hold =>
+                    && !credential.held_at(now) =>
             {
                 Ok(())
             }
@@ -198,7 +251,7 @@ pub fn handle(
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Handled, DomainError> {
-    let decided = decide(ledger, actor, command)?;
+    let decided = decide(ledger, actor, command, now)?;
     let mut events = Vec::with_capacity(decided.len());
     for (stream_id, event) in decided {
         let stream_version = ledger.credential(stream_id).map_or(1, |credential| credential.version + 1);
@@ -221,7 +274,9 @@ fn outcome(ledger: &Ledger, command: &Command) -> Result<Outcome, DomainError> {
         Command::Regenerate { credential_uuid, new_credential_uuid, .. } => {
             Outcome::Rotated { old: get(*credential_uuid)?, new: get(*new_credential_uuid)? }
         }
-        Command::Revoke { credential_uuid, .. } => Outcome::Revoked(get(*credential_uuid)?),
+        Command::Revoke { credential_uuid, .. } | Command::LockDue { credential_uuid, .. } => {
+            Outcome::Revoked(get(*credential_uuid)?)
+        }
     })
 }
 
@@ -233,7 +288,8 @@ mod tests {
     use super::*;
     use crate::domain::{apply, ApplyError};
     use crate::domain::{
-        CredentialCreated, CredentialLocked, CredentialName, CredentialType, KeyHash, KeyMaterial, LockReason,
+        CredentialCreated, CredentialLocked, CredentialName, CredentialReplaced, CredentialType, KeyHash, KeyMaterial,
+        LockReason,
     };
 
     const SERVER: Uuid = Uuid::from_u128(0xA);
@@ -255,6 +311,7 @@ mod tests {
             credential_type,
             hold,
             key: key(uuid as u8),
+            expires_at: None,
         }
     }
 
@@ -264,6 +321,7 @@ mod tests {
             credential_uuid: Uuid::from_u128(uuid),
             new_credential_uuid: Uuid::from_u128(new_uuid),
             new_key: key(new_uuid as u8),
+            grace: GracePeriod::NONE,
         }
     }
 
@@ -301,6 +359,7 @@ mod tests {
                     key_hash: KeyHash([2; 32]),
                     key_prefix: "vml_0002".into(),
                     replaces: None,
+                    expires_at: None,
                 })
             )]
         );
@@ -324,7 +383,8 @@ mod tests {
                 2,
                 Event::CredentialLocked(CredentialLocked {
                     reason: LockReason::Rotated,
-                    replaced_by: Some(Uuid::from_u128(2))
+                    replaced_by: Some(Uuid::from_u128(2)),
+                    deadline: None,
                 })
             )
         );
@@ -354,7 +414,11 @@ mod tests {
             vec![(
                 Uuid::from_u128(1),
                 2,
-                Event::CredentialLocked(CredentialLocked { reason: LockReason::Revoked, replaced_by: None })
+                Event::CredentialLocked(CredentialLocked {
+                    reason: LockReason::Revoked,
+                    replaced_by: None,
+                    deadline: None
+                })
             )]
         );
         let again = handle(&mut ledger, &revoke(SERVER, 1), &Actor::Cli, at(2)).unwrap();
@@ -378,7 +442,11 @@ mod tests {
 
     #[test]
     fn apply_refuses_a_log_out_of_order() {
-        let locked = Event::CredentialLocked(CredentialLocked { reason: LockReason::Revoked, replaced_by: None });
+        let locked = Event::CredentialLocked(CredentialLocked {
+            reason: LockReason::Revoked,
+            replaced_by: None,
+            deadline: None,
+        });
         assert_eq!(apply(None, Uuid::nil(), 1, at(0), &locked), Err(ApplyError::Missing(Uuid::nil())));
         let ledger = given(&[create(1, CredentialType::Api, false)]);
         let current = ledger.credential(Uuid::from_u128(1));
@@ -388,40 +456,192 @@ mod tests {
         ));
     }
 
-    fn command_strategy() -> impl Strategy<Value = (u8, u8, u8, bool)> {
-        (0u8..3, 0u8..16, 0u8..2, any::<bool>())
+    fn seconds(n: i64) -> chrono::Duration {
+        chrono::Duration::seconds(n)
+    }
+
+    fn with_grace(command: Command, grace: u32) -> Command {
+        match command {
+            Command::Regenerate { server_uuid, credential_uuid, new_credential_uuid, new_key, .. } => {
+                let grace = GracePeriod::from_seconds(grace).unwrap();
+                Command::Regenerate { server_uuid, credential_uuid, new_credential_uuid, new_key, grace }
+            }
+            other => other,
+        }
+    }
+
+    fn lock_due(uuid: u128) -> Command {
+        Command::LockDue { server_uuid: SERVER, credential_uuid: Uuid::from_u128(uuid) }
+    }
+
+    #[test]
+    fn a_grace_rotation_keeps_the_old_key_until_its_deadline_then_one_lock_records_it() {
+        let mut ledger = given(&[create(1, CredentialType::Api, false)]);
+        let handled = handle(&mut ledger, &with_grace(regenerate(SERVER, 1, 2), 60), &Actor::Cli, at(5)).unwrap();
+        let deadline = at(5) + seconds(60);
+        assert_eq!(
+            events_of(&handled)[1],
+            (
+                Uuid::from_u128(1),
+                2,
+                Event::CredentialReplaced(CredentialReplaced { replaced_by: Uuid::from_u128(2), locks_at: deadline })
+            )
+        );
+        let Outcome::Rotated { old, new } = handled.outcome else { panic!() };
+        assert!(!old.hold && !new.hold);
+        assert_eq!((old.expires_at, old.replaced_by), (Some(deadline), Some(Uuid::from_u128(2))));
+
+        // The old key still acts until its deadline, and not from it.
+        let by_old = Actor::Credential { uuid: Uuid::from_u128(1) };
+        assert!(authorize(&ledger, &by_old, SERVER, deadline - chrono::Duration::microseconds(1)).is_ok());
+        assert_eq!(authorize(&ledger, &by_old, SERVER, deadline), Err(DomainError::ActorNotAuthorized));
+        // It is rotated once: its replacement is what to rotate next.
+        assert_eq!(
+            handle(&mut ledger, &with_grace(regenerate(SERVER, 1, 3), 60), &Actor::Cli, at(6)),
+            Err(DomainError::CredentialReplaced)
+        );
+        assert_eq!(
+            handle(&mut ledger, &regenerate(SERVER, 1, 3), &Actor::Cli, deadline),
+            Err(DomainError::CredentialHeld)
+        );
+
+        let early = handle(&mut ledger, &lock_due(1), &Actor::Deadline, deadline - seconds(1)).unwrap();
+        assert!(early.events.is_empty(), "nothing is due before the deadline");
+        let late = deadline + seconds(3);
+        let locked = handle(&mut ledger, &lock_due(1), &Actor::Deadline, late).unwrap();
+        assert_eq!(
+            events_of(&locked),
+            vec![(
+                Uuid::from_u128(1),
+                3,
+                Event::CredentialLocked(CredentialLocked {
+                    reason: LockReason::Rotated,
+                    replaced_by: Some(Uuid::from_u128(2)),
+                    deadline: Some(deadline),
+                })
+            )]
+        );
+        let Outcome::Revoked(old) = locked.outcome else { panic!() };
+        assert_eq!((old.hold, old.locked_at, old.expires_at), (true, Some(late), Some(deadline)));
+        let again = handle(&mut ledger, &lock_due(1), &Actor::Deadline, late + seconds(1)).unwrap();
+        assert!(again.events.is_empty(), "a second instance deciding again appends nothing");
+    }
+
+    #[test]
+    fn a_revoke_in_the_grace_period_is_the_only_lock() {
+        let mut ledger = given(&[create(1, CredentialType::Api, false)]);
+        handle(&mut ledger, &with_grace(regenerate(SERVER, 1, 2), 60), &Actor::Cli, at(0)).unwrap();
+        let revoked = handle(&mut ledger, &revoke(SERVER, 1), &Actor::Cli, at(10)).unwrap();
+        assert!(matches!(
+            &events_of(&revoked)[0].2,
+            Event::CredentialLocked(CredentialLocked { reason: LockReason::Revoked, deadline: None, .. })
+        ));
+        let Outcome::Revoked(old) = revoked.outcome else { panic!() };
+        assert_eq!(old.expires_at, None, "the deadline will never take effect");
+        assert!(handle(&mut ledger, &lock_due(1), &Actor::Deadline, at(0) + seconds(61)).unwrap().events.is_empty());
+    }
+
+    #[test]
+    fn an_expiry_is_checked_when_the_create_commits_and_locks_with_reason_expired() {
+        let mut ledger = given(&[]);
+        let mut expiring = create(1, CredentialType::Smtp, false);
+        if let Command::Create { expires_at, .. } = &mut expiring {
+            *expires_at = Some(ExpiresAt::at(at(10), at(0)).unwrap());
+        }
+        assert_eq!(handle(&mut ledger, &expiring, &Actor::Cli, at(10)), Err(DomainError::ExpiryNotInFuture));
+        let created = handle(&mut ledger, &expiring, &Actor::Cli, at(1)).unwrap();
+        assert_eq!(created.events[0].event.schema_version(), 2);
+        // Revoking once it has passed appends nothing: it is held already.
+        assert!(handle(&mut ledger, &revoke(SERVER, 1), &Actor::Cli, at(10)).unwrap().events.is_empty());
+        let locked = handle(&mut ledger, &lock_due(1), &Actor::Deadline, at(11)).unwrap();
+        assert!(matches!(&events_of(&locked)[0].2,
+            Event::CredentialLocked(CredentialLocked { reason: LockReason::Expired, replaced_by: None, deadline: Some(d) })
+            if *d == at(10)));
+    }
+
+    #[test]
+    fn a_grace_period_never_outlives_the_key_s_expiry() {
+        let mut ledger = given(&[]);
+        let mut expiring = create(1, CredentialType::Api, false);
+        if let Command::Create { expires_at, .. } = &mut expiring {
+            *expires_at = Some(ExpiresAt::at(at(30), at(0)).unwrap());
+        }
+        handle(&mut ledger, &expiring, &Actor::Cli, at(0)).unwrap();
+        let handled = handle(&mut ledger, &with_grace(regenerate(SERVER, 1, 2), 3600), &Actor::Cli, at(1)).unwrap();
+        let Outcome::Rotated { old, .. } = handled.outcome else { panic!() };
+        assert_eq!(old.expires_at, Some(at(30)));
+    }
+
+    #[test]
+    fn only_the_scheduler_records_deadlines_and_it_does_nothing_else() {
+        let mut ledger = given(&[create(1, CredentialType::Api, false)]);
+        assert_eq!(handle(&mut ledger, &lock_due(1), &Actor::Cli, at(1)), Err(DomainError::ActorNotAuthorized));
+        assert_eq!(
+            handle(&mut ledger, &revoke(SERVER, 1), &Actor::Deadline, at(1)),
+            Err(DomainError::ActorNotAuthorized)
+        );
+    }
+
+    /// One random step: (kind, target, server, flag, amount of seconds).
+    fn command_strategy() -> impl Strategy<Value = (u8, u8, u8, bool, u8)> {
+        (0u8..4, 0u8..16, 0u8..2, any::<bool>(), 0u8..8)
     }
 
     proptest! {
         /// Replaying the events of any accepted command sequence rebuilds exactly the state the
-        /// commands left behind: the property the projection rebuild relies on.
+        /// commands left behind (the property the projection rebuild relies on), and `verify`'s
+        /// rules accept every log `decide` writes: with expiries, grace periods and deadline
+        /// locks at random times.
         #[test]
-        fn replaying_the_events_rebuilds_the_same_ledger(ops in proptest::collection::vec(command_strategy(), 1..60)) {
+        fn replaying_the_events_rebuilds_the_same_ledger(ops in proptest::collection::vec(command_strategy(), 1..80)) {
             let mut live = Ledger::new(0);
             let mut log = Vec::new();
             let mut next_uuid = 1u128;
-            for (i, (kind, target, server, flag)) in ops.into_iter().enumerate() {
+            let mut now = at(0);
+            for (kind, target, server, flag, amount) in ops {
+                // Time moves on by 0 to 7 seconds a step, so deadlines pass mid-history.
+                now += seconds(i64::from(amount));
                 let server_uuid = if server == 0 { SERVER } else { OTHER_SERVER };
                 let target = u128::from(target) % next_uuid + 1;
-                let command = match kind {
+                let (command, actor) = match kind {
                     0 => {
                         next_uuid += 1;
-                        let mut command = create(next_uuid, CredentialType::Api, flag);
-                        if let Command::Create { server_uuid: s, .. } = &mut command { *s = server_uuid; }
-                        command
+                        let mut command = create(next_uuid, CredentialType::Api, flag && amount == 0);
+                        if let Command::Create { server_uuid: s, expires_at, .. } = &mut command {
+                            *s = server_uuid;
+                            if flag {
+                                *expires_at = ExpiresAt::at(now + seconds(i64::from(amount) + 1), now).ok();
+                            }
+                        }
+                        (command, Actor::Cli)
                     }
-                    1 => { next_uuid += 1; regenerate(server_uuid, target, next_uuid) }
-                    _ => revoke(server_uuid, target),
+                    1 => {
+                        next_uuid += 1;
+                        let grace = if flag { u32::from(amount) * 2 } else { 0 };
+                        (with_grace(regenerate(server_uuid, target, next_uuid), grace), Actor::Cli)
+                    }
+                    2 => (revoke(server_uuid, target), Actor::Cli),
+                    _ => (Command::LockDue { server_uuid, credential_uuid: Uuid::from_u128(target) }, Actor::Deadline),
                 };
-                if let Ok(handled) = handle(&mut live, &command, &Actor::Cli, at(i as u32 % 60)) {
-                    log.extend(handled.events);
+                if let Ok(handled) = handle(&mut live, &command, &actor, now) {
+                    log.extend(handled.events.into_iter().map(|event| (event, now, actor.clone())));
                 }
             }
             let mut replayed = Ledger::new(0);
-            for event in &log {
-                let recorded_at = live.credential(event.stream_id).map(|c| if event.stream_version == 1 { c.created_at } else { c.locked_at.unwrap() });
-                replayed.record(event.stream_id, event.stream_version, recorded_at.unwrap(), &event.event).unwrap();
+            let mut rules = crate::domain::LogRules::new();
+            for (event, recorded_at, actor) in &log {
+                replayed.record(event.stream_id, event.stream_version, *recorded_at, &event.event).unwrap();
+                let recorded = crate::domain::RecordedEvent {
+                    stream_id: event.stream_id,
+                    stream_version: event.stream_version,
+                    server_uuid: event.server_uuid,
+                    recorded_at: *recorded_at,
+                    actor,
+                    event: &event.event,
+                };
+                prop_assert!(rules.record(recorded).is_ok(), "{:?}: {:?}", event, rules.record(recorded).err());
             }
+            prop_assert_eq!(rules.finish(), Ok(()));
             let mut live_rows: Vec<_> = live.credentials().cloned().collect();
             let mut replayed_rows: Vec<_> = replayed.credentials().cloned().collect();
             live_rows.sort_by_key(|c| c.id);

@@ -2,10 +2,11 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Months, SubsecRound as _, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::event::{CredentialLocked, LockReason};
 use super::key::{ApiKey, KeyHash};
 
 const MAX_NAME_CHARS: usize = 255;
@@ -173,8 +174,110 @@ pub struct Credential {
     pub key_prefix: String,
     pub created_at: DateTime<Utc>,
     pub locked_at: Option<DateTime<Utc>>,
+    /// The deadline: when the key stops working by itself (its expiry, or the end of a
+    /// rotation's grace period), pending or enforced. A lock made by a request clears it.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The credential that replaced this one in a rotation with a grace period.
+    pub replaced_by: Option<Uuid>,
     /// The stream version of the last event applied.
     pub version: i32,
+}
+
+impl Credential {
+    /// Whether the key is refused at instant `at`: put on hold, or past its deadline, whether
+    /// or not the deadline's lock has been appended yet. Authentication, `list`, `as_of` and
+    /// `decide` all ask this, so none of them depends on when the scheduler ran.
+    pub fn held_at(&self, at: DateTime<Utc>) -> bool {
+        self.hold || self.expires_at.is_some_and(|deadline| deadline <= at)
+    }
+
+    /// The deadline still to be recorded by a lock, if any.
+    pub fn pending_deadline(&self) -> Option<DateTime<Utc>> {
+        self.expires_at.filter(|_| !self.hold)
+    }
+
+    /// The lock that records this credential's deadline, once it has passed at `at` and while
+    /// no lock has been recorded.
+    pub fn due_lock(&self, at: DateTime<Utc>) -> Option<CredentialLocked> {
+        let deadline = self.pending_deadline().filter(|deadline| *deadline <= at)?;
+        let reason = if self.replaced_by.is_some() { LockReason::Rotated } else { LockReason::Expired };
+        Some(CredentialLocked { reason, replaced_by: self.replaced_by, deadline: Some(deadline) })
+    }
+}
+
+/// How long a rotated key keeps working: whole seconds, at most 30 days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GracePeriod(u32);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("grace_period must be a whole number of seconds from 0 to {}", GracePeriod::MAX_SECONDS)]
+pub struct InvalidGracePeriod;
+
+impl GracePeriod {
+    pub const MAX_SECONDS: u32 = 30 * 24 * 3600;
+    pub const NONE: GracePeriod = GracePeriod(0);
+
+    /// From a JSON value: an integer literal in range. `"10"`, `1.5`, `1e3` and `-1` are not.
+    pub fn parse(raw: &serde_json::Value) -> Result<Self, InvalidGracePeriod> {
+        match raw {
+            serde_json::Value::Number(number) => number
+                .as_u64()
+                .and_then(|seconds| u32::try_from(seconds).ok())
+                .filter(|seconds| *seconds <= Self::MAX_SECONDS)
+                .map(GracePeriod)
+                .ok_or(InvalidGracePeriod),
+            _ => Err(InvalidGracePeriod),
+        }
+    }
+
+    pub fn from_seconds(seconds: u32) -> Result<Self, InvalidGracePeriod> {
+        Self::parse(&serde_json::Value::from(seconds))
+    }
+
+    pub fn seconds(self) -> u32 {
+        self.0
+    }
+}
+
+/// When a new credential is to expire: an RFC 3339 instant with an offset, in the future, at
+/// most ten years out, kept to the microsecond (the log's precision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiresAt(DateTime<Utc>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidExpiresAt {
+    #[error("expires_at must be an RFC 3339 date-time with an offset, such as 2027-01-31T12:00:00Z")]
+    Unreadable,
+    #[error("expires_at must be in the future")]
+    NotInFuture,
+    #[error("expires_at must be at most 10 years from now")]
+    TooFar,
+}
+
+impl ExpiresAt {
+    pub const MAX_MONTHS: u32 = 120;
+
+    pub fn parse(raw: &serde_json::Value, now: DateTime<Utc>) -> Result<Self, InvalidExpiresAt> {
+        let text = raw.as_str().ok_or(InvalidExpiresAt::Unreadable)?;
+        let at = DateTime::parse_from_rfc3339(text).map_err(|_| InvalidExpiresAt::Unreadable)?.to_utc();
+        Self::at(at, now)
+    }
+
+    pub fn at(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<Self, InvalidExpiresAt> {
+        let at = at.trunc_subsecs(6);
+        if at <= now {
+            return Err(InvalidExpiresAt::NotInFuture);
+        }
+        let latest = now.checked_add_months(Months::new(Self::MAX_MONTHS)).ok_or(InvalidExpiresAt::TooFar)?;
+        if at > latest {
+            return Err(InvalidExpiresAt::TooFar);
+        }
+        Ok(ExpiresAt(at))
+    }
+
+    pub fn instant(self) -> DateTime<Utc> {
+        self.0
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +320,72 @@ mod tests {
         let wrong_checksum = format!("{}000000", &key[..key.len() - 6]);
         assert!(CredentialName::parse(&wrong_checksum).is_ok());
         assert!(CredentialName::parse("keys start with vml_").is_ok());
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    #[test]
+    fn grace_periods_are_whole_seconds_up_to_thirty_days() {
+        use serde_json::json;
+        assert_eq!(GracePeriod::parse(&json!(0)), Ok(GracePeriod::NONE));
+        assert_eq!(GracePeriod::parse(&json!(2_592_000)).map(GracePeriod::seconds), Ok(2_592_000));
+        for bad in [json!(-1), json!(1.5), json!(1e3), json!("10"), json!(true), json!(2_592_001), json!(null)] {
+            assert_eq!(GracePeriod::parse(&bad), Err(InvalidGracePeriod), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expiries_are_instants_with_an_offset_in_the_next_ten_years() {
+        use serde_json::json;
+        let now = at("2026-12-03T10:00:00Z");
+        let parse = |raw: serde_json::Value| ExpiresAt::parse(&raw, now).map(ExpiresAt::instant);
+        assert_eq!(parse(json!("2026-12-03T10:59:59.9999999+01:00")), Err(InvalidExpiresAt::NotInFuture));
+        assert_eq!(parse(json!("2026-12-03T12:00:00.1234567+01:00")), Ok(at("2026-12-03T11:00:00.123456Z")));
+        assert_eq!(parse(json!("2036-12-03T10:00:00Z")), Ok(at("2036-12-03T10:00:00Z")));
+        assert_eq!(parse(json!("2036-12-03T10:00:01Z")), Err(InvalidExpiresAt::TooFar));
+        assert_eq!(parse(json!("2026-12-03T10:00:00Z")), Err(InvalidExpiresAt::NotInFuture));
+        for bad in [json!("tomorrow"), json!("2030-01-01T00:00:00"), json!("2030-01-01"), json!(5), json!(null)] {
+            assert_eq!(parse(bad.clone()), Err(InvalidExpiresAt::Unreadable), "{bad}");
+        }
+    }
+
+    fn expiring(expires_at: &str) -> Credential {
+        Credential {
+            id: 1,
+            uuid: Uuid::from_u128(1),
+            server_uuid: Uuid::from_u128(9),
+            name: CredentialName::parse("a").unwrap(),
+            credential_type: CredentialType::Api,
+            hold: false,
+            key_hash: KeyHash([1; 32]),
+            key_prefix: "vml_AbCd".into(),
+            created_at: at("2026-12-03T09:00:00Z"),
+            locked_at: None,
+            expires_at: Some(at(expires_at)),
+            replaced_by: None,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_key_is_refused_from_its_deadline_exactly() {
+        let credential = expiring("2026-12-03T10:00:00Z");
+        let deadline = at("2026-12-03T10:00:00Z");
+        let micro = chrono::Duration::microseconds(1);
+        assert!(!credential.held_at(deadline - micro));
+        assert!(credential.held_at(deadline));
+        assert_eq!(credential.due_lock(deadline - micro), None);
+        assert_eq!(
+            credential.due_lock(deadline + micro),
+            Some(CredentialLocked { reason: LockReason::Expired, replaced_by: None, deadline: Some(deadline) })
+        );
+        let replaced = Credential { replaced_by: Some(Uuid::from_u128(2)), ..credential.clone() };
+        assert_eq!(replaced.due_lock(deadline).map(|lock| lock.reason), Some(LockReason::Rotated));
+        let locked = Credential { hold: true, ..credential };
+        assert_eq!(locked.due_lock(deadline), None, "a held credential has no lock left to record");
+        assert_eq!(locked.pending_deadline(), None);
     }
 
     #[test]

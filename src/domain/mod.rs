@@ -20,11 +20,14 @@ pub use apply::{apply, ApplyError};
 pub use caller::Caller;
 pub use chain::{canonical_json, chain_hash, ChainLink, Hash, GENESIS_HASH};
 pub use command::{authorize, decide, handle, Command, DomainError, Handled, KeyMaterial, Outcome};
-pub use credential::{Credential, CredentialName, CredentialType, InvalidName, InvalidType, ServerName};
+pub use credential::{
+    Credential, CredentialName, CredentialType, ExpiresAt, GracePeriod, InvalidExpiresAt, InvalidGracePeriod,
+    InvalidName, InvalidType, ServerName,
+};
 pub use delivery::{after_attempt, AfterAttempt, AttemptResult, DeliveryStatus, InvalidDeliveryStatus};
 pub use event::{
-    Actor, CredentialCreated, CredentialLocked, Event, EventDecodeError, EventMetadata, LockReason, PendingEvent,
-    CREDENTIAL_CREATED, CREDENTIAL_LOCKED,
+    Actor, CredentialCreated, CredentialLocked, CredentialReplaced, Event, EventDecodeError, EventMetadata, LockReason,
+    PendingEvent, CREDENTIAL_CREATED, CREDENTIAL_LOCKED, CREDENTIAL_REPLACED,
 };
 pub use key::{ApiKey, InvalidKey, KeyHash, KEY_PREFIX};
 pub use ledger::Ledger;

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::apply::ApplyError;
 use super::command::authorize;
 use super::credential::Credential;
+use super::credential::GracePeriod;
 use super::event::{Actor, CredentialCreated, CredentialLocked, Event, LockReason};
 use super::ledger::Ledger;
 
@@ -43,6 +44,12 @@ pub enum Violation {
     UnexpectedRotation,
     #[error("a lock with reason `revoked` names no replacement")]
     RevokedWithReplacement,
+    #[error("the credential's deadline had passed: only its deadline lock may follow")]
+    PastDeadline,
+    #[error("a deadline lock must record the credential's own deadline, once it has passed, by the scheduler")]
+    UnexpectedDeadlineLock,
+    #[error("a deadline must lie after the event that sets it, within its bounds")]
+    DeadlineOutOfBounds,
 }
 
 /// Folds a log in order and refuses the first event `decide` could not have produced.
@@ -67,19 +74,61 @@ impl LogRules {
     }
 
     pub fn record(&mut self, recorded: RecordedEvent<'_>) -> Result<&Credential, Violation> {
-        let RecordedEvent { stream_id, server_uuid, event, actor, .. } = recorded;
-        match (self.rotating, event) {
-            (Some((old, new)), Event::CredentialLocked(locked))
-                if stream_id == old && locked.reason == LockReason::Rotated && locked.replaced_by == Some(new) => {}
-            (Some(_), _) => return Err(Violation::RotationUnfinished),
-            (None, _) => {}
+        let RecordedEvent { stream_id, server_uuid, event, actor, recorded_at, .. } = recorded;
+        let finishes_rotation = match (self.rotating, event) {
+            (Some((old, new)), Event::CredentialLocked(locked)) => {
+                stream_id == old
+                    && locked.reason == LockReason::Rotated
+                    && locked.replaced_by == Some(new)
+                    && locked.deadline.is_none()
+            }
+            (Some((old, new)), Event::CredentialReplaced(replaced)) => stream_id == old && replaced.replaced_by == new,
+            (Some(_), Event::CredentialCreated(_)) => false,
+            (None, _) => false,
+        };
+        if self.rotating.is_some() && !finishes_rotation {
+            return Err(Violation::RotationUnfinished);
+        }
+        let deadline_lock = match event {
+            Event::CredentialLocked(locked) => locked.deadline.is_some(),
+            _ => false,
+        };
+        if (*actor == Actor::Deadline) != deadline_lock {
+            return Err(if deadline_lock {
+                Violation::UnexpectedDeadlineLock
+            } else {
+                Violation::ActorNotAuthorized(describe(actor))
+            });
+        }
+        if let Some(current) = self.ledger.credential(stream_id) {
+            if current.server_uuid != server_uuid {
+                return Err(Violation::ServerMismatch);
+            }
+            let due = current.due_lock(recorded_at);
+            match event {
+                Event::CredentialLocked(locked) if deadline_lock && due.as_ref() != Some(locked) => {
+                    return Err(Violation::UnexpectedDeadlineLock);
+                }
+                _ if due.is_some() && !deadline_lock => return Err(Violation::PastDeadline),
+                _ => {}
+            }
         }
         match event {
-            Event::CredentialCreated(created) => self.check_created(stream_id, server_uuid, created)?,
-            Event::CredentialLocked(locked) => self.check_locked(stream_id, server_uuid, locked)?,
+            Event::CredentialCreated(created) => self.check_created(stream_id, server_uuid, recorded_at, created)?,
+            Event::CredentialReplaced(replaced) => {
+                if self.rotating.take().is_none() {
+                    return Err(Violation::UnexpectedRotation);
+                }
+                let longest = chrono::Duration::seconds(i64::from(GracePeriod::MAX_SECONDS));
+                if replaced.locks_at <= recorded_at || replaced.locks_at > recorded_at + longest {
+                    return Err(Violation::DeadlineOutOfBounds);
+                }
+            }
+            Event::CredentialLocked(locked) => self.check_locked(locked)?,
         }
-        authorize(&self.ledger, actor, server_uuid).map_err(|_| Violation::ActorNotAuthorized(describe(actor)))?;
-        Ok(self.ledger.record(stream_id, recorded.stream_version, recorded.recorded_at, event)?)
+        authorize(&self.ledger, actor, server_uuid, recorded_at)
+            .map_err(|_| Violation::ActorNotAuthorized(describe(actor)))?;
+        Ok(self.ledger.record(stream_id, recorded.stream_version, recorded_at, event)?)
     }
 
     /// The log ended: a rotation cut in half is refused too.
@@ -94,8 +143,12 @@ impl LogRules {
         &mut self,
         stream_id: Uuid,
         server_uuid: Uuid,
+        recorded_at: DateTime<Utc>,
         created: &CredentialCreated,
     ) -> Result<(), Violation> {
+        if created.expires_at.is_some_and(|expires_at| expires_at <= recorded_at) {
+            return Err(Violation::DeadlineOutOfBounds);
+        }
         let (expected, last) = (self.ledger.next_credential_id(), self.ledger.last_credential_id());
         if self.partial && created.credential_id <= last {
             return Err(Violation::CredentialIdOrder { last, actual: created.credential_id });
@@ -109,7 +162,8 @@ impl LogRules {
         if let Some(old) = created.replaces {
             let replaceable = self.ledger.credential(old).is_some_and(|old| {
                 old.server_uuid == server_uuid
-                    && !old.hold
+                    && !old.held_at(recorded_at)
+                    && old.replaced_by.is_none()
                     && old.name == created.name
                     && old.credential_type == created.credential_type
             });
@@ -121,15 +175,15 @@ impl LogRules {
         Ok(())
     }
 
-    fn check_locked(&mut self, stream_id: Uuid, server_uuid: Uuid, locked: &CredentialLocked) -> Result<(), Violation> {
-        if self.ledger.credential(stream_id).is_some_and(|credential| credential.server_uuid != server_uuid) {
-            return Err(Violation::ServerMismatch);
-        }
+    fn check_locked(&mut self, locked: &CredentialLocked) -> Result<(), Violation> {
         match locked.reason {
+            // A deadline lock was held to its credential's `due_lock` already.
+            _ if locked.deadline.is_some() => Ok(()),
             LockReason::Rotated if self.rotating.take().is_some() => Ok(()),
             LockReason::Rotated => Err(Violation::UnexpectedRotation),
             LockReason::Revoked if locked.replaced_by.is_some() => Err(Violation::RevokedWithReplacement),
             LockReason::Revoked => Ok(()),
+            LockReason::Expired => Err(Violation::UnexpectedDeadlineLock),
         }
     }
 }
@@ -137,6 +191,7 @@ impl LogRules {
 fn describe(actor: &Actor) -> String {
     match actor {
         Actor::Cli => "cli".to_owned(),
+        Actor::Deadline => "deadline".to_owned(),
         Actor::Credential { uuid } => format!("credential {uuid}"),
     }
 }
@@ -147,7 +202,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{
-        handle, Command, CredentialName, CredentialType, DomainError, KeyHash, KeyMaterial, PendingEvent,
+        handle, Command, CredentialName, CredentialType, DomainError, GracePeriod, KeyHash, KeyMaterial, PendingEvent,
     };
 
     const SERVER: Uuid = Uuid::from_u128(0xA);
@@ -165,6 +220,7 @@ mod tests {
             credential_type: CredentialType::Api,
             hold: false,
             key: KeyMaterial { hash: KeyHash([uuid as u8; 32]), display_prefix: "vml_AbCd".into() },
+            expires_at: None,
         }
     }
 
@@ -205,7 +261,11 @@ mod tests {
             stream_id: Uuid::from_u128(uuid),
             stream_version: 2,
             server_uuid: SERVER,
-            event: Event::CredentialLocked(CredentialLocked { reason, replaced_by: replaced_by.map(Uuid::from_u128) }),
+            event: Event::CredentialLocked(CredentialLocked {
+                reason,
+                replaced_by: replaced_by.map(Uuid::from_u128),
+                deadline: None,
+            }),
         }
     }
 
@@ -215,6 +275,7 @@ mod tests {
             credential_uuid: Uuid::from_u128(2),
             new_credential_uuid: Uuid::from_u128(3),
             new_key: KeyMaterial { hash: KeyHash([3; 32]), display_prefix: "vml_EfGh".into() },
+            grace: GracePeriod::NONE,
         };
         vec![
             (create(SERVER, 1), Actor::Cli),
@@ -296,5 +357,100 @@ mod tests {
             created.credential_id = 5;
         }
         assert_eq!(check(&log), Err((1, Violation::CredentialId { expected: 2, actual: 5 })));
+    }
+
+    /// A grace rotation of credential 2 (by the CLI at `at()`), then its deadline lock, each
+    /// with its actor and time.
+    fn grace_log() -> Vec<(PendingEvent, Actor, DateTime<Utc>)> {
+        let mut ledger = Ledger::new(0);
+        let mut log = Vec::new();
+        let regenerate = Command::Regenerate {
+            server_uuid: SERVER,
+            credential_uuid: Uuid::from_u128(2),
+            new_credential_uuid: Uuid::from_u128(3),
+            new_key: KeyMaterial { hash: KeyHash([3; 32]), display_prefix: "vml_EfGh".into() },
+            grace: GracePeriod::from_seconds(60).unwrap(),
+        };
+        let lock_due = Command::LockDue { server_uuid: SERVER, credential_uuid: Uuid::from_u128(2) };
+        let late = at() + chrono::Duration::seconds(61);
+        for (command, actor, when) in [
+            (create(SERVER, 1), Actor::Cli, at()),
+            (create(SERVER, 2), Actor::Cli, at()),
+            (regenerate, Actor::Cli, at()),
+            (lock_due, Actor::Deadline, late),
+        ] {
+            let handled = handle(&mut ledger, &command, &actor, when).unwrap();
+            log.extend(handled.events.into_iter().map(|event| (event, actor.clone(), when)));
+        }
+        log
+    }
+
+    fn check_timed(log: &[(PendingEvent, Actor, DateTime<Utc>)]) -> Result<(), (usize, Violation)> {
+        let mut rules = LogRules::new();
+        for (index, (pending, actor, recorded_at)) in log.iter().enumerate() {
+            rules
+                .record(RecordedEvent {
+                    stream_id: pending.stream_id,
+                    stream_version: pending.stream_version,
+                    server_uuid: pending.server_uuid,
+                    recorded_at: *recorded_at,
+                    actor,
+                    event: &pending.event,
+                })
+                .map_err(|violation| (index, violation))?;
+        }
+        rules.finish().map_err(|violation| (log.len(), violation))
+    }
+
+    #[test]
+    fn a_grace_rotation_and_its_deadline_lock_follow_the_rules() {
+        let log = grace_log();
+        assert_eq!(log.len(), 5);
+        assert_eq!(check_timed(&log), Ok(()));
+    }
+
+    #[test]
+    fn a_deadline_lock_must_be_the_scheduler_s_record_of_the_credential_s_own_passed_deadline() {
+        let log = grace_log();
+        let mut by_cli = log.clone();
+        by_cli[4].1 = Actor::Cli;
+        assert_eq!(check_timed(&by_cli), Err((4, Violation::UnexpectedDeadlineLock)));
+        let mut early = log.clone();
+        early[4].2 = at() + chrono::Duration::seconds(59);
+        assert_eq!(check_timed(&early), Err((4, Violation::UnexpectedDeadlineLock)));
+        let mut moved = log.clone();
+        if let Event::CredentialLocked(locked) = &mut moved[4].0.event {
+            locked.deadline = Some(at() + chrono::Duration::seconds(30));
+        }
+        assert_eq!(check_timed(&moved), Err((4, Violation::UnexpectedDeadlineLock)));
+        let mut revoke_by_scheduler = log.clone();
+        revoke_by_scheduler[4].0.event = Event::CredentialLocked(CredentialLocked {
+            reason: LockReason::Revoked,
+            replaced_by: None,
+            deadline: None,
+        });
+        assert!(matches!(check_timed(&revoke_by_scheduler), Err((4, Violation::ActorNotAuthorized(_)))));
+    }
+
+    #[test]
+    fn nothing_but_its_deadline_lock_follows_a_passed_deadline() {
+        let mut log = grace_log();
+        log[4] = (lock(2, LockReason::Revoked, None), Actor::Cli, at() + chrono::Duration::seconds(61));
+        log[4].0.stream_version = 3;
+        assert_eq!(check_timed(&log), Err((4, Violation::PastDeadline)));
+    }
+
+    #[test]
+    fn a_grace_period_lies_within_its_bounds_and_only_inside_a_rotation() {
+        let log = grace_log();
+        let mut too_long = log[..4].to_vec();
+        if let Event::CredentialReplaced(replaced) = &mut too_long[3].0.event {
+            replaced.locks_at = at() + chrono::Duration::days(31);
+        }
+        assert_eq!(check_timed(&too_long), Err((3, Violation::DeadlineOutOfBounds)));
+        let mut alone = log[..2].to_vec();
+        alone.push(log[3].clone());
+        alone[2].0.stream_version = 2;
+        assert_eq!(check_timed(&alone), Err((2, Violation::UnexpectedRotation)));
     }
 }

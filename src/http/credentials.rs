@@ -17,7 +17,9 @@ use super::large_reads::{LargeRead, LARGE_LIST};
 use super::AppState;
 use crate::audit::Replay;
 use crate::domain::Caller;
-use crate::domain::{ApiKey, Command, Credential, CredentialName, CredentialType, KeyMaterial, Outcome};
+use crate::domain::{
+    ApiKey, Command, Credential, CredentialName, CredentialType, ExpiresAt, GracePeriod, KeyMaterial, Outcome,
+};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +49,10 @@ pub struct CreateRequest {
     /// Create in the held state (it will not authenticate).
     #[schema(example = false)]
     hold: Option<bool>,
+    /// When the key stops working by itself (RFC 3339 with an offset; in the future, at most
+    /// 10 years out). At that instant the credential is locked with reason `expired`.
+    #[schema(value_type = Option<String>, format = DateTime, example = "2027-06-30T00:00:00Z")]
+    expires_at: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -55,6 +61,18 @@ pub struct UuidRequest {
     /// The credential's uuid.
     #[schema(example = "0b5bb9c2-3f3c-4a8e-9a53-a3a0e4e6c1d2", format = Uuid)]
     uuid: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegenerateRequest {
+    /// The credential's uuid.
+    #[schema(example = "0b5bb9c2-3f3c-4a8e-9a53-a3a0e4e6c1d2", format = Uuid)]
+    uuid: String,
+    /// Seconds the old key keeps working after the rotation commits (0 to 2592000, 30 days).
+    /// 0, the default, holds it at once.
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 2592000, default = 0, example = 3600)]
+    grace_period: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,22 +86,36 @@ pub struct ListedCredential<'a> {
     /// RFC 3339 UTC, to the second; null if never used.
     #[schema(format = DateTime)]
     last_used_at: Option<String>,
+    /// The credential's deadline (its expiry, or the end of a rotation's grace period), pending
+    /// or passed, in RFC 3339 UTC to the microsecond; null when it has none, or when a revoke
+    /// or an immediate rotation ended it first.
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
 }
 
 /// About what one listed credential takes in JSON, to size the answer's buffer.
 const LISTED_CREDENTIAL_BYTES: usize = 128;
 
 impl<'a> ListedCredential<'a> {
-    fn new(credential: &'a Credential, last_used_at: Option<DateTime<Utc>>) -> Self {
+    /// The credential as it stands at instant `at`: past its deadline it is held, whether or
+    /// not the deadline's lock has been appended yet, as authentication sees it.
+    fn new(credential: &'a Credential, last_used_at: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Self {
         ListedCredential {
             id: credential.id,
             uuid: credential.uuid,
             name: credential.name.as_str(),
             credential_type: credential.credential_type.as_str(),
-            hold: credential.hold,
+            hold: credential.held_at(at),
             last_used_at: last_used_at.map(rfc3339),
+            expires_at: credential.expires_at.map(deadline_text),
         }
     }
+}
+
+/// A deadline as answers show it: to the microsecond, as the log keeps it (whole seconds would
+/// round it).
+fn deadline_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -98,6 +130,10 @@ pub struct CreatedCredential {
     /// The key: shown in this answer and nowhere else, ever.
     #[schema(example = "vml_KSPQ5MrceAa5aKK1kO8w6PQygCVj5lpG4RTst0")]
     key: String,
+    /// The expiry, when the request gave one (RFC 3339 UTC, to the microsecond).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -107,6 +143,10 @@ pub struct RegeneratedCredential {
     new_id: i64,
     new_uuid: Uuid,
     key: String,
+    /// When the old key stops working (commit time + grace period, RFC 3339 UTC to the
+    /// microsecond); null when it stopped with this rotation.
+    #[schema(format = DateTime)]
+    old_expires_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -140,8 +180,10 @@ pub async fn list(
         let as_of = parse_as_of(&as_of)?;
         let share = app.large_reads.begin(caller.server_uuid).ok_or(ApiError::ServerBusy)?;
         let credentials = credentials_as_of(&app, caller, as_of).await?;
-        return Ok(streamed_list(credentials, |_| None, share));
+        return Ok(streamed_list(credentials, |_| None, as_of, share));
     }
+    // After the read barrier, like authentication: the list agrees with it at every instant.
+    let now = Utc::now();
     // Authentication brought the replica up to date with everything committed before this
     // request. The answer is written straight from the replica's shared credentials, with no
     // copy of them in between.
@@ -149,10 +191,11 @@ pub async fn list(
     if credentials.len() > LARGE_LIST {
         let share = app.large_reads.begin(caller.server_uuid).ok_or(ApiError::ServerBusy)?;
         let usage = app.clone();
-        return Ok(streamed_list(credentials, move |uuid| usage.usage.last_used(uuid), share));
+        return Ok(streamed_list(credentials, move |uuid| usage.usage.last_used(uuid), now, share));
     }
-    let listed =
-        credentials.iter().map(|credential| ListedCredential::new(credential, app.usage.last_used(credential.uuid)));
+    let listed = credentials
+        .iter()
+        .map(|credential| ListedCredential::new(credential, app.usage.last_used(credential.uuid), now));
     Ok(Success(SerializeOnce::new(listed)).render(64 + credentials.len() * LISTED_CREDENTIAL_BYTES))
 }
 
@@ -165,6 +208,7 @@ const STREAMED_CHUNK: usize = 512;
 fn streamed_list<C>(
     credentials: Vec<C>,
     last_used: impl Fn(Uuid) -> Option<DateTime<Utc>> + Send + 'static,
+    at: DateTime<Utc>,
     share: LargeRead,
 ) -> Response
 where
@@ -183,7 +227,7 @@ where
                 if next + index > 0 {
                     body.push(b',');
                 }
-                serde_json::to_writer(&mut body, &ListedCredential::new(credential, last_used(credential.uuid)))?;
+                serde_json::to_writer(&mut body, &ListedCredential::new(credential, last_used(credential.uuid), at))?;
             }
             if end == total {
                 body.extend_from_slice(b"]}");
@@ -258,6 +302,10 @@ pub async fn create(
         None => CredentialType::default(),
         Some(raw) => CredentialType::parse(raw).map_err(|error| invalid("invalid_type", error))?,
     };
+    let expires_at = match &request.expires_at {
+        None | Some(serde_json::Value::Null) => None,
+        Some(raw) => Some(ExpiresAt::parse(raw, Utc::now()).map_err(|error| invalid("invalid_expires_at", error))?),
+    };
     // Checked against this instance's replica after the read barrier: creates in flight at the
     // same moment can pass the limit by their number, which is all a guard on memory needs.
     if app.replica.credential_count(caller.server_uuid) >= app.max_credentials_per_server {
@@ -278,6 +326,7 @@ pub async fn create(
         credential_type,
         hold: request.hold.unwrap_or(false),
         key: KeyMaterial::from(&key),
+        expires_at,
     };
     let Outcome::Created(credential) = app.writer.execute(command, context.metadata(&caller)).await? else {
         return Err(unexpected_outcome());
@@ -290,34 +339,43 @@ pub async fn create(
         credential_type: credential.credential_type,
         hold: credential.hold,
         key: key.expose_secret().to_owned(),
+        expires_at: credential.expires_at.map(deadline_text),
     }))
 }
 
-/// Create a new credential and revoke the old one (key rotation).
+/// Create a new credential and retire the old one (key rotation).
 ///
-/// A replacement with the same name and type, and the old credential held, in one transaction.
-/// Triggers a CredentialLocked webhook for the old credential.
-#[utoipa::path(post, path = "/api/v1/credentials/regenerate", tag = "credentials", request_body = UuidRequest,
+/// A replacement with the same name and type. Without `grace_period`, the old credential is held
+/// in the same transaction. With one, the old key keeps working until `old_expires_at` and is
+/// then locked with reason `rotated`, so that clients can move to the new key without downtime.
+/// Triggers a CredentialLocked webhook for the old credential when it is locked.
+#[utoipa::path(post, path = "/api/v1/credentials/regenerate", tag = "credentials", request_body = RegenerateRequest,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The old and the new credential, and the new key", body = RegeneratedAnswer),
         (status = 404, description = "No such credential on this server", body = ErrorEnvelope),
-        (status = 409, description = "The credential is held", body = ErrorEnvelope),
+        (status = 409, description = "The credential is held (`credential_held`), or already replaced and in its \
+            grace period (`credential_replaced`)", body = ErrorEnvelope),
         CommonErrors,
     ))]
 pub async fn regenerate(
     State(app): State<AppState>,
     context: RequestContext,
     caller: Caller,
-    JsonBody(request): JsonBody<UuidRequest>,
+    JsonBody(request): JsonBody<RegenerateRequest>,
 ) -> Result<Success<RegeneratedCredential>, ApiError> {
     let credential_uuid = parse_uuid(&request.uuid)?;
+    let grace = match &request.grace_period {
+        None | Some(serde_json::Value::Null) => GracePeriod::NONE,
+        Some(raw) => GracePeriod::parse(raw).map_err(|error| invalid("invalid_grace_period", error))?,
+    };
     let key = ApiKey::generate(&mut rand::thread_rng());
     let command = Command::Regenerate {
         server_uuid: caller.server_uuid,
         credential_uuid,
         new_credential_uuid: Uuid::new_v4(),
         new_key: KeyMaterial::from(&key),
+        grace,
     };
     let Outcome::Rotated { old, new } = app.writer.execute(command, context.metadata(&caller)).await? else {
         return Err(unexpected_outcome());
@@ -329,6 +387,7 @@ pub async fn regenerate(
         new_id: new.id,
         new_uuid: new.uuid,
         key: key.expose_secret().to_owned(),
+        old_expires_at: old.expires_at.map(deadline_text),
     }))
 }
 
@@ -355,7 +414,9 @@ pub async fn revoke(
         return Err(unexpected_outcome());
     };
     record_credential(&credential);
-    Ok(Success(RevokedCredential { id: credential.id, uuid: credential.uuid, hold: credential.hold }))
+    // A credential past its deadline is held even before its deadline's lock is recorded.
+    let hold = credential.held_at(Utc::now());
+    Ok(Success(RevokedCredential { id: credential.id, uuid: credential.uuid, hold }))
 }
 
 fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {

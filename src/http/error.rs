@@ -194,6 +194,14 @@ impl From<DomainError> for ApiError {
             DomainError::CredentialNotFound => ApiError::CredentialNotFound,
             DomainError::CredentialHeld => ApiError::CredentialHeld,
             DomainError::CredentialExists => ApiError::CredentialExists,
+            DomainError::CredentialReplaced => ApiError::Conflict {
+                code: "credential_replaced",
+                message: "the credential was already replaced and is in its grace period; rotate its replacement \
+                          instead",
+            },
+            DomainError::ExpiryNotInFuture => {
+                ApiError::InvalidValue { code: "invalid_expires_at", message: error.to_string() }
+            }
             DomainError::ActorNotAuthorized => ApiError::InvalidApiKey,
             DomainError::Inconsistent(reason) => ApiError::Internal(reason),
         }

@@ -119,10 +119,12 @@ impl FromRequestParts<AppState> for Caller {
         };
         // Everything committed before this request is in the replica once it is in sync.
         state.replica.sync(arrived).await?;
-        let Some(caller) = state.replica.authenticate(&key.hash()) else {
+        // Read after the barrier: a key is refused from its deadline exactly, erring late.
+        let now = chrono::Utc::now();
+        let Some(caller) = state.replica.authenticate(&key.hash(), now) else {
             return Err(failed("unknown"));
         };
-        state.usage.record(caller.credential_uuid, chrono::Utc::now());
+        state.usage.record(caller.credential_uuid, now);
         tracing::Span::current().record("caller", tracing::field::display(caller.credential_uuid));
         Ok(caller)
     }

@@ -164,10 +164,11 @@ async fn check(
         return Ok(Err(failed(Refusal::Malformed)));
     };
     relay.app.replica.sync(arrived).await?;
-    let Some(credential) = relay.app.replica.usable(&key.hash(), credential_type) else {
+    let now = chrono::Utc::now();
+    let Some(credential) = relay.app.replica.usable(&key.hash(), credential_type, now) else {
         return Ok(Err(failed(Refusal::Unknown)));
     };
-    relay.app.usage.record(credential.uuid, chrono::Utc::now());
+    relay.app.usage.record(credential.uuid, now);
     tracing::Span::current().record("caller", tracing::field::display(credential.uuid));
     Ok(Ok(credential))
 }

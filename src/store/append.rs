@@ -6,7 +6,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::domain::{chain_hash, ChainLink, Event, EventMetadata, Hash, Ledger, PendingEvent, ServerName};
+use crate::domain::{chain_hash, ChainLink, EventMetadata, Hash, Ledger, PendingEvent, ServerName};
 
 /// An event to append, with the context of the command that decided it.
 #[derive(Debug, Clone)]
@@ -111,6 +111,8 @@ pub(super) struct Rows {
     pub(super) key_prefixes: Vec<String>,
     pub(super) created_ats: Vec<DateTime<Utc>>,
     pub(super) locked_ats: Vec<Option<DateTime<Utc>>>,
+    pub(super) expires_ats: Vec<Option<DateTime<Utc>>>,
+    pub(super) replaced_bys: Vec<Option<Uuid>>,
     pub(super) versions: Vec<i32>,
 }
 
@@ -141,7 +143,7 @@ impl Rows {
                 stream_version: pending.stream_version,
                 event_id,
                 event_type: pending.event.event_type(),
-                schema_version: Event::SCHEMA_VERSION,
+                schema_version: pending.event.schema_version(),
                 server_uuid: pending.server_uuid,
                 payload: &payload,
                 metadata: &metadata,
@@ -153,7 +155,7 @@ impl Rows {
             rows.stream_versions.push(pending.stream_version);
             rows.event_ids.push(event_id);
             rows.event_types.push(pending.event.event_type().to_owned());
-            rows.schema_versions.push(Event::SCHEMA_VERSION);
+            rows.schema_versions.push(pending.event.schema_version());
             rows.event_server_uuids.push(pending.server_uuid);
             rows.payloads.push(payload);
             rows.metadatas.push(metadata);
@@ -172,6 +174,8 @@ impl Rows {
             rows.key_prefixes.push(credential.key_prefix.clone());
             rows.created_ats.push(credential.created_at);
             rows.locked_ats.push(credential.locked_at);
+            rows.expires_ats.push(credential.expires_at);
+            rows.replaced_bys.push(credential.replaced_by);
             rows.versions.push(credential.version);
         }
         rows

@@ -18,6 +18,8 @@ pub(super) struct ViewRow {
     pub(super) key_prefix: String,
     pub(super) created_at: DateTime<Utc>,
     pub(super) locked_at: Option<DateTime<Utc>>,
+    pub(super) expires_at: Option<DateTime<Utc>>,
+    pub(super) replaced_by: Option<Uuid>,
     pub(super) version: i32,
 }
 
@@ -37,6 +39,8 @@ impl ViewRow {
             key_prefix: self.key_prefix,
             created_at: self.created_at,
             locked_at: self.locked_at,
+            expires_at: self.expires_at,
+            replaced_by: self.replaced_by,
             version: self.version,
         })
     }

@@ -76,6 +76,9 @@ pub async fn payload(store: &Store, event: &EventMessage) -> Result<String, Payl
             },
             "reason": event.data["reason"],
             "replaced_by": replaced_by,
+            // The deadline a scheduled lock records (`timestamp - deadline` is its lateness);
+            // null for a lock a request made.
+            "deadline": event.data["deadline"],
             "server": {"uuid": credential.server_uuid, "name": credential.server_name},
         },
     });

@@ -62,6 +62,12 @@ fn cases(valid_key: &str) -> Vec<Case> {
     flipped.push(if last == 'A' { 'B' } else { 'A' });
     let never_issued = ApiKey::generate(&mut rand::rngs::OsRng).expose_secret().to_owned();
     let long_name = format!(r#"{{"name": "{}"}}"#, "n".repeat(256));
+    // Checked before the credential is looked up: the nil uuid is never reached.
+    let grace = |value: &str| format!(r#"{{"uuid": "00000000-0000-0000-0000-000000000000", "grace_period": {value}}}"#);
+    let expiry = |value: &str| format!(r#"{{"name": "a", "expires_at": {value}}}"#);
+    let rfc3339 = |at: chrono::DateTime<chrono::Utc>| format!(r#""{}""#, at.to_rfc3339());
+    let past = rfc3339(chrono::Utc::now() - chrono::Duration::seconds(1));
+    let too_far = rfc3339(chrono::Utc::now() + chrono::Duration::days(3653) + chrono::Duration::seconds(1));
     let huge = format!(r#"{{"name": "{}"}}"#, "x".repeat(70 * 1024));
     let deep = format!(r#"{{"name": {}"a"{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
     let mut invalid_utf8 = br#"{"name": ""#.to_vec();
@@ -155,6 +161,23 @@ fn cases(valid_key: &str) -> Vec<Case> {
             post("form body", CREATE, "name=a", S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         ),
         post("body over 64 KiB", CREATE, &huge, S::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        post("negative grace", REGENERATE, &grace("-1"), S::UNPROCESSABLE_ENTITY, "invalid_grace_period"),
+        post("fractional grace", REGENERATE, &grace("1.5"), S::UNPROCESSABLE_ENTITY, "invalid_grace_period"),
+        post("exponent grace", REGENERATE, &grace("1e3"), S::UNPROCESSABLE_ENTITY, "invalid_grace_period"),
+        post("grace as a string", REGENERATE, &grace(r#""10""#), S::UNPROCESSABLE_ENTITY, "invalid_grace_period"),
+        post("grace as a boolean", REGENERATE, &grace("true"), S::UNPROCESSABLE_ENTITY, "invalid_grace_period"),
+        post("grace over 30 days", REGENERATE, &grace("2592001"), S::UNPROCESSABLE_ENTITY, "invalid_grace_period"),
+        post("expiry in the past", CREATE, &expiry(&past), S::UNPROCESSABLE_ENTITY, "invalid_expires_at"),
+        post("expiry in words", CREATE, &expiry(r#""tomorrow""#), S::UNPROCESSABLE_ENTITY, "invalid_expires_at"),
+        post(
+            "expiry without offset",
+            CREATE,
+            &expiry(r#""2030-01-01T00:00:00""#),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_expires_at",
+        ),
+        post("expiry past 10 years", CREATE, &expiry(&too_far), S::UNPROCESSABLE_ENTITY, "invalid_expires_at"),
+        post("expiry as a number", CREATE, &expiry("5"), S::UNPROCESSABLE_ENTITY, "invalid_expires_at"),
         post("seed-style uuid", REGENERATE, r#"{"uuid": "abc-123-def"}"#, S::UNPROCESSABLE_ENTITY, "invalid_uuid"),
         post("empty uuid", REVOKE, r#"{"uuid": ""}"#, S::UNPROCESSABLE_ENTITY, "invalid_uuid"),
         post("uuid is a number", REGENERATE, r#"{"uuid": 12}"#, S::BAD_REQUEST, "invalid_parameters"),

@@ -24,7 +24,8 @@ async fn list_shows_the_servers_credentials_shaped_as_the_seed(db: TestDb) {
     let listed = answer.data().as_array().unwrap();
     assert_eq!(listed.len(), 3);
     for item in listed {
-        assert_eq!(keys_of(item), ["hold", "id", "last_used_at", "name", "type", "uuid"]);
+        assert_eq!(keys_of(item), ["expires_at", "hold", "id", "last_used_at", "name", "type", "uuid"]);
+        assert_eq!(item["expires_at"], Value::Null);
     }
     let ids: Vec<i64> = listed.iter().map(|item| item["id"].as_i64().unwrap()).collect();
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ascending ids: {ids:?}");
@@ -115,7 +116,8 @@ async fn regenerate_rotates_in_one_step(db: TestDb) {
     let answer = app.regenerate(&app.tenant.key, old_uuid).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let data = answer.data();
-    assert_eq!(keys_of(data), ["key", "new_id", "new_uuid", "old_id", "old_uuid"]);
+    assert_eq!(keys_of(data), ["key", "new_id", "new_uuid", "old_expires_at", "old_id", "old_uuid"]);
+    assert_eq!(data["old_expires_at"], Value::Null, "without a grace period the old key stops at once");
     assert_eq!(data["old_id"], old["id"]);
     assert_eq!(data["old_uuid"], old["uuid"]);
     assert_eq!(data["new_id"], 3);

@@ -8,6 +8,7 @@ mod bad_input;
 mod binary;
 mod concurrency;
 mod credentials;
+mod deadlines;
 mod edge;
 mod faults;
 use credential_ledger_test_support::app as helpers;

@@ -285,11 +285,23 @@ async fn events_tail_follows_the_log_without_rabbitmq(db: TestDb) {
         assert_eq!(line["redelivered"], false);
         assert_eq!(line["headers"]["position"], position);
         assert_eq!(line["headers"]["server_uuid"], app.tenant.server_uuid.to_string());
+        assert_eq!(line["headers"]["schema_version"], event.schema_version);
+        assert_eq!(line["body"]["schema_version"], event.schema_version);
         let mut body: Vec<&String> = line["body"].as_object().unwrap().keys().collect();
         body.sort();
         assert_eq!(
             body,
-            ["data", "event_id", "position", "recorded_at", "server_uuid", "stream_id", "stream_version", "type"]
+            [
+                "data",
+                "event_id",
+                "position",
+                "recorded_at",
+                "schema_version",
+                "server_uuid",
+                "stream_id",
+                "stream_version",
+                "type"
+            ]
         );
     }
     for mut child in [everything_tail, locks_tail] {

@@ -206,6 +206,7 @@ impl TestApp {
                     credential_type: CredentialType::Smtp,
                     hold: false,
                     key: KeyMaterial::from(&ApiKey::generate(&mut rand::thread_rng())),
+                    expires_at: None,
                 })
                 .collect();
             remaining -= batch.len();

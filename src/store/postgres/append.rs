@@ -117,19 +117,21 @@ async fn try_append<'a, T>(
                       head
            ), view_rows AS (
                INSERT INTO credentials (id, uuid, server_uuid, name, type, hold, key_hash, key_prefix,
-                                        created_at, locked_at, version)
+                                        created_at, locked_at, expires_at, replaced_by, version)
                SELECT c.id, c.uuid, c.server_uuid, c.name, c.type, c.hold, c.key_hash, c.key_prefix,
-                      c.created_at, c.locked_at, c.version
+                      c.created_at, c.locked_at, c.expires_at, c.replaced_by, c.version
                  FROM UNNEST($19::bigint[], $20::uuid[], $21::uuid[], $22::text[], $23::text[], $24::bool[],
-                             $25::bytea[], $26::text[], $27::timestamptz[], $28::timestamptz[], $29::int[])
+                             $25::bytea[], $26::text[], $27::timestamptz[], $28::timestamptz[], $29::timestamptz[],
+                             $30::uuid[], $31::int[])
                       AS c (id, uuid, server_uuid, name, type, hold, key_hash, key_prefix, created_at,
-                            locked_at, version),
+                            locked_at, expires_at, replaced_by, version),
                       head
                    ON CONFLICT (uuid) DO UPDATE
                   SET name = EXCLUDED.name, hold = EXCLUDED.hold, locked_at = EXCLUDED.locked_at,
+                      expires_at = EXCLUDED.expires_at, replaced_by = EXCLUDED.replaced_by,
                       version = EXCLUDED.version
            )
-           SELECT pg_notify($30, position::text) AS "notified!" FROM head"#,
+           SELECT pg_notify($32, position::text) AS "notified!" FROM head"#,
         next.position,
         &next.hash()[..],
         next.last_credential_id(),
@@ -158,6 +160,8 @@ async fn try_append<'a, T>(
         &rows.key_prefixes,
         &rows.created_ats,
         &rows.locked_ats as &[Option<DateTime<Utc>>],
+        &rows.expires_ats as &[Option<DateTime<Utc>>],
+        &rows.replaced_bys as &[Option<Uuid>],
         &rows.versions,
         EVENTS_CHANNEL,
     )

@@ -87,7 +87,7 @@ pub(super) async fn rebuild_in(tx: &mut PgConnection) -> Result<RebuildReport, S
     let mut copy = tx
         .copy_in_raw(
             "COPY credentials (id, uuid, server_uuid, name, type, hold, key_hash, key_prefix, created_at, locked_at, \
-             version) FROM STDIN",
+             expires_at, replaced_by, version) FROM STDIN",
         )
         .await?;
     let mut text = Vec::with_capacity(COPY_CHUNK + 1024);
@@ -134,13 +134,20 @@ fn copy_row(out: &mut Vec<u8>, credential: &Credential) {
     );
     copy_text(out, &credential.key_prefix);
     let _ = write!(out, "\t{}\t", credential.created_at.to_rfc3339());
-    match credential.locked_at {
-        Some(locked_at) => {
-            let _ = write!(out, "{}", locked_at.to_rfc3339());
-        }
+    copy_optional(out, credential.locked_at.map(|at| at.to_rfc3339()));
+    out.push(b'\t');
+    copy_optional(out, credential.expires_at.map(|at| at.to_rfc3339()));
+    out.push(b'\t');
+    copy_optional(out, credential.replaced_by.map(|uuid| uuid.to_string()));
+    let _ = writeln!(out, "\t{}", credential.version);
+}
+
+/// A value that needs no escaping, or COPY's NULL.
+fn copy_optional(out: &mut Vec<u8>, value: Option<String>) {
+    match value {
+        Some(value) => out.extend_from_slice(value.as_bytes()),
         None => out.extend_from_slice(b"\\N"),
     }
-    let _ = writeln!(out, "\t{}", credential.version);
 }
 
 /// A text value escaped for COPY: the characters its format gives meaning to are backslashed.

@@ -31,7 +31,7 @@ impl PgStore {
         let mut rows = sqlx::query_as!(
             ViewRow,
             r#"SELECT id, uuid, server_uuid, name, type AS credential_type, hold, key_hash, key_prefix, created_at,
-                      locked_at, version
+                      locked_at, expires_at, replaced_by, version
                  FROM credentials"#
         )
         .fetch(&mut *tx);

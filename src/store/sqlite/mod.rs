@@ -227,6 +227,8 @@ struct StoredViewRow {
     key_prefix: String,
     created_at: String,
     locked_at: Option<String>,
+    expires_at: Option<String>,
+    replaced_by: Option<Uuid>,
     version: i32,
 }
 
@@ -235,6 +237,8 @@ impl StoredViewRow {
         ViewRow {
             created_at: read_time(&self.created_at, position)?,
             locked_at: self.locked_at.as_deref().map(|text| read_time(text, position)).transpose()?,
+            expires_at: self.expires_at.as_deref().map(|text| read_time(text, position)).transpose()?,
+            replaced_by: self.replaced_by,
             id: self.id,
             uuid: self.uuid,
             server_uuid: self.server_uuid,

@@ -46,6 +46,8 @@ struct ViewRecord<'a> {
     key_prefix: &'a str,
     created_at: String,
     locked_at: Option<String>,
+    expires_at: Option<String>,
+    replaced_by: Option<Hex>,
     version: i32,
 }
 
@@ -146,6 +148,8 @@ async fn write_view<'a>(
             key_prefix: &credential.key_prefix,
             created_at: stored_time(credential.created_at),
             locked_at: credential.locked_at.map(stored_time),
+            expires_at: credential.expires_at.map(stored_time),
+            replaced_by: credential.replaced_by.map(Hex::uuid),
             version: credential.version,
         }));
         sqlx::query(statement).bind(Json(&chunk)).execute(&mut *connection).await?;

@@ -18,10 +18,11 @@ pub(super) const INSERT_EVENTS: &str = "INSERT INTO events (position, stream_id,
 macro_rules! insert_view_rows {
     () => {
         "INSERT INTO credentials (id, uuid, server_uuid, name, type, hold, key_hash, key_prefix, created_at, \
-         locked_at, version) \
+         locked_at, expires_at, replaced_by, version) \
          SELECT value ->> 'id', unhex(value ->> 'uuid'), unhex(value ->> 'server_uuid'), value ->> 'name', \
          value ->> 'type', value ->> 'hold', unhex(value ->> 'key_hash'), value ->> 'key_prefix', \
-         value ->> 'created_at', value ->> 'locked_at', value ->> 'version' FROM json_each(?1) WHERE true"
+         value ->> 'created_at', value ->> 'locked_at', value ->> 'expires_at', unhex(value ->> 'replaced_by'), \
+         value ->> 'version' FROM json_each(?1) WHERE true"
     };
 }
 pub(super) const INSERT_CREDENTIALS: &str = insert_view_rows!();
@@ -30,7 +31,8 @@ pub(super) const INSERT_CREDENTIALS: &str = insert_view_rows!();
 pub(super) const UPSERT_CREDENTIALS: &str = concat!(
     insert_view_rows!(),
     " ON CONFLICT (uuid) DO UPDATE SET name = excluded.name, hold = excluded.hold, ",
-    "locked_at = excluded.locked_at, version = excluded.version"
+    "locked_at = excluded.locked_at, expires_at = excluded.expires_at, replaced_by = excluded.replaced_by, ",
+    "version = excluded.version"
 );
 
 /// What folding needs of a stream's events, in order (a stream's versions are in log order).
@@ -56,7 +58,7 @@ pub(super) const SERVER_EVENTS_UNTIL: &str = "SELECT position, stream_id, stream
 pub(super) const HEAD_POSITION: &str = "SELECT position FROM chain_head";
 pub(super) const VIEW_COUNT: &str = "SELECT count(*) FROM credentials";
 pub(super) const VIEW_ROWS: &str = "SELECT id, uuid, server_uuid, name, type, hold, key_hash, key_prefix, created_at, \
-     locked_at, version FROM credentials";
+     locked_at, expires_at, replaced_by, version FROM credentials";
 
 pub(super) const RECORD_USAGE: &str = "INSERT INTO credential_usage (credential_uuid, last_used_at) VALUES (?1, ?2) \
      ON CONFLICT (credential_uuid) DO UPDATE \

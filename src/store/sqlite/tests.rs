@@ -10,7 +10,8 @@ use crate::app::replica::Replica;
 use crate::app::writer::Writer;
 use crate::audit::{export_records, Verifier};
 use crate::domain::{
-    handle, Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, Outcome, ServerName,
+    handle, Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, GracePeriod, KeyMaterial, Outcome,
+    ServerName,
 };
 use crate::store::{NewEvent, Store};
 
@@ -47,6 +48,7 @@ async fn a_ledger_on_sqlite_verifies_and_rebuilds_to_its_live_view() {
             credential_type: CredentialType::Api,
             hold: false,
             key: KeyMaterial::from(&ApiKey::generate(&mut rand::thread_rng())),
+            expires_at: None,
         };
         let Outcome::Created(credential) = writer.execute(command, cli()).await.unwrap() else { panic!() };
         created.push(credential);
@@ -58,6 +60,7 @@ async fn a_ledger_on_sqlite_verifies_and_rebuilds_to_its_live_view() {
         credential_uuid: created[1].uuid,
         new_credential_uuid: Uuid::new_v4(),
         new_key: KeyMaterial::from(&ApiKey::generate(&mut rand::thread_rng())),
+        grace: GracePeriod::NONE,
     };
     writer.execute(rotate, cli()).await.unwrap();
     assert_eq!(store.head_position().await.unwrap(), 1 + 5 + 1 + 2);
@@ -81,7 +84,7 @@ async fn a_ledger_on_sqlite_verifies_and_rebuilds_to_its_live_view() {
     assert_eq!(view(store.clone()).await, live);
     let fresh = Replica::load(store).await.unwrap();
     assert_eq!(
-        fresh.authenticate(&server.key.hash()).map(|caller| caller.credential_uuid),
+        fresh.authenticate(&server.key.hash(), chrono::Utc::now()).map(|caller| caller.credential_uuid),
         Some(server.credential.uuid)
     );
 }
@@ -118,6 +121,7 @@ async fn of_fifty_concurrent_rotations_across_two_handles_exactly_one_wins() {
                 credential_uuid: target,
                 new_credential_uuid: Uuid::new_v4(),
                 new_key: KeyMaterial::from(&ApiKey::generate(&mut rand::thread_rng())),
+                grace: GracePeriod::NONE,
             };
             let metadata = cli();
             let appended = store
