@@ -63,8 +63,19 @@ async fn every_event_is_published_once_in_log_order_with_the_documented_contract
         fields.sort_unstable();
         assert_eq!(
             fields,
-            ["data", "event_id", "position", "recorded_at", "server_uuid", "stream_id", "stream_version", "type"]
+            [
+                "data",
+                "event_id",
+                "position",
+                "recorded_at",
+                "schema_version",
+                "server_uuid",
+                "stream_id",
+                "stream_version",
+                "type"
+            ]
         );
+        assert_eq!((body["schema_version"].clone(), message.schema_version_header), (json!(1), Some(1)));
         assert_eq!(body["event_id"], json!(event_id));
         assert_eq!(body["stream_id"], json!(stream_id));
         assert_eq!(body["stream_version"], json!(stream_version));
@@ -84,6 +95,57 @@ async fn every_event_is_published_once_in_log_order_with_the_documented_contract
     assert_eq!(health["data"]["relay"]["lag"], 0);
     assert_eq!(health["data"]["relay"]["relayed"], 5);
     assert_eq!(health["data"]["relay"]["leader"], true);
+    bus.delete().await;
+}
+
+/// A grace rotation on the bus: the replacement's creation, the old credential's
+/// `CredentialReplaced` (routing key `credential.replaced`), and at the deadline its version 2
+/// lock with the deadline, within a second of it.
+async fn a_grace_rotation_publishes_its_replacement_then_its_lock_at_the_deadline(db: TestDb) {
+    let mut bus = TestBus::new().await;
+    let app = spawn_app_with(&db, Settings { relay: Some(bus.relay_settings()), ..test_settings() }).await;
+    let key = app.tenant.key.clone();
+    let created = app.create_api_key(&key, "Rotated").await;
+    let body = json!({"uuid": created["uuid"], "grace_period": 1});
+    let rotated = app.post("/api/v1/credentials/regenerate", Some(&key), &body).await;
+    let rotated = rotated.data().clone();
+    let deadline: chrono::DateTime<chrono::Utc> = rotated["old_expires_at"].as_str().unwrap().parse().unwrap();
+
+    let messages = bus.take(5, WAIT).await;
+    let summary: Vec<(i64, &str, &str, Option<i32>)> = messages
+        .iter()
+        .map(|m| (m.position(), m.routing_key.as_str(), m.kind.as_str(), m.schema_version_header))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "credential.created", "CredentialCreated", Some(1)),
+            (2, "credential.created", "CredentialCreated", Some(1)),
+            (3, "credential.created", "CredentialCreated", Some(1)),
+            (4, "credential.replaced", "CredentialReplaced", Some(1)),
+            (5, "credential.locked", "CredentialLocked", Some(2)),
+        ]
+    );
+    assert_eq!(messages[2].body["data"]["replaces"], created["uuid"]);
+    assert_eq!(messages[3].body["stream_id"], created["uuid"]);
+    assert_eq!(
+        messages[3].body["data"],
+        json!({"replaced_by": rotated["new_uuid"], "locks_at": rotated["old_expires_at"]})
+    );
+    let lock = &messages[4];
+    assert_eq!(lock.body["stream_id"], created["uuid"]);
+    assert_eq!(lock.body["schema_version"], 2);
+    assert_eq!(
+        lock.body["data"],
+        json!({"reason": "rotated", "replaced_by": rotated["new_uuid"], "deadline": rotated["old_expires_at"]})
+    );
+    let received: chrono::DateTime<chrono::Utc> = lock.received_at.into();
+    assert!(
+        received - deadline < chrono::Duration::seconds(1),
+        "on the bus {} after the deadline",
+        received - deadline
+    );
+    assert!(bus.drain(Duration::from_millis(1500)).await.is_empty(), "one lock");
     bus.delete().await;
 }
 
@@ -254,6 +316,7 @@ async fn events_tail_prints_each_message_as_one_json_line(db: TestDb) {
 
 credential_ledger_test_support::on_postgres_and_rabbitmq!(
     every_event_is_published_once_in_log_order_with_the_documented_contract,
+    a_grace_rotation_publishes_its_replacement_then_its_lock_at_the_deadline,
     of_two_relays_one_publishes_and_the_other_takes_over_without_gaps,
     a_relay_killed_before_its_checkpoint_repeats_only_unconfirmed_messages,
     events_tail_prints_each_message_as_one_json_line,

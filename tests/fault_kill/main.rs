@@ -169,3 +169,81 @@ async fn an_embedded_ledger_loses_nothing_acknowledged_through_a_restart_and_a_c
     drop(service);
     assert_nothing_acknowledged_was_lost(&db, &seen).await;
 }
+
+/// Every instance killed (SIGKILL) a second before a grace period ends, and started again after
+/// it: the first to start appends the deadline's lock, once, recorded then and carrying the
+/// deadline it enforces; the others find it held and append nothing.
+async fn every_instance_killed_across_a_deadline_leaves_exactly_one_lock(db: TestDb) {
+    let url = db.url().to_owned();
+    let provisioned = run_ledger(&["server", "create", "--name", "Deadlines"], &url);
+    assert!(provisioned.status.success(), "{}", String::from_utf8_lossy(&provisioned.stderr));
+    let key =
+        serde_json::from_slice::<Value>(&provisioned.stdout).unwrap()["credential"]["key"].as_str().unwrap().to_owned();
+    let ports = [free_port(), free_port()];
+    let mut services: Vec<Service> = ports.iter().map(|port| Service::start(&url, *port, None)).collect();
+    for port in ports {
+        Service::wait_ready(port).await;
+    }
+    let client = reqwest::Client::new();
+    let post = |port: u16, path: &str, body: Value| {
+        client
+            .post(format!("http://127.0.0.1:{port}/api/v1/credentials/{path}"))
+            .header("X-Server-API-Key", &key)
+            .json(&body)
+            .send()
+    };
+    let created: Value = post(ports[0], "create", serde_json::json!({"name": "Rotating", "type": "API"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uuid = created["data"]["uuid"].as_str().unwrap().to_owned();
+    let rotated: Value = post(ports[1], "regenerate", serde_json::json!({"uuid": uuid, "grace_period": 2}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deadline: chrono::DateTime<chrono::Utc> = rotated["data"]["old_expires_at"].as_str().unwrap().parse().unwrap();
+
+    let until = |at: chrono::DateTime<chrono::Utc>| (at - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(until(deadline - chrono::Duration::seconds(1))).await;
+    for service in &mut services {
+        service.signal("KILL");
+        service.wait_exit().await;
+    }
+    let store = db.store().await;
+    let locks = |events: Vec<credential_ledger::domain::StoredEvent>| {
+        events
+            .into_iter()
+            .filter(|event| event.stream_id.to_string() == uuid && event.event_type == "CredentialLocked")
+            .collect::<Vec<_>>()
+    };
+    tokio::time::sleep(until(deadline + chrono::Duration::seconds(1))).await;
+    assert!(locks(store.events_after(0, i64::MAX).await.unwrap()).is_empty(), "no instance ran at the deadline");
+
+    let restarted_at = chrono::Utc::now();
+    let services: Vec<Service> = ports.iter().map(|port| Service::start(&url, *port, None)).collect();
+    for port in ports {
+        Service::wait_ready(port).await;
+    }
+    let recorded = wait_until("the overdue lock", Duration::from_secs(10), || async {
+        let recorded = locks(store.events_after(0, i64::MAX).await.unwrap());
+        (!recorded.is_empty()).then_some(recorded)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let recorded_after = locks(store.events_after(0, i64::MAX).await.unwrap());
+    assert_eq!(recorded_after.len(), 1, "two instances started, one lock");
+    assert!(recorded[0].recorded_at >= restarted_at);
+    let payload: Value = serde_json::from_str(&recorded[0].payload).unwrap();
+    assert_eq!(payload["deadline"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap(), deadline);
+    assert_eq!(payload["reason"], "rotated");
+    drop(services);
+    let verified = run_ledger(&["verify"], &url);
+    assert!(verified.status.success(), "the chain verifies: {}", String::from_utf8_lossy(&verified.stdout));
+}
+
+// Kills only processes of its own: it runs with every `cargo test`.
+credential_ledger_test_support::on_both_backends!(every_instance_killed_across_a_deadline_leaves_exactly_one_lock);

@@ -23,7 +23,10 @@ pub struct Received {
     pub timestamp: Option<u64>,
     pub position_header: Option<i64>,
     pub server_uuid_header: Option<String>,
+    pub schema_version_header: Option<i32>,
     pub body: Value,
+    /// When this consumer took it in.
+    pub received_at: std::time::SystemTime,
     pub raw: String,
 }
 
@@ -139,8 +142,13 @@ impl TestBus {
                 Some(AMQPValue::LongString(text)) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
                 _ => None,
             },
+            schema_version_header: match header("schema_version") {
+                Some(AMQPValue::LongInt(version)) => Some(version),
+                _ => None,
+            },
             body: serde_json::from_str(&raw).expect("a JSON body"),
             raw,
+            received_at: std::time::SystemTime::now(),
         })
     }
 

@@ -17,6 +17,8 @@ pub struct Hook {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub answered: u16,
+    /// When the receiver took it in.
+    pub received_at: std::time::SystemTime,
 }
 
 impl Hook {
@@ -98,7 +100,12 @@ async fn receive(
         let mut inbox = inbox.lock().unwrap();
         let answered = inbox.scripts.get_mut(&name).and_then(VecDeque::pop_front).unwrap_or(200);
         let hold = inbox.holds.get(&name).copied().unwrap_or_default();
-        inbox.received.entry(name).or_default().push(Hook { headers, body, answered });
+        inbox.received.entry(name).or_default().push(Hook {
+            headers,
+            body,
+            answered,
+            received_at: std::time::SystemTime::now(),
+        });
         (answered, hold)
     };
     arrived.notify_waiters();

@@ -281,6 +281,59 @@ async fn revoke_and_regenerate_deliver_one_signed_webhook_to_each_subscribed_end
     delivery.teardown(app, &schedule).await;
 }
 
+/// A grace rotation and an expiry send nothing when they commit: each sends one signed
+/// CredentialLocked at its deadline, with the reason and the deadline, within a second of it.
+async fn deadlines_deliver_their_lock_within_a_second(db: TestDb, delivery: Delivery) {
+    let schedule = [Duration::from_millis(200)];
+    let receiver = Receiver::start().await;
+    let app = spawn_app_with(&db, delivery.settings(&schedule, true)).await;
+    let key = app.tenant.key.clone();
+    let endpoint = register(&app, &key, &receiver.url("deadlines")).await;
+    let rotating = app.create_api_key(&key, "Rotating").await;
+    let body = json!({"uuid": rotating["uuid"], "grace_period": 2});
+    let rotation = app.post("/api/v1/credentials/regenerate", Some(&key), &body).await;
+    let rotation = rotation.data().clone();
+    let expires_at = Utc::now() + chrono::Duration::seconds(2);
+    let expiring = app
+        .create(
+            &key,
+            json!({"name": "Expiring", "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)}),
+        )
+        .await;
+    let expiring = expiring.data().clone();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(receiver.received("deadlines").is_empty(), "nothing is sent before a deadline");
+
+    let hooks = receiver.wait_for("deadlines", 2, WAIT).await;
+    let mut by_reason = std::collections::HashMap::new();
+    for hook in &hooks {
+        assert_signed(hook, endpoint["secret"].as_str().unwrap());
+        let body = hook.json();
+        assert_eq!(body["type"], "CredentialLocked");
+        let deadline: chrono::DateTime<Utc> = body["data"]["deadline"].as_str().unwrap().parse().unwrap();
+        let recorded: chrono::DateTime<Utc> = body["timestamp"].as_str().unwrap().parse().unwrap();
+        let received: chrono::DateTime<Utc> = hook.received_at.into();
+        assert!(recorded >= deadline, "locked at {recorded}, before its deadline {deadline}");
+        assert!(
+            received - deadline < chrono::Duration::seconds(1),
+            "received {} after the deadline",
+            received - deadline
+        );
+        by_reason.insert(body["data"]["reason"].as_str().unwrap().to_owned(), (body.clone(), deadline));
+    }
+    let (rotated, deadline) = &by_reason["rotated"];
+    assert_eq!(rotated["data"]["credential"]["uuid"], rotating["uuid"]);
+    assert_eq!(rotated["data"]["replaced_by"], json!({"id": rotation["new_id"], "uuid": rotation["new_uuid"]}));
+    assert_eq!(*deadline, rotation["old_expires_at"].as_str().unwrap().parse::<chrono::DateTime<Utc>>().unwrap());
+    let (expired, deadline) = &by_reason["expired"];
+    assert_eq!(expired["data"]["credential"]["uuid"], expiring["uuid"]);
+    assert_eq!(expired["data"]["replaced_by"], Value::Null);
+    assert_eq!(*deadline, expiring["expires_at"].as_str().unwrap().parse::<chrono::DateTime<Utc>>().unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received("deadlines").len(), 2, "one webhook per lock");
+    delivery.teardown(app, &schedule).await;
+}
+
 async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(db: TestDb, delivery: Delivery) {
     let schedule = [Duration::from_millis(200), Duration::from_millis(200), Duration::from_millis(200)];
     let receiver = Receiver::start().await;
@@ -871,6 +924,7 @@ credential_ledger_test_support::on_both_backends!(
 
 on_every_delivery!(
     revoke_and_regenerate_deliver_one_signed_webhook_to_each_subscribed_endpoint,
+    deadlines_deliver_their_lock_within_a_second,
     a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt,
     a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_recovers,
     an_endpoint_that_answers_410_is_disabled,
