@@ -50,7 +50,8 @@ pub struct AuditedEvent {
     /// The event's payload.
     #[schema(value_type = Object)]
     data: serde_json::Value,
-    /// `{"kind": "credential", "uuid": …}` or `{"kind": "cli"}`.
+    /// `{"kind": "credential", "uuid": …}`, `{"kind": "cli"}`, or `{"kind": "deadline"}` for the lock
+    /// the service records when a deadline passes.
     #[schema(value_type = Object)]
     actor: serde_json::Value,
     #[schema(value_type = Option<String>)]
