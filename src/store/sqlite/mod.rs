@@ -392,8 +392,12 @@ impl SqliteStore {
             let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let head = read_head(&mut tx).await?;
             let mut ledger = Ledger::new(head.last_credential_id());
-            for stream in touched {
-                let rows = sqlx::query_as::<_, LoggedRow>(sql::STREAM_TO_FOLD).bind(stream).fetch_all(&mut *tx).await?;
+            if !touched.is_empty() {
+                let streams: Vec<Hex> = touched.iter().copied().map(Hex::uuid).collect();
+                let rows = sqlx::query_as::<_, LoggedRow>(sql::STREAMS_TO_FOLD)
+                    .bind(sqlx::types::Json(&streams))
+                    .fetch_all(&mut *tx)
+                    .await?;
                 for row in &rows {
                     row.fold_into(&mut ledger)?;
                 }

@@ -35,9 +35,10 @@ pub(super) const UPSERT_CREDENTIALS: &str = concat!(
     "version = excluded.version"
 );
 
-/// What folding needs of a stream's events, in order (a stream's versions are in log order).
-pub(super) const STREAM_TO_FOLD: &str = "SELECT position, stream_id, stream_version, event_type, schema_version, \
-     recorded_at, payload FROM events WHERE stream_id = ?1 ORDER BY stream_version";
+/// What folding needs of the events of the streams in a JSON array of hex uuids, in log order:
+/// one statement for a whole batch's touched credentials, not one per credential.
+pub(super) const STREAMS_TO_FOLD: &str = "SELECT position, stream_id, stream_version, event_type, schema_version, \
+     recorded_at, payload FROM events WHERE stream_id IN (SELECT unhex(value) FROM json_each(?1)) ORDER BY position";
 /// What folding needs of the whole log, in order.
 pub(super) const LOG_TO_FOLD: &str = "SELECT position, stream_id, stream_version, event_type, schema_version, \
      recorded_at, payload FROM events ORDER BY position";
@@ -107,7 +108,7 @@ pub(super) const ALL: &[&str] = &[
     INSERT_EVENTS,
     INSERT_CREDENTIALS,
     UPSERT_CREDENTIALS,
-    STREAM_TO_FOLD,
+    STREAMS_TO_FOLD,
     LOG_TO_FOLD,
     EVENTS_AFTER,
     CREDENTIAL_HISTORY,
