@@ -134,6 +134,7 @@ impl Application {
         let (writer, writer_task) = Writer::spawn(store.clone(), replica.clone());
         let stop_deadlines = CancellationToken::new();
         let deadlines = crate::app::deadlines::spawn(
+            store.clone(),
             replica.clone(),
             writer.clone(),
             settings.deadline_poll_interval,

@@ -205,9 +205,13 @@ impl Replica {
         self.read().usable(key_hash, credential_type, now).cloned()
     }
 
-    /// The earliest deadline whose lock is not recorded yet.
-    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        self.read().deadlines.first().map(|(deadline, ..)| *deadline)
+    /// The earliest deadline whose lock is not recorded yet, of a credential not in `skip`.
+    pub fn first_deadline_not_in(&self, skip: &std::collections::HashSet<Uuid>) -> Option<DateTime<Utc>> {
+        self.read()
+            .deadlines
+            .iter()
+            .find(|(_, credential_uuid, _)| !skip.contains(credential_uuid))
+            .map(|(deadline, ..)| *deadline)
     }
 
     /// Up to `limit` credentials whose deadline is at or before `now` and whose lock is not

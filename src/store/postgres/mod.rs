@@ -51,7 +51,10 @@ use super::{DatabaseSettings, StoreError, DEFAULT_QUERY_TIMEOUT};
 pub use append::EVENTS_CHANNEL;
 pub use events::events_after;
 use events::LoggedRow;
-pub use relay::{open_relay_session, relay_checkpoint, save_relay_checkpoint, try_lead_relay, LogProgress};
+pub use relay::{
+    open_deadline_session, open_relay_session, ping, relay_checkpoint, save_relay_checkpoint, try_lead_deadlines,
+    try_lead_relay, LogProgress,
+};
 pub use schema::{applied_migrations, prepare, rebuild_projections, RebuildReport};
 pub use webhooks::{DueAttempt, DueAttempts};
 

@@ -77,3 +77,27 @@ impl PgStore {
         self.settle(connection, outcome)
     }
 }
+
+/// A connection of its own for the deadline scheduler's leader lock.
+pub async fn open_deadline_session(pool: &PgPool) -> Result<PgConnection, StoreError> {
+    let mut connection = pool.acquire().await?.detach();
+    sqlx::query!("SET application_name = 'credential-ledger-deadlines'").execute(&mut connection).await?;
+    Ok(connection)
+}
+
+/// The lock that makes one instance's deadline scheduler the first to lock each deadline; the
+/// others act only once a deadline is overdue. Session-scoped, like the relay's.
+pub async fn try_lead_deadlines(connection: &mut PgConnection) -> Result<bool, StoreError> {
+    let acquired = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_lock(hashtextextended('credential-ledger deadlines', 0)) AS "acquired!""#
+    )
+    .fetch_one(connection)
+    .await?;
+    Ok(acquired)
+}
+
+/// Whether the leader's session still answers.
+pub async fn ping(connection: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query!("SELECT 1 AS one").fetch_one(connection).await?;
+    Ok(())
+}
