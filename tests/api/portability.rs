@@ -64,7 +64,8 @@ struct History {
     dead_keys: Vec<String>,
 }
 
-/// Two tenants, a rotation and a revocation on `app`.
+/// Two tenants, a rotation and a revocation on `app`; deadlines too: a grace rotation whose
+/// lock is recorded, one still in its grace period, and a key with an expiry an hour out.
 async fn some_history(app: &TestApp) -> History {
     let key = app.tenant.key.clone();
     let rotated = app.create_api_key(&key, "To rotate").await;
@@ -73,9 +74,39 @@ async fn some_history(app: &TestApp) -> History {
     let revoked = app.create_api_key(&key, "To revoke").await;
     assert_eq!(app.revoke(&key, revoked["uuid"].as_str().unwrap()).await.status, StatusCode::OK);
     let other = app.new_tenant("Globex").await;
+
+    let ended = app.create_api_key(&key, "Grace ended").await;
+    let in_grace = app.create_api_key(&key, "In grace").await;
+    let mut grace_keys = Vec::new();
+    for (credential, seconds) in [(&ended, 1), (&in_grace, 3600)] {
+        let body = serde_json::json!({"uuid": credential["uuid"], "grace_period": seconds});
+        let answer = app.post(crate::helpers::REGENERATE, Some(&key), &body).await;
+        grace_keys.push(answer.data()["key"].as_str().unwrap().to_owned());
+    }
+    let expiry = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let expiring = app.create(&key, serde_json::json!({"name": "Expiring", "type": "API", "expires_at": expiry})).await;
+    let ended_uuid = ended["uuid"].as_str().unwrap().parse::<uuid::Uuid>().unwrap();
+    crate::helpers::wait_until("the ended grace period's lock", std::time::Duration::from_secs(5), || async {
+        let events = app.events().await;
+        events.iter().any(|event| event.stream_id == ended_uuid && event.schema_version == 2).then_some(())
+    })
+    .await;
     History {
-        live_keys: vec![key, rotation.data()["key"].as_str().unwrap().to_owned(), other.key],
-        dead_keys: vec![rotated["key"].as_str().unwrap().to_owned(), revoked["key"].as_str().unwrap().to_owned()],
+        live_keys: vec![
+            key,
+            rotation.data()["key"].as_str().unwrap().to_owned(),
+            other.key,
+            in_grace["key"].as_str().unwrap().to_owned(),
+            expiring.data()["key"].as_str().unwrap().to_owned(),
+        ]
+        .into_iter()
+        .chain(grace_keys)
+        .collect(),
+        dead_keys: vec![
+            rotated["key"].as_str().unwrap().to_owned(),
+            revoked["key"].as_str().unwrap().to_owned(),
+            ended["key"].as_str().unwrap().to_owned(),
+        ],
     }
 }
 

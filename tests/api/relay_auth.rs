@@ -258,7 +258,33 @@ async fn a_revoke_on_one_instance_refuses_the_next_login_on_the_other(db: TestDb
     assert_refused(&smtp_login(&second, Some(SECRET), key(&live), "192.0.2.10").await, "revoked on the other instance");
 }
 
+/// An SMTP key in a rotation's grace period logs in until the deadline and not from it, before
+/// any lock is recorded; so does a key with an expiry.
+async fn smtp_logins_stop_at_a_deadline(db: TestDb) {
+    let app = spawn_app_with(&db, relay_settings(10_000)).await;
+    let rotated = smtp_key(&app, "Rotated").await;
+    let body = json!({"uuid": rotated["uuid"], "grace_period": 2});
+    let rotation = app.post(crate::helpers::REGENERATE, Some(&app.tenant.key), &body).await;
+    let deadline: chrono::DateTime<chrono::Utc> = rotation.data()["old_expires_at"].as_str().unwrap().parse().unwrap();
+    let expiring = app
+        .create(&app.tenant.key, json!({"name": "Expiring", "type": "SMTP", "expires_at": deadline.to_rfc3339()}))
+        .await;
+    let expiring = expiring.data().clone();
+    for credential in [&rotated, &expiring] {
+        assert_eq!(smtp_login(&app, Some(SECRET), key(credential), "192.0.2.10").await.auth_status, "OK");
+        assert_eq!(verify(&app, key(credential), "SMTP").await.1["valid"], true);
+    }
+    if let Ok(wait) = (deadline - chrono::Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    for credential in [&rotated, &expiring] {
+        assert_refused(&smtp_login(&app, Some(SECRET), key(credential), "192.0.2.10").await, "past its deadline");
+        assert_eq!(verify(&app, key(credential), "SMTP").await.1, json!({"valid": false}));
+    }
+}
+
 credential_ledger_test_support::on_both_backends!(
+    smtp_logins_stop_at_a_deadline,
     smtp_logins_follow_the_ledger,
     relay_calls_without_the_secret_are_refused,
     an_smtp_login_moves_last_used_at_and_appends_no_event,
