@@ -1,7 +1,13 @@
 //! Helpers for bench/run.py, against a running service's database and bus.
 //!
-//! - `seed DATABASE_URL SERVER_NAME COUNT`: a server with COUNT credentials, appended through the
-//!   store in large batches (the same decide/append/project path as the writer); prints the key.
+//! - `seed DATABASE_URL SERVER_NAME COUNT [EXPIRES_IN_MS]`: a server with COUNT credentials,
+//!   appended through the store in large batches (the same decide/append/project path as the
+//!   writer); prints the key. With EXPIRES_IN_MS, every seeded credential expires, spread over
+//!   the one second that starts EXPIRES_IN_MS after the seeding began.
+//! - `deadlines DATABASE_URL SERVER_UUID COUNT TIMEOUT_S`: waits until COUNT deadline locks of
+//!   that server are in the log, then prints from the log itself how late they were recorded
+//!   (`recorded_at - deadline`), how long after the last deadline the last lock came, and how
+//!   many credentials were locked more than once (there must be none).
 //! - `key`: prints a well-formed key that was never issued.
 //! - `lag BASE_URL KEY AMQP_URL EXCHANGE COUNT`: revokes COUNT credentials one after another and
 //!   measures revoke → bus message and revoke → webhook received; prints JSON with percentiles.
@@ -16,7 +22,8 @@ use axum::routing::post;
 use axum::Router;
 use credential_ledger::app::provision::provision_server;
 use credential_ledger::domain::{
-    handle, Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, KeyMaterial, ServerName,
+    handle, Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, ExpiresAt, KeyMaterial, ServerName,
+    CREDENTIAL_LOCKED,
 };
 use credential_ledger::store::{DatabaseSettings, Decision, NewEvent, Store};
 use futures::StreamExt;
@@ -32,7 +39,11 @@ const SEED_BATCH: usize = 2000;
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("seed") => seed(&args[1], &args[2], args[3].parse()?).await,
+        Some("seed") => {
+            let expires_in = args.get(4).map(|ms| ms.parse().map(Duration::from_millis)).transpose()?;
+            seed(&args[1], &args[2], args[3].parse()?, expires_in).await
+        }
+        Some("deadlines") => deadlines(&args[1], args[2].parse()?, args[3].parse()?, args[4].parse()?).await,
         Some("key") => {
             println!("{}", ApiKey::generate(&mut rand::rngs::OsRng).expose_secret());
             Ok(())
@@ -42,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn seed(database_url: &str, server_name: &str, count: usize) -> anyhow::Result<()> {
+async fn seed(database_url: &str, server_name: &str, count: usize, expires_in: Option<Duration>) -> anyhow::Result<()> {
+    let started = chrono::Utc::now();
     let settings = DatabaseSettings {
         url: database_url.to_owned(),
         max_connections: 4,
@@ -74,7 +86,15 @@ async fn seed(database_url: &str, server_name: &str, count: usize) -> anyhow::Re
                 credential_type: if i % 2 == 0 { CredentialType::Api } else { CredentialType::Smtp },
                 hold: false,
                 key: KeyMaterial::from(&key),
-                expires_at: None,
+                expires_at: match expires_in {
+                    Some(expires_in) => {
+                        let seeded = (count - remaining + i) as i64;
+                        let spread = chrono::Duration::microseconds(seeded * 1_000_000 / count as i64);
+                        let at = started + chrono::Duration::from_std(expires_in)? + spread;
+                        Some(ExpiresAt::at(at, chrono::Utc::now()).map_err(anyhow::Error::msg)?)
+                    }
+                    None => None,
+                },
             });
         }
         let appended = store
@@ -94,6 +114,63 @@ async fn seed(database_url: &str, server_name: &str, count: usize) -> anyhow::Re
         remaining -= batch;
     }
     println!("{}", json!({"server_uuid": first.server_uuid, "key": first.key.expose_secret()}));
+    Ok(())
+}
+
+async fn deadlines(database_url: &str, server_uuid: Uuid, count: usize, timeout_s: u64) -> anyhow::Result<()> {
+    let settings = DatabaseSettings {
+        url: database_url.to_owned(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(30),
+        query_timeout: Duration::from_secs(60),
+    };
+    let store = Store::open(&settings).await?;
+    let started = Instant::now();
+    let mut position = 0;
+    // (recorded_at, deadline) of each deadline lock, and the locks per credential.
+    let mut locks = Vec::new();
+    let mut per_credential: HashMap<Uuid, usize> = HashMap::new();
+    while locks.len() < count {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(timeout_s), "{} of {count} locked", locks.len());
+        let events = store.events_after(position, 5000).await?;
+        if events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        for event in &events {
+            position = event.position;
+            if event.server_uuid != server_uuid || event.event_type != CREDENTIAL_LOCKED {
+                continue;
+            }
+            *per_credential.entry(event.stream_id).or_default() += 1;
+            let payload: Value = serde_json::from_str(&event.payload)?;
+            if let Some(deadline) = payload["deadline"].as_str() {
+                let deadline: chrono::DateTime<chrono::Utc> = deadline.parse()?;
+                locks.push((event.recorded_at, deadline));
+            }
+        }
+    }
+    let mut lateness: Vec<f64> = locks
+        .iter()
+        .map(|(recorded, deadline)| (*recorded - *deadline).num_microseconds().unwrap_or(0) as f64 / 1e3)
+        .collect();
+    lateness.sort_by(f64::total_cmp);
+    let last_deadline = locks.iter().map(|(_, deadline)| *deadline).max();
+    let last_lock = locks.iter().map(|(recorded, _)| *recorded).max();
+    let all_locked_after_ms = match (last_deadline, last_lock) {
+        (Some(deadline), Some(lock)) => (lock - deadline).num_microseconds().unwrap_or(0) as f64 / 1e3,
+        _ => f64::NAN,
+    };
+    println!(
+        "{}",
+        json!({
+            "locks": locks.len(),
+            "locked_twice": per_credential.values().filter(|locks| **locks > 1).count(),
+            "lateness_ms": {"p50": percentile(&lateness, 0.5), "p99": percentile(&lateness, 0.99),
+                            "max": lateness.last().copied().unwrap_or(f64::NAN)},
+            "all_locked_after_last_deadline_ms": all_locked_after_ms,
+        })
+    );
     Ok(())
 }
 
