@@ -217,17 +217,21 @@ impl GracePeriod {
     pub const MAX_SECONDS: u32 = 30 * 24 * 3600;
     pub const NONE: GracePeriod = GracePeriod(0);
 
-    /// From a JSON value: an integer literal in range. `"10"`, `1.5`, `1e3` and `-1` are not.
+    /// From a JSON value: a whole number in range, as JSON Schema's `integer` counts them (so
+    /// `600.0` and `6e2` are 600). `"10"`, `1.5` and `-1` are not.
     pub fn parse(raw: &serde_json::Value) -> Result<Self, InvalidGracePeriod> {
-        match raw {
-            serde_json::Value::Number(number) => number
-                .as_u64()
-                .and_then(|seconds| u32::try_from(seconds).ok())
-                .filter(|seconds| *seconds <= Self::MAX_SECONDS)
-                .map(GracePeriod)
-                .ok_or(InvalidGracePeriod),
-            _ => Err(InvalidGracePeriod),
-        }
+        let seconds = match raw {
+            serde_json::Value::Number(number) => match number.as_u64() {
+                Some(seconds) => Some(seconds),
+                None => number.as_f64().filter(|seconds| seconds.fract() == 0.0 && *seconds >= 0.0).map(|s| s as u64),
+            },
+            _ => None,
+        };
+        seconds
+            .filter(|seconds| *seconds <= u64::from(Self::MAX_SECONDS))
+            .and_then(|seconds| u32::try_from(seconds).ok())
+            .map(GracePeriod)
+            .ok_or(InvalidGracePeriod)
     }
 
     pub fn from_seconds(seconds: u32) -> Result<Self, InvalidGracePeriod> {
@@ -331,7 +335,12 @@ mod tests {
         use serde_json::json;
         assert_eq!(GracePeriod::parse(&json!(0)), Ok(GracePeriod::NONE));
         assert_eq!(GracePeriod::parse(&json!(2_592_000)).map(GracePeriod::seconds), Ok(2_592_000));
-        for bad in [json!(-1), json!(1.5), json!(1e3), json!("10"), json!(true), json!(2_592_001), json!(null)] {
+        // Whole numbers written as floats are integers to JSON Schema, and so here.
+        assert_eq!(GracePeriod::parse(&json!(819.0)).map(GracePeriod::seconds), Ok(819));
+        assert_eq!(GracePeriod::parse(&json!(1e3)).map(GracePeriod::seconds), Ok(1000));
+        for bad in
+            [json!(-1), json!(1.5), json!(-0.5), json!(2.6e6), json!("10"), json!(true), json!(2_592_001), json!(null)]
+        {
             assert_eq!(GracePeriod::parse(&bad), Err(InvalidGracePeriod), "{bad}");
         }
     }
