@@ -214,7 +214,103 @@ async fn a_deadline_that_passed_while_no_instance_ran_is_recorded_at_the_next_st
     assert_eq!(instant(&payload["deadline"]), deadline);
 }
 
+/// Random histories with deadlines, through a writer of the test's own beside the service's
+/// scheduler: creates with and without expiries a few milliseconds out, rotations with and
+/// without grace, revokes and deadline locks, interleaved with short waits. Whatever happened,
+/// the view the appends kept equals a rebuild, an offline replay of the export, and a freshly
+/// loaded replica, and the chain verifies.
+async fn random_histories_with_deadlines_rebuild_and_replay_to_the_live_view(db: TestDb) {
+    use credential_ledger::app::replica::Replica;
+    use credential_ledger::app::writer::Writer;
+    use credential_ledger::audit::{export_records, Replay, Verifier};
+    use credential_ledger::domain::{
+        Actor, ApiKey, Command, CredentialName, CredentialType, EventMetadata, ExpiresAt, GracePeriod, KeyMaterial,
+        Outcome,
+    };
+    use rand::{Rng, SeedableRng};
+
+    let app = spawn_app(&db).await;
+    let store = app.store.clone();
+    let (writer, _task) = Writer::spawn(store.clone(), Replica::load(store.clone()).await.unwrap());
+    let server_uuid = app.tenant.server_uuid;
+    let metadata = |actor| EventMetadata { actor, request_id: None, source_ip: None };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261203);
+    let mut credentials: Vec<uuid::Uuid> = vec![app.tenant.credential_uuid];
+    for step in 0..120 {
+        let target = credentials[rng.gen_range(0..credentials.len())];
+        let key = || KeyMaterial::from(&ApiKey::generate(&mut rand::thread_rng()));
+        let (command, actor) = match rng.gen_range(0..5) {
+            0 | 1 => {
+                let expires_at = rng.gen_bool(0.6).then(|| {
+                    let at = Utc::now() + chrono::Duration::milliseconds(rng.gen_range(5..60));
+                    ExpiresAt::at(at, Utc::now()).unwrap()
+                });
+                let command = Command::Create {
+                    server_uuid,
+                    credential_uuid: uuid::Uuid::new_v4(),
+                    name: CredentialName::parse(&format!("Step {step}")).unwrap(),
+                    credential_type: if rng.gen_bool(0.5) { CredentialType::Api } else { CredentialType::Smtp },
+                    hold: rng.gen_bool(0.1),
+                    key: key(),
+                    expires_at,
+                };
+                (command, Actor::Cli)
+            }
+            2 => {
+                let grace = GracePeriod::from_seconds(if rng.gen_bool(0.5) { 0 } else { 1 }).unwrap();
+                let new_credential_uuid = uuid::Uuid::new_v4();
+                let command = Command::Regenerate {
+                    server_uuid,
+                    credential_uuid: target,
+                    new_credential_uuid,
+                    new_key: key(),
+                    grace,
+                };
+                (command, Actor::Cli)
+            }
+            3 => (Command::Revoke { server_uuid, credential_uuid: target }, Actor::Cli),
+            _ => (Command::LockDue { server_uuid, credential_uuid: target }, Actor::Deadline),
+        };
+        match writer.execute(command, metadata(actor)).await {
+            Ok(Outcome::Created(created)) => credentials.push(created.uuid),
+            Ok(Outcome::Rotated { new, .. }) => credentials.push(new.uuid),
+            Ok(_) | Err(_) => {}
+        }
+        if rng.gen_bool(0.2) {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(1..15))).await;
+        }
+    }
+    // Past every expiry and grace period: the scheduler records what is left.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_until("every deadline's lock", Duration::from_secs(5), || async {
+        let pending = app.view().await.into_iter().filter(|c| c.pending_deadline().is_some()).count();
+        (pending == 0).then_some(())
+    })
+    .await;
+
+    let live = app.view().await;
+    assert!(live.iter().any(|c| c.expires_at.is_some() && c.hold), "some deadlines were locked");
+    let mut verifier = Verifier::new(None);
+    let mut replay = Replay::new(None, None);
+    export_records(&store, None, |record| {
+        if let credential_ledger::audit::ExportRecord::Event(event) = &record {
+            replay.push(event).unwrap();
+        }
+        Ok(verifier.push(&record)?)
+    })
+    .await
+    .unwrap();
+    verifier.finish().expect("the chain and its rules verify");
+    assert_eq!(replay.finish(), live, "an offline replay equals the live view");
+    let replica = Replica::load(store.clone()).await.unwrap();
+    let listed: Vec<_> = replica.list(server_uuid).iter().map(|c| (**c).clone()).collect();
+    let of_server: Vec<_> = live.iter().filter(|c| c.server_uuid == server_uuid).cloned().collect();
+    assert_eq!(listed, of_server, "a freshly loaded replica equals the view");
+    assert_view_equals_a_rebuild(&store).await;
+}
+
 credential_ledger_test_support::on_both_backends!(
+    random_histories_with_deadlines_rebuild_and_replay_to_the_live_view,
     a_grace_rotation_keeps_the_old_key_working_until_its_deadline_on_every_instance,
     an_expiring_key_stops_at_its_instant_and_as_of_shows_it_held_from_there,
     a_revoke_during_the_grace_period_is_the_only_lock,
