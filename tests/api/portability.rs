@@ -320,20 +320,7 @@ async fn events_tail_follows_the_log_without_rabbitmq(db: TestDb) {
         assert_eq!(line["body"]["schema_version"], event.schema_version);
         let mut body: Vec<&String> = line["body"].as_object().unwrap().keys().collect();
         body.sort();
-        assert_eq!(
-            body,
-            [
-                "data",
-                "event_id",
-                "position",
-                "recorded_at",
-                "schema_version",
-                "server_uuid",
-                "stream_id",
-                "stream_version",
-                "type"
-            ]
-        );
+        assert_eq!(body, credential_ledger_test_support::bus::MESSAGE_BODY_FIELDS);
     }
     for mut child in [everything_tail, locks_tail] {
         let status = child.0.wait().unwrap();

@@ -12,6 +12,19 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use serde_json::Value;
 
+/// The top-level fields of every message body, sorted (docs/events.md).
+pub const MESSAGE_BODY_FIELDS: [&str; 9] = [
+    "data",
+    "event_id",
+    "position",
+    "recorded_at",
+    "schema_version",
+    "server_uuid",
+    "stream_id",
+    "stream_version",
+    "type",
+];
+
 /// A message as a consumer sees it.
 #[derive(Debug, Clone)]
 pub struct Received {
