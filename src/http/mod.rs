@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -181,7 +181,15 @@ async fn abandon_slow_requests(
 async fn record_metrics(request: Request, next: Next) -> Response {
     // The route template, not the path: a path can be anything a client sends.
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_owned();
-    let method = request.method().as_str().to_owned();
+    // Any client may send any method: only the standard ones get a series of their own, so that
+    // invented methods cannot grow the registry without bound.
+    let method = match *request.method() {
+        Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH | Method::HEAD | Method::OPTIONS => {
+            request.method().as_str()
+        }
+        _ => "other",
+    }
+    .to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
     let metrics = metrics();

@@ -110,7 +110,22 @@ fn rabbitmq_on_an_embedded_ledger_and_a_relay_without_a_broker_are_refused() {
     }
 }
 
+/// Logs written to a file or a pipe carry no terminal colour codes.
+async fn logs_to_a_file_have_no_colour_codes(db: TestDb) {
+    let output = std::process::Command::new(crate::helpers::ledger_binary())
+        .arg("migrate")
+        .env("DATABASE_URL", db.url())
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("database is up to date"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no escape sequences: {stderr:?}");
+}
+
 credential_ledger_test_support::on_both_backends!(
+    logs_to_a_file_have_no_colour_codes,
     server_create_prints_one_json_object_with_a_working_key,
     server_create_refuses_a_blank_name_and_writes_nothing,
     projections_rebuild_leaves_the_same_view,

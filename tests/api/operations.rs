@@ -27,6 +27,10 @@ async fn metrics_count_requests_and_refused_authentications(db: TestDb) {
     let app = spawn_app(&db).await;
     app.create(&app.tenant.key, json!({"name": "Counted"})).await;
     app.list("vml_not-a-key").await;
+    for invented in ["M369518948", "M369518949"] {
+        let method = reqwest::Method::from_bytes(invented.as_bytes()).unwrap();
+        app.client.request(method, format!("{}/api/v1/credentials/list", app.address)).send().await.unwrap();
+    }
     let response = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
@@ -37,6 +41,9 @@ async fn metrics_count_requests_and_refused_authentications(db: TestDb) {
         "credential_ledger_write_batch_size_count",
         "credential_ledger_append_duration_seconds_bucket",
         "credential_ledger_http_request_duration_seconds_bucket",
+        // Past the 10 s request timeout.
+        r#"le="13.1072""#,
+        r#"method="other""#,
         "credential_ledger_log_head_position",
         "credential_ledger_relay_lag_events",
         "# EOF",
@@ -44,6 +51,7 @@ async fn metrics_count_requests_and_refused_authentications(db: TestDb) {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
     assert!(!text.contains(&app.tenant.key[4..]));
+    assert!(!text.contains("M36951894"), "an invented method has no series of its own");
 }
 
 async fn the_openapi_document_describes_every_endpoint_with_its_errors(db: TestDb) {
