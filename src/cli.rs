@@ -130,6 +130,13 @@ async fn export(
     }
     let store = Store::open(&database.settings()).await.context("opening the ledger")?;
     store.prepare().await?;
+    // Checked before the output file is created: a mistyped uuid must not leave a slice of
+    // nothing but chain links that looks like an answer.
+    if let Some(server) = server {
+        if !store.backup_servers().await?.iter().any(|known| known.uuid == server) {
+            anyhow::bail!("no server {server} in this ledger");
+        }
+    }
     let mut out: Box<dyn Write> = match &output {
         Some(path) => {
             Box::new(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))

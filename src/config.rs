@@ -106,6 +106,8 @@ pub enum CliCommand {
     },
     /// Print the credential view rebuilt from an export file, offline.
     Replay {
+        /// The export to replay (JSON Lines, as `export` writes it; a backup's server and
+        /// endpoint records are skipped).
         #[arg(long)]
         file: std::path::PathBuf,
         /// The view as it stood at this instant (RFC 3339).

@@ -440,6 +440,16 @@ async fn a_replayed_export_gives_the_live_view_and_a_one_server_slice_verifies_a
     let as_of = first_event_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     assert_eq!(replay(&whole, &["--as-of", &as_of]).len(), 1, "as of the first event, one credential");
 
+    // A server the ledger does not know is an error, and no file is written.
+    let unknown = dir.join("unknown.jsonl");
+    let refused = run_ledger(
+        &["export", "--output", unknown.to_str().unwrap(), "--server", "6f1c9a0e-2b7d-4e55-9a3c-0d4b8e1f2a35"],
+        &url,
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no server 6f1c9a0e-2b7d-4e55-9a3c-0d4b8e1f2a35"));
+    assert!(!unknown.exists(), "nothing is written for an unknown server");
+
     // One server's slice: its events in full, the others' as chain links only.
     let slice = export(&url, &dir, "mine.jsonl", &["--server", &server]);
     let text = std::fs::read_to_string(&slice).unwrap();
