@@ -16,7 +16,7 @@ mod webhooks;
 use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +26,6 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use tracing::Level;
 
 pub use envelope::{Success, SuccessStatus};
 pub use error::{redact_keys, ApiError};
@@ -118,6 +117,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     // Outside the concurrency cap: an instance at capacity is alive and says so, rather than
     // being restarted by its orchestrator for being busy.
     let probes = Router::new()
+        .route("/livez", get(ops::livez))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics));
@@ -134,9 +134,16 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                         .and_then(|value| value.to_str().ok())
                         .map(redact_keys)
                         .unwrap_or_default();
+                    // The peer's address; behind a proxy, the proxy's.
+                    let client = request
+                        .extensions()
+                        .get::<ConnectInfo<std::net::SocketAddr>>()
+                        .map(|info| info.0.ip().to_string())
+                        .unwrap_or_default();
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
+                        client = %client,
                         // A client may put a key anywhere, the path included.
                         path = %redact_keys(request.uri().path()),
                         request_id = %request_id,
@@ -145,7 +152,14 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                     )
                 })
                 .on_request(())
-                .on_response(tower_http::trace::DefaultOnResponse::new().level(Level::INFO)),
+                // Latency as a number of milliseconds, which log queries can compare and sum.
+                .on_response(|response: &Response, latency: Duration, _span: &tracing::Span| {
+                    tracing::info!(
+                        status = response.status().as_u16(),
+                        latency_ms = latency.as_secs_f64() * 1e3,
+                        "finished processing request"
+                    );
+                }),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)

@@ -30,6 +30,7 @@ use crate::store::{AttemptListing, WebhookEndpoint};
         webhooks::delete,
         webhooks::deliveries,
         webhooks::retry,
+        ops::livez,
         ops::healthz,
         ops::readyz,
     ),

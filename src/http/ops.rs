@@ -52,9 +52,28 @@ pub struct RelayHealth {
 success_envelope!(HealthAnswer, Health);
 success_envelope!(ReadinessAnswer, Readiness);
 
-/// Liveness: 200 while the database answers, 503 when it does not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `true`: the process answers.
+    live: bool,
+}
+
+success_envelope!(LivenessAnswer, Liveness);
+
+/// Liveness: 200 whenever the process answers, whatever the database and the broker do.
 ///
-/// The relay's state is reported but never fails the check: the API works while the broker is down.
+/// For an orchestrator's liveness probe: restarting an instance cures nothing during a database
+/// outage. `/readyz` says whether the instance can serve, and `/healthz` reports its state.
+#[utoipa::path(get, path = "/livez", tag = "operations",
+    responses((status = 200, description = "The process answers", body = LivenessAnswer)))]
+pub async fn livez() -> Success<Liveness> {
+    Success(Liveness { live: true })
+}
+
+/// Health report: 200 while the database answers, 503 when it does not.
+///
+/// Not a liveness probe (use `/livez`): every instance fails it during a database outage. The
+/// relay's state is reported but never fails the check: the API works while the broker is down.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses(
         (status = 200, description = "Healthy", body = HealthAnswer),

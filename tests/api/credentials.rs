@@ -208,6 +208,10 @@ async fn health_follows_the_database(db: TestDb) {
     app.store.close().await;
     let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Liveness is the process's, not the database's: an outage restarts nothing.
+    let live = app.client.get(format!("{}/livez", app.address)).send().await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(crate::helpers::answer(live).await.data()["live"], true);
     assert_eq!(response.headers()["retry-after"], "1");
     let answer = crate::helpers::answer(response).await;
     assert_eq!(answer.error_code(), "service_unavailable");

@@ -203,6 +203,14 @@ async fn no_key_reaches_the_logs_the_database_the_bus_or_a_webhook(db: TestDb) {
     let secret_parts: Vec<&str> = keys.iter().map(|key| &key[4..]).collect();
     let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("finished processing request"), "the requests were logged");
+    // Each request line: its latency as a number of milliseconds, and the client's address.
+    let finished: Value = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["fields"]["message"] == "finished processing request")
+        .expect("a request line");
+    assert!(finished["fields"]["latency_ms"].is_f64(), "{finished}");
+    assert_eq!(finished["span"]["client"], "127.0.0.1", "{finished}");
     assert!(logs.contains("/api/v1/vml_[redacted]"), "the path with a key in it was logged, redacted");
     for part in &secret_parts {
         assert!(!logs.contains(part), "a key is in the logs");
