@@ -89,7 +89,7 @@ success_envelope!(HistoryAnswer, Vec<AuditedEvent>);
 success_envelope!(EventPageAnswer, EventPage);
 
 /// Every event of one credential, in order, with who caused it.
-#[utoipa::path(post, path = "/api/v1/credentials/history", tag = "audit", request_body = HistoryRequest,
+#[utoipa::path(post, path = "/api/v1/credentials/history", operation_id = "credentialHistory", tag = "audit", request_body = HistoryRequest,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The credential's events", body = HistoryAnswer),
@@ -112,7 +112,7 @@ pub async fn history(
 }
 
 /// The server's events in log order, a page at a time.
-#[utoipa::path(post, path = "/api/v1/events/list", tag = "audit", request_body = Option<EventsRequest>,
+#[utoipa::path(post, path = "/api/v1/events/list", operation_id = "listEvents", tag = "audit", request_body = Option<EventsRequest>,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "A page of events", body = EventPageAnswer),

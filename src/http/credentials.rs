@@ -44,7 +44,7 @@ pub struct CreateRequest {
     name: String,
     /// `SMTP` (the default) or `API`; only API credentials call this API.
     #[serde(rename = "type")]
-    #[schema(example = "API", pattern = "^(SMTP|API)$")]
+    #[schema(value_type = Option<TypeName>, example = "API")]
     credential_type: Option<String>,
     /// Create in the held state (it will not authenticate).
     #[schema(example = false)]
@@ -75,12 +75,24 @@ pub struct RegenerateRequest {
     grace_period: Option<serde_json::Value>,
 }
 
+// The document's name for a credential's type. Requests read it as a string, so that a wrong
+// one gets 422 `invalid_type` rather than a parse error.
+/// `SMTP` (checked by mail relays) or `API` (calls this API).
+#[derive(ToSchema)]
+#[schema(as = CredentialType)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+enum TypeName {
+    SMTP,
+    API,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ListedCredential<'a> {
     id: i64,
     uuid: Uuid,
     name: &'a str,
     #[serde(rename = "type")]
+    #[schema(value_type = TypeName)]
     credential_type: &'a str,
     hold: bool,
     /// RFC 3339 UTC, to the second; null if never used.
@@ -124,7 +136,7 @@ pub struct CreatedCredential {
     uuid: Uuid,
     name: String,
     #[serde(rename = "type")]
-    #[schema(value_type = String, example = "API")]
+    #[schema(value_type = TypeName, example = "API")]
     credential_type: CredentialType,
     hold: bool,
     /// The key: shown in this answer and nowhere else, ever.
@@ -165,7 +177,7 @@ success_envelope!(RevokedAnswer, RevokedCredential);
 ///
 /// Ascending `id`; held credentials are listed with `hold: true`. With `as_of`, the view as it
 /// stood at that instant, rebuilt from the log (`last_used_at` is then null).
-#[utoipa::path(post, path = "/api/v1/credentials/list", tag = "credentials", request_body = Option<ListRequest>,
+#[utoipa::path(post, path = "/api/v1/credentials/list", operation_id = "listCredentials", tag = "credentials", request_body = Option<ListRequest>,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The credentials", body = CredentialListAnswer),
@@ -285,7 +297,7 @@ impl<I: Iterator<Item = T>, T: Serialize> Serialize for SerializeOnce<I> {
 /// Create a new credential.
 ///
 /// Its key is in this answer and nowhere else, ever.
-#[utoipa::path(post, path = "/api/v1/credentials/create", tag = "credentials", request_body = CreateRequest,
+#[utoipa::path(post, path = "/api/v1/credentials/create", operation_id = "createCredential", tag = "credentials", request_body = CreateRequest,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The new credential and its key", body = CreatedAnswer),
@@ -349,7 +361,7 @@ pub async fn create(
 /// in the same transaction. With one, the old key keeps working until `old_expires_at` and is
 /// then locked with reason `rotated`, so that clients can move to the new key without downtime.
 /// Triggers a CredentialLocked webhook for the old credential when it is locked.
-#[utoipa::path(post, path = "/api/v1/credentials/regenerate", tag = "credentials", request_body = RegenerateRequest,
+#[utoipa::path(post, path = "/api/v1/credentials/regenerate", operation_id = "regenerateCredential", tag = "credentials", request_body = RegenerateRequest,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The old and the new credential, and the new key", body = RegeneratedAnswer),
@@ -395,7 +407,7 @@ pub async fn regenerate(
 ///
 /// Held credentials cannot be used for authentication. Revoking a held one changes nothing and
 /// answers the same. Triggers a CredentialLocked webhook.
-#[utoipa::path(post, path = "/api/v1/credentials/revoke", tag = "credentials", request_body = UuidRequest,
+#[utoipa::path(post, path = "/api/v1/credentials/revoke", operation_id = "revokeCredential", tag = "credentials", request_body = UuidRequest,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The credential, held", body = RevokedAnswer),

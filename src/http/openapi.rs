@@ -16,8 +16,10 @@ use crate::store::{AttemptListing, WebhookEndpoint};
         title = "credential-ledger",
         description = "An event-sourced ledger of API and SMTP credentials. Every call is `POST` with a JSON \
                        body, authenticated by `X-Server-API-Key`, and answers `{\"status\": \"success\"|\"error\", \
-                       \"data\": …}`."
+                       \"data\": …}`.",
+        contact(name = "credential-ledger maintainers")
     ),
+    servers((url = "/", description = "The service that serves this document")),
     paths(
         credentials::list,
         credentials::create,

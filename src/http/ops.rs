@@ -64,7 +64,7 @@ success_envelope!(LivenessAnswer, Liveness);
 ///
 /// For an orchestrator's liveness probe: restarting an instance cures nothing during a database
 /// outage. `/readyz` says whether the instance can serve, and `/healthz` reports its state.
-#[utoipa::path(get, path = "/livez", tag = "operations",
+#[utoipa::path(get, path = "/livez", operation_id = "livez", tag = "operations",
     responses((status = 200, description = "The process answers", body = LivenessAnswer)))]
 pub async fn livez() -> Success<Liveness> {
     Success(Liveness { live: true })
@@ -74,7 +74,7 @@ pub async fn livez() -> Success<Liveness> {
 ///
 /// Not a liveness probe (use `/livez`): every instance fails it during a database outage. The
 /// relay's state is reported but never fails the check: the API works while the broker is down.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
     responses(
         (status = 200, description = "Healthy", body = HealthAnswer),
         (status = 503, description = "The database does not answer", body = ErrorEnvelope),
@@ -124,7 +124,7 @@ pub struct Readiness {
 /// Readiness: 200 when the database answers and every migration is applied.
 ///
 /// The bus and relay are reported but do not fail it (the API works without the broker).
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = ReadinessAnswer),
         (status = 503, description = "Not ready", body = ErrorEnvelope),

@@ -96,7 +96,7 @@ success_envelope!(AttemptListAnswer, Vec<AttemptListing>);
 success_envelope!(RetriedAnswer, RetriedDelivery);
 
 /// Register a webhook endpoint; its signing secret (Standard Webhooks `whsec_…`) is in this answer only.
-#[utoipa::path(post, path = "/api/v1/webhooks/create", tag = "webhooks", request_body = CreateEndpointRequest,
+#[utoipa::path(post, path = "/api/v1/webhooks/create", operation_id = "createWebhookEndpoint", tag = "webhooks", request_body = CreateEndpointRequest,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The endpoint and its secret", body = EndpointAnswer),
@@ -127,7 +127,7 @@ pub async fn create(
 }
 
 /// The server's webhook endpoints, oldest first (without secrets).
-#[utoipa::path(post, path = "/api/v1/webhooks/list", tag = "webhooks", request_body = Option<ListEndpointsRequest>,
+#[utoipa::path(post, path = "/api/v1/webhooks/list", operation_id = "listWebhookEndpoints", tag = "webhooks", request_body = Option<ListEndpointsRequest>,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The endpoints", body = EndpointListAnswer),
@@ -142,7 +142,7 @@ pub async fn list(
 }
 
 /// Delete a webhook endpoint: no more deliveries to it; its history stays.
-#[utoipa::path(post, path = "/api/v1/webhooks/delete", tag = "webhooks", request_body = DeleteEndpointRequest,
+#[utoipa::path(post, path = "/api/v1/webhooks/delete", operation_id = "deleteWebhookEndpoint", tag = "webhooks", request_body = DeleteEndpointRequest,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Deleted", body = DeletedAnswer),
@@ -162,7 +162,7 @@ pub async fn delete(
 }
 
 /// Every webhook attempt for the server, newest first.
-#[utoipa::path(post, path = "/api/v1/webhooks/deliveries", tag = "webhooks", request_body = Option<DeliveriesRequest>,
+#[utoipa::path(post, path = "/api/v1/webhooks/deliveries", operation_id = "listWebhookDeliveries", tag = "webhooks", request_body = Option<DeliveriesRequest>,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The attempts", body = AttemptListAnswer),
@@ -184,7 +184,7 @@ pub async fn deliveries(
 }
 
 /// One more attempt of a failed delivery: committed here, made by a webhook worker at once (in-process delivery) or within its sweep interval.
-#[utoipa::path(post, path = "/api/v1/webhooks/retry", tag = "webhooks", request_body = RetryRequest,
+#[utoipa::path(post, path = "/api/v1/webhooks/retry", operation_id = "retryWebhookDelivery", tag = "webhooks", request_body = RetryRequest,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Queued", body = RetriedAnswer),

@@ -2,6 +2,7 @@
 ledger (a SQLite file, the default) and on PostgreSQL (`E2E_POSTGRES`; `E2E_BACKENDS=sqlite` runs
 the first alone):
 
+- openapi: the served document passes openapi-spec-validator.
 - fuzz: Schemathesis generates requests from /api/v1/openapi.json (every operation, with a valid
   key): no 5xx, every status and body as documented, invalid input refused, valid input accepted;
 - docs: the /docs page in headless Chromium calls the API with a pasted key;
@@ -125,6 +126,18 @@ def fuzz(service: Service, key: str, backend: str) -> list[str]:
     return failures
 
 
+def contract(service: Service) -> list[str]:
+    """The served OpenAPI document, as openapi-spec-validator reads it: no error."""
+    from openapi_spec_validator import validate
+    with urllib.request.urlopen(service.base_url + "/api/v1/openapi.json", timeout=10) as response:
+        document = json.load(response)
+    try:
+        validate(document)
+    except Exception as error:  # the validator's own error types differ between its versions
+        return [f"openapi-spec-validator: {error}"[:2000]]
+    return []
+
+
 def call(service: Service, path: str, key: str, body: dict) -> dict:
     request = urllib.request.Request(
         service.base_url + path,
@@ -206,6 +219,7 @@ def run_on(backend: str, results: dict) -> None:
         service.start()
         results[f"{backend} fuzz"] = fuzz(service, key, backend)
         if sink:
+            results["openapi"] = contract(service)
             results["docs"] = check_docs_page(
                 service.base_url, key, provisioned["credential"]["uuid"], str(OUT / "docs.png")
             )
