@@ -63,6 +63,8 @@ fn a_ledger_that_cannot_be_opened_is_one_line_and_exit_code_one() {
         ("mysql://admin:hunter2@127.0.0.1/ledger".to_owned(), "unsupported scheme \"mysql\""),
         (format!("sqlite://{}", not_sqlite.display()), "is not a SQLite database"),
         ("sqlite:///proc/credential-ledger/nowhere/ledger.db".to_owned(), "cannot open the ledger at"),
+        // Port 1 on loopback: nothing listens there.
+        ("postgres://postgres@127.0.0.1:1/ledger".to_owned(), "Connection refused"),
     ];
     for (url, expected) in cases {
         let output = run_ledger(&["migrate"], &url);
@@ -71,6 +73,7 @@ fn a_ledger_that_cannot_be_opened_is_one_line_and_exit_code_one() {
         assert_eq!(stderr.lines().count(), 1, "{url}: {stderr}");
         assert!(stderr.starts_with("error: ") && stderr.contains(expected), "{url}: {stderr}");
         assert!(!stderr.contains("hunter2"));
+        assert_eq!(stderr.matches(expected).count(), 1, "each cause is said once: {stderr}");
     }
     assert_eq!(std::fs::read_to_string(&not_sqlite).unwrap(), "not a database");
     assert_eq!(std::fs::read_dir(&directory).unwrap().count(), 1, "nothing was created beside it");
