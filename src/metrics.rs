@@ -32,6 +32,11 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -52,6 +57,10 @@ pub struct Metrics {
     pub database_timeouts: Counter,
     pub deadline_lock_lateness: Histogram,
     pub deadlines_pending: Gauge,
+    pub database_connections: Gauge,
+    pub database_connections_idle: Gauge,
+    pub relay_leader: Gauge,
+    pub broker_connected: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -122,8 +131,35 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Deadlines (expiries, grace periods) whose lock is not recorded yet",
         deadlines_pending.clone(),
     );
+    let build_info = Family::<BuildLabels, Gauge>::default();
+    build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+    registry.register("build_info", "The running build: always 1, labelled with its version", build_info);
+    let database_connections = Gauge::default();
+    registry.register(
+        "database_connections",
+        "Database connections open in this instance's pools (in use and idle)",
+        database_connections.clone(),
+    );
+    let database_connections_idle = Gauge::default();
+    registry.register(
+        "database_connections_idle",
+        "Database connections open and idle: open minus idle are in use",
+        database_connections_idle.clone(),
+    );
+    let relay_leader = Gauge::default();
+    registry.register("relay_leader", "1 while this instance's relay leads its exchange", relay_leader.clone());
+    let broker_connected = Gauge::default();
+    registry.register(
+        "broker_connected",
+        "1 while this instance's relay is connected to RabbitMQ",
+        broker_connected.clone(),
+    );
     Metrics {
         registry,
+        database_connections,
+        database_connections_idle,
+        relay_leader,
+        broker_connected,
         deadline_lock_lateness,
         deadlines_pending,
         replica_reloads,

@@ -167,6 +167,14 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         all.relay_position.set(progress.relayed);
         all.relay_lag.set(progress.head - progress.relayed);
     }
+    let (open, idle) = app.store.connections();
+    all.database_connections.set(i64::from(open));
+    all.database_connections_idle.set(i64::from(idle));
+    if let Some(relay) = &app.relay {
+        let status = relay.status.snapshot();
+        all.relay_leader.set(i64::from(status.leader));
+        all.broker_connected.set(i64::from(status.broker_connected));
+    }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], all.encode())
         .into_response()
 }

@@ -195,6 +195,15 @@ impl Store {
         }
     }
 
+    /// Connections open and idle in the pools, for the metrics (the embedded ledger's reader
+    /// pool and its writer together).
+    pub fn connections(&self) -> (u32, u32) {
+        match self {
+            Store::Postgres(store) => (store.pool().size(), store.pool().num_idle() as u32),
+            Store::Sqlite(store) => store.connections(),
+        }
+    }
+
     /// The PostgreSQL store, for what only PostgreSQL does (the relay to RabbitMQ).
     pub fn postgres(&self) -> Option<&PgStore> {
         match self {

@@ -46,6 +46,10 @@ async fn metrics_count_requests_and_refused_authentications(db: TestDb) {
         r#"method="other""#,
         "credential_ledger_log_head_position",
         "credential_ledger_relay_lag_events",
+        r#"credential_ledger_build_info{version=""#,
+        "credential_ledger_database_connections ",
+        "credential_ledger_database_connections_idle ",
+        "credential_ledger_relay_leader 0",
         "# EOF",
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");

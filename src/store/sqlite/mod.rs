@@ -336,6 +336,11 @@ impl SqliteStore {
         tokio::time::timeout(self.query_timeout, work).await.map_err(|_| StoreError::TimedOut(self.query_timeout))?
     }
 
+    pub(crate) fn connections(&self) -> (u32, u32) {
+        let open = self.pool.size() + self.writer.size();
+        (open, (self.pool.num_idle() + self.writer.num_idle()) as u32)
+    }
+
     /// Migrations, then the view if its schema file changed (or was never built).
     #[cfg(test)]
     pub(crate) fn pool(&self) -> &SqlitePool {
