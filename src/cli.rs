@@ -170,12 +170,16 @@ async fn verify(
     let checked = match &file {
         Some(path) => read_export(path, |record| verifier.push(&record).map_err(anyhow::Error::from)),
         None => {
-            let store = Store::open(&database.settings()).await.context("opening the ledger")?;
-            audit::export_records(&store, None, |record| Ok(verifier.push(&record)?)).await.map_err(|error| match error
-            {
-                audit::ExportError::Verification(failure) => anyhow::Error::from(failure),
-                other => anyhow::Error::from(other),
-            })
+            async {
+                let store = Store::open(&database.settings()).await.context("opening the ledger")?;
+                audit::export_records(&store, None, |record| Ok(verifier.push(&record)?)).await.map_err(|error| {
+                    match error {
+                        audit::ExportError::Verification(failure) => anyhow::Error::from(failure),
+                        other => anyhow::Error::from(other),
+                    }
+                })
+            }
+            .await
         }
     };
     let not_covered = verifier.not_covered();
@@ -198,10 +202,16 @@ async fn verify(
                 );
                 Err(anyhow::anyhow!("verification failed at {failure}"))
             }
-            Err(other) => Err(other),
+            Err(other) => Err(other.context(CouldNotCheck)),
         },
     }
 }
+
+/// `verify` could not check: its file or its database could not be read. The process exits with
+/// 3, apart from a check that ran and failed (1) and from arguments clap refused (2).
+#[derive(Debug, thiserror::Error)]
+#[error("could not check the ledger")]
+pub struct CouldNotCheck;
 
 fn replay(file: &Path, as_of: Option<chrono::DateTime<chrono::Utc>>, server: Option<Uuid>) -> anyhow::Result<()> {
     let mut replay = Replay::new(as_of, server);

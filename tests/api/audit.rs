@@ -175,8 +175,27 @@ async fn some_history(app: &TestApp) -> crate::helpers::Tenant {
 fn verify(args: &[&str], url: &str) -> (bool, Value) {
     let output = run_ledger(&[&["verify"], args].concat(), url);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{stdout} {:?}", output.stderr));
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{stdout} {:?}", output.stderr));
+    // 0 verified, 1 checked and failed (3 is for what could not be read).
+    let expected = if report["verified"] == true { 0 } else { 1 };
+    assert_eq!(output.status.code(), Some(expected), "{report}");
     (output.status.success(), report)
+}
+
+/// A file or a database that cannot be read is not a failed check: exit code 3, no report.
+#[test]
+fn verify_that_cannot_read_its_input_exits_3() {
+    let missing = std::env::temp_dir().join(format!("credential-ledger-missing-{}.jsonl", uuid::Uuid::new_v4()));
+    for (args, url, expected) in [
+        (vec!["--file", missing.to_str().unwrap()], "sqlite:///tmp/unused.db", "could not check the ledger"),
+        (vec![], "postgres://postgres@127.0.0.1:1/ledger", "Connection refused"),
+    ] {
+        let output = run_ledger(&[&["verify"], args.as_slice()].concat(), url);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{stderr}");
+        assert!(output.stdout.is_empty(), "no verdict is printed");
+        assert!(stderr.starts_with("error: could not check the ledger") && stderr.contains(expected), "{stderr}");
+    }
 }
 
 async fn head(app: &TestApp) -> (i64, String) {
@@ -454,6 +473,11 @@ async fn a_replayed_export_gives_the_live_view_and_a_one_server_slice_verifies_a
     let slice = export(&url, &dir, "mine.jsonl", &["--server", &server]);
     let text = std::fs::read_to_string(&slice).unwrap();
     assert!(text.contains("\"record\":\"gap\""));
+    // Every instant as the chain hashes it: six fractional digits, always.
+    for line in text.lines().filter(|line| line.contains("\"record\":\"event\"")) {
+        let recorded_at = serde_json::from_str::<Value>(line).unwrap()["recorded_at"].as_str().unwrap().to_owned();
+        assert!(recorded_at.len() == 27 && recorded_at.ends_with('Z'), "{recorded_at}");
+    }
     assert!(!text.contains("Theirs"), "another server's data is not in the slice");
     let (position, hash) = head(&app).await;
     let (ok, report) =
