@@ -31,6 +31,9 @@ pub struct StoredEvent {
     pub payload: String,
     #[serde(with = "json_text")]
     pub metadata: String,
+    /// Written with exactly six fractional digits, as the chain hashes it, so that the text of
+    /// an export is what a verifier hashes.
+    #[serde(with = "super::event::micros")]
     pub recorded_at: DateTime<Utc>,
     #[serde(with = "hex_bytes")]
     pub prev_hash: Vec<u8>,
@@ -154,5 +157,34 @@ mod json_text {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
         Ok(serde_json::Value::deserialize(deserializer)?.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An export writes `recorded_at` as the chain hashes it, even on a whole second, so that a
+    /// verifier can hash the text as written.
+    #[test]
+    fn an_exported_instant_always_has_six_fractional_digits() {
+        let event = StoredEvent {
+            position: 1,
+            stream_id: Uuid::from_u128(1),
+            stream_version: 1,
+            event_id: Uuid::from_u128(2),
+            event_type: "CredentialLocked".into(),
+            schema_version: 1,
+            server_uuid: Uuid::from_u128(3),
+            payload: r#"{"reason":"revoked","replaced_by":null}"#.into(),
+            metadata: r#"{"actor":{"kind":"cli"}}"#.into(),
+            recorded_at: DateTime::parse_from_rfc3339("2026-12-03T10:00:00Z").unwrap().to_utc(),
+            prev_hash: vec![0; 32],
+            hash: vec![1; 32],
+        };
+        let written = serde_json::to_value(&event).unwrap();
+        assert_eq!(written["recorded_at"], "2026-12-03T10:00:00.000000Z");
+        let read: StoredEvent = serde_json::from_value(written).unwrap();
+        assert_eq!(read, event);
     }
 }
