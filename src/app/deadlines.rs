@@ -123,7 +123,8 @@ impl Scheduler {
             // so a clock step costs at most one poll.
             let until_next = match can_refill {
                 true => self
-                    .next_due_at(&in_flight)
+                    .replica
+                    .first_deadline_not_in(&in_flight)
                     .map(|deadline| (deadline + handoff - Utc::now()).to_std().unwrap_or_default())
                     .map_or(self.poll, |until| until.min(self.poll)),
                 // No room: only an answer makes some.
@@ -163,11 +164,6 @@ impl Scheduler {
             due.truncate(room);
         }
         due
-    }
-
-    /// When the earliest deadline not in flight falls due.
-    fn next_due_at(&self, in_flight: &HashSet<Uuid>) -> Option<DateTime<Utc>> {
-        self.replica.first_deadline_not_in(in_flight)
     }
 
     fn order(&self, credential_uuid: Uuid) -> u64 {
