@@ -183,12 +183,109 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
+/// The two text formats `/metrics` speaks: Prometheus asks for OpenMetrics in its `Accept`
+/// header; `promtool`, older scrapers and people with curl get the classic text format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    OpenMetrics,
+    PrometheusText,
+}
+
+impl Exposition {
+    /// The format an `Accept` header asks for: OpenMetrics only when it is named, since a
+    /// client that names neither (or `*/*`) is more likely a person or an old tool.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(accept) if accept.contains("application/openmetrics-text") => Self::OpenMetrics,
+            _ => Self::PrometheusText,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::PrometheusText => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
 impl Metrics {
-    /// The text exposition format.
-    pub fn encode(&self) -> String {
+    pub fn encode(&self, format: Exposition) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        match format {
+            Exposition::OpenMetrics => text,
+            Exposition::PrometheusText => openmetrics_to_prometheus_text(&text),
+        }
+    }
+}
+
+/// The classic text format (0.0.4) from the OpenMetrics text that prometheus-client writes. The
+/// two differ, for our metrics, only in that a counter family is named with its `_total` suffix
+/// (OpenMetrics names the family without it, its samples with it), and that the classic format
+/// has no `# UNIT` or `# EOF` lines.
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then_some((prefix, name, tail))
+        });
+        match descriptor {
+            Some((prefix, name, tail)) => {
+                text.push_str(prefix);
+                text.push_str(name);
+                text.push_str("_total ");
+                text.push_str(tail);
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_decides_the_format() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Exposition::negotiate(Some(prometheus)), Exposition::OpenMetrics);
+        assert_eq!(Exposition::negotiate(Some("text/plain;version=0.0.4")), Exposition::PrometheusText);
+        assert_eq!(Exposition::negotiate(Some("*/*")), Exposition::PrometheusText);
+        assert_eq!(Exposition::negotiate(None), Exposition::PrometheusText);
+    }
+
+    #[test]
+    fn counters_are_named_with_their_suffix_in_the_classic_format() {
+        let openmetrics = "# HELP app_requests Requests.\n# TYPE app_requests counter\napp_requests_total{route=\"/a\"} 3\n\
+                           # HELP app_latency_seconds Latency.\n# TYPE app_latency_seconds histogram\n# UNIT app_latency_seconds seconds\n\
+                           app_latency_seconds_sum 0.5\napp_latency_seconds_count 1\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus_text(openmetrics),
+            "# HELP app_requests_total Requests.\n# TYPE app_requests_total counter\napp_requests_total{route=\"/a\"} 3\n\
+             # HELP app_latency_seconds Latency.\n# TYPE app_latency_seconds histogram\n\
+             app_latency_seconds_sum 0.5\napp_latency_seconds_count 1\n"
+        );
+    }
+
+    #[test]
+    fn every_registered_counter_is_renamed() {
+        metrics().relay_published.inc();
+        let text = metrics().encode(Exposition::PrometheusText);
+        assert!(text.contains("# TYPE credential_ledger_relay_published_total counter\n"), "{text}");
+        assert!(!text.contains("# EOF"));
+        assert!(metrics().encode(Exposition::OpenMetrics).ends_with("# EOF\n"));
     }
 }

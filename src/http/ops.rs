@@ -1,5 +1,5 @@
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -8,6 +8,7 @@ use super::envelope::{success_envelope, Success};
 use super::error::ErrorEnvelope;
 use super::{ApiError, AppState};
 use crate::bus::RelayStatusSnapshot;
+use crate::metrics::Exposition;
 use crate::store::IN_PROCESS_WEBHOOKS_CHECKPOINT;
 use crate::webhooks::DeliveryMode;
 
@@ -158,8 +159,9 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Success<Readiness>, A
     }))
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(app): State<AppState>) -> Response {
+/// `GET /metrics`: OpenMetrics when the `Accept` header asks for it (as Prometheus does), the
+/// classic Prometheus text format otherwise.
+pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let exchange = app.relay.as_ref().map_or(crate::bus::DEFAULT_EXCHANGE, |relay| relay.exchange.as_str());
     let all = crate::metrics::metrics();
     if let Ok(Ok(progress)) = tokio::time::timeout(app.health_timeout, app.store.log_progress(exchange)).await {
@@ -175,6 +177,6 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         all.relay_leader.set(i64::from(status.leader));
         all.broker_connected.set(i64::from(status.broker_connected));
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], all.encode())
-        .into_response()
+    let format = Exposition::negotiate(headers.get(header::ACCEPT).and_then(|accept| accept.to_str().ok()));
+    ([(header::CONTENT_TYPE, format.content_type())], all.encode(format)).into_response()
 }

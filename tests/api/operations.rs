@@ -31,10 +31,18 @@ async fn metrics_count_requests_and_refused_authentications(db: TestDb) {
         let method = reqwest::Method::from_bytes(invented.as_bytes()).unwrap();
         app.client.request(method, format!("{}/api/v1/credentials/list", app.address)).send().await.unwrap();
     }
-    let response = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
+    // What Prometheus sends: OpenMetrics.
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
     let text = response.text().await.unwrap();
+    assert!(text.contains("# TYPE credential_ledger_http_requests counter\n"));
     for expected in [
         r#"credential_ledger_http_requests_total{route="/api/v1/credentials/create",method="POST",status="200"}"#,
         r#"credential_ledger_auth_failures_total{reason="malformed"}"#,
@@ -56,6 +64,14 @@ async fn metrics_count_requests_and_refused_authentications(db: TestDb) {
     }
     assert!(!text.contains(&app.tenant.key[4..]));
     assert!(!text.contains("M36951894"), "an invented method has no series of its own");
+
+    // What promtool and curl get: the classic text format, whose counter families carry `_total`.
+    let response = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    let classic = response.text().await.unwrap();
+    assert!(classic.contains("# TYPE credential_ledger_http_requests_total counter\n"), "{classic}");
+    assert!(classic.contains(r#"credential_ledger_auth_failures_total{reason="malformed"}"#));
+    assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
 }
 
 async fn the_openapi_document_describes_every_endpoint_with_its_errors(db: TestDb) {
