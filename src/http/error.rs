@@ -153,18 +153,23 @@ impl ApiError {
     }
 }
 
+/// Why a request was answered with an error, carried on the response to the line that logs it,
+/// so that every request is one line, its cause included.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub code: &'static str,
+    /// What went wrong inside, for a 5xx: redacted, never shown to the client.
+    pub cause: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
-            ApiError::Unavailable(cause) => {
-                tracing::warn!(code = self.code(), cause = %redact_keys(cause), "unavailable")
-            }
-            ApiError::Internal(cause) => {
-                tracing::error!(code = self.code(), cause = %redact_keys(cause), "internal error")
-            }
-            _ => tracing::debug!(code = self.code(), "request refused"),
-        }
+        let cause = match &self {
+            ApiError::Unavailable(cause) | ApiError::Internal(cause) => Some(redact_keys(cause)),
+            _ => None,
+        };
+        let refusal = Refusal { code: self.code(), cause };
         let body = ErrorEnvelope {
             status: ErrorStatus::Error,
             data: ErrorData { code: self.code().to_owned(), message: self.public_message() },
@@ -184,6 +189,7 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::PayloadTooLarge { .. }) {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        response.extensions_mut().insert(refusal);
         response
     }
 }

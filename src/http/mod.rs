@@ -152,17 +152,39 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                     )
                 })
                 .on_request(())
-                // Latency as a number of milliseconds, which log queries can compare and sum.
-                .on_response(|response: &Response, latency: Duration, _span: &tracing::Span| {
-                    tracing::info!(
-                        status = response.status().as_u16(),
-                        latency_ms = latency.as_secs_f64() * 1e3,
-                        "finished processing request"
-                    );
-                }),
+                .on_response(log_response)
+                // `log_response` has said it, at its level, with its cause.
+                .on_failure(()),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// The one line a request logs: its status, its latency as a number of milliseconds (which log
+/// queries can compare and sum), and for a refusal its code, and for a 5xx its cause, at WARN
+/// for a 503 (the service is short of something, and says so) and ERROR for a 500 (a fault).
+pub(crate) fn log_response(response: &Response, latency: Duration, _span: &tracing::Span) {
+    log_response_at(response, latency, false);
+}
+
+/// The same for the mail relays' checks, which come at the rate of logins: an answer is logged
+/// at DEBUG, a 5xx as for the API.
+pub(crate) fn log_relay_response(response: &Response, latency: Duration, _span: &tracing::Span) {
+    log_response_at(response, latency, true);
+}
+
+fn log_response_at(response: &Response, latency: Duration, quiet: bool) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1e3;
+    let refusal = response.extensions().get::<error::Refusal>();
+    let code = refusal.map(|refusal| refusal.code);
+    let cause = refusal.and_then(|refusal| refusal.cause.as_deref());
+    match status {
+        503 => tracing::warn!(status, latency_ms, code, cause, "finished processing request"),
+        500.. => tracing::error!(status, latency_ms, code, cause, "finished processing request"),
+        _ if quiet => tracing::debug!(status, latency_ms, code, "finished processing request"),
+        _ => tracing::info!(status, latency_ms, code, "finished processing request"),
+    }
 }
 
 /// A body declared larger than the limit gets 413 before anything else, authentication

@@ -106,7 +106,8 @@ pub fn relay_router(app: AppState, checks: RelayAuth) -> Router {
                     )
                 })
                 .on_request(())
-                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+                .on_response(super::log_relay_response)
+                .on_failure(()),
         )
         .with_state(state)
 }

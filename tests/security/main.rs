@@ -19,7 +19,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use bus_support::TestBus;
-use helpers::{spawn_app_with, test_settings, TestApp};
+use credential_ledger::store::{DatabaseSettings, Store};
+use credential_ledger_test_support::proxy::{Mode, Proxy};
+use helpers::{spawn_app_on, spawn_app_with, test_settings, TestApp};
 use receiver::Receiver;
 
 /// Every log line of this test binary.
@@ -211,6 +213,12 @@ async fn no_key_reaches_the_logs_the_database_the_bus_or_a_webhook(db: TestDb) {
         .expect("a request line");
     assert!(finished["fields"]["latency_ms"].is_f64(), "{finished}");
     assert_eq!(finished["span"]["client"], "127.0.0.1", "{finished}");
+    let refusal_lines = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["fields"]["status"] == 404 && line["fields"]["code"] == "not_found")
+        .count();
+    assert_eq!(refusal_lines, 1, "the refusal's request line carries its code");
     assert!(logs.contains("/api/v1/vml_[redacted]"), "the path with a key in it was logged, redacted");
     for part in &secret_parts {
         assert!(!logs.contains(part), "a key is in the logs");
@@ -231,6 +239,51 @@ async fn no_key_reaches_the_logs_the_database_the_bus_or_a_webhook(db: TestDb) {
         assert!(!dump.contains(part), "a key is in the database");
     }
     teardown(app, bus).await;
+}
+
+/// A request the database cannot serve is one log line: its 503, with the refusal's code and
+/// the cause, at WARN; nothing else at WARN or above carries its request id.
+#[tokio::test]
+async fn a_database_outage_is_one_log_line_per_request_with_its_cause() {
+    let Some(db) = TestDb::postgres().await else {
+        return credential_ledger_test_support::backend::skip_without_postgres();
+    };
+    let logs = captured_logs();
+    let upstream = url::Url::parse(db.url()).unwrap();
+    let proxy = Proxy::start(format!("127.0.0.1:{}", upstream.port().unwrap_or(5432)).parse().unwrap()).await;
+    let mut proxied = upstream.clone();
+    proxied.set_port(Some(proxy.port())).unwrap();
+    let timeout = Duration::from_secs(1);
+    let settings =
+        DatabaseSettings { url: proxied.to_string(), max_connections: 4, acquire_timeout: timeout, query_timeout: timeout };
+    let app = spawn_app_on(&db, Store::open(&settings).await.unwrap(), Settings { query_timeout: timeout, ..test_settings() })
+        .await;
+    proxy.set_mode(Mode::Refuse);
+
+    let request_id = format!("outage-{}", uuid::Uuid::new_v4());
+    let answer = app
+        .client
+        .post(format!("{}/api/v1/credentials/create", app.address))
+        .header("X-Server-API-Key", &app.tenant.key)
+        .header("X-Request-Id", &request_id)
+        .json(&json!({"name": "During the outage"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["level"] == "WARN" || line["level"] == "ERROR")
+        .filter(|line| line.to_string().contains(&request_id))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let fields = &lines[0]["fields"];
+    assert_eq!((fields["status"].as_u64(), lines[0]["level"].as_str()), (Some(503), Some("WARN")), "{fields}");
+    assert!(fields["code"].is_string() && fields["cause"].is_string(), "{fields}");
+    proxy.set_mode(Mode::Pass);
 }
 
 credential_ledger_test_support::on_postgres_and_rabbitmq!(
