@@ -25,10 +25,21 @@ pub fn init(format: LogFormat) {
     drop(result);
 }
 
-/// `RUST_LOG` (or the default, `info,sqlx=warn`), with the HTTP client kept quiet.
+/// The broker client logs every failure it hands us as errors of its own, three lines for one
+/// refused connection; the relay and the webhook worker report each, once. Its lines are shown
+/// only when `RUST_LOG` names it.
+const BROKER_CLIENT: &str = "lapin=off";
+
+/// `RUST_LOG` (or the default, `info,sqlx=warn`), with the HTTP client kept quiet and the broker
+/// client silent unless named.
 fn filter(rust_log: Option<&str>) -> EnvFilter {
-    let filter =
+    let mut filter =
         rust_log.and_then(|text| EnvFilter::try_new(text).ok()).unwrap_or_else(|| EnvFilter::new("info,sqlx=warn"));
+    if !rust_log.is_some_and(|text| text.contains("lapin")) {
+        if let Ok(directive) = BROKER_CLIENT.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     QUIET_CLIENT
         .iter()
         .filter_map(|directive| directive.parse().ok())
@@ -55,6 +66,21 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(filter(Some("debug")));
         tracing::subscriber::with_default(subscriber, || {
             assert!(tracing::enabled!(target: "credential_ledger::webhooks", Level::DEBUG));
+        });
+    }
+
+    #[test]
+    fn the_broker_client_speaks_only_when_named() {
+        for rust_log in [None, Some("info"), Some("trace")] {
+            let subscriber = tracing_subscriber::registry().with(filter(rust_log));
+            tracing::subscriber::with_default(subscriber, || {
+                assert!(!tracing::enabled!(target: "lapin::channels", Level::ERROR), "{rust_log:?}");
+                assert!(tracing::enabled!(target: "credential_ledger::bus::relay", Level::WARN));
+            });
+        }
+        let subscriber = tracing_subscriber::registry().with(filter(Some("info,lapin=debug")));
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::enabled!(target: "lapin::channels", Level::DEBUG));
         });
     }
 }

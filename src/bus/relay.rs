@@ -134,10 +134,13 @@ impl Relay {
     /// starts over from the checkpoint.
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        // Whether "relay is the leader" was said and still holds: a broker outage retakes the
+        // lead at every attempt, and each attempt should be one line, its warning.
+        let mut announced = false;
         loop {
             let published_before = self.status.published.load(Ordering::Relaxed);
             let outcome = tokio::select! {
-                outcome = self.lead() => outcome,
+                outcome = self.lead(&mut announced) => outcome,
                 _ = stop.cancelled() => Ok(Stopped::ByRequest),
             };
             self.status.leader.store(false, Ordering::Relaxed);
@@ -162,14 +165,19 @@ impl Relay {
         tracing::info!("relay stopped");
     }
 
-    async fn lead(&self) -> Result<Stopped, RelayError> {
+    async fn lead(&self, announced: &mut bool) -> Result<Stopped, RelayError> {
         let exchange = self.settings.bus.exchange.as_str();
         let mut leader = open_relay_session(&self.pool).await?;
         while !try_lead_relay(&mut leader, exchange).await? {
+            if std::mem::take(announced) {
+                tracing::info!(exchange, "relay stands by: another instance leads");
+            }
             tokio::time::sleep(self.settings.standby_interval).await;
         }
         self.status.leader.store(true, Ordering::Relaxed);
-        tracing::info!(exchange, "relay is the leader");
+        if !std::mem::replace(announced, true) {
+            tracing::info!(exchange, "relay is the leader");
+        }
 
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
