@@ -166,6 +166,8 @@ pub async fn delete(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The attempts", body = AttemptListAnswer),
+        (status = 404, description = "`webhook_not_found`: `uuid` is not an endpoint of this server (deleted ones \
+            count)", body = ErrorEnvelope),
         CommonErrors,
     ))]
 pub async fn deliveries(
@@ -179,6 +181,12 @@ pub async fn deliveries(
     let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(invalid("invalid_limit", "limit must be between 1 and 1000"));
+    }
+    // An empty list would read as "nothing delivered yet" to a client with a wrong uuid.
+    if let Some(endpoint) = endpoint {
+        if !app.store.webhook_endpoint_exists(caller.server_uuid, endpoint).await? {
+            return Err(ApiError::NotFound { code: "webhook_not_found", what: "webhook endpoint" });
+        }
     }
     Ok(Success(app.store.list_webhook_attempts(caller.server_uuid, endpoint, status, limit).await?))
 }

@@ -434,6 +434,11 @@ impl Store {
         on_backend!(self, store => store.list_webhook_attempts(server_uuid, endpoint_uuid, status, limit).await)
     }
 
+    /// Whether `uuid` is, or was (deleted endpoints included), one of the server's endpoints.
+    pub async fn webhook_endpoint_exists(&self, server_uuid: Uuid, uuid: Uuid) -> Result<bool, StoreError> {
+        on_backend!(self, store => store.webhook_endpoint_exists(server_uuid, uuid).await)
+    }
+
     pub async fn locked_credential(&self, uuid: Uuid) -> Result<Option<LockedCredential>, StoreError> {
         on_backend!(self, store => store.locked_credential(uuid).await)
     }

@@ -492,6 +492,26 @@ async fn internal_destinations_bad_urls_and_unknown_events_are_refused(db: TestD
     let missing_endpoint =
         app.post("/api/v1/webhooks/delete", Some(&key), &json!({"uuid": uuid::Uuid::new_v4()})).await;
     assert_eq!((missing_endpoint.status, missing_endpoint.error_code()), (StatusCode::NOT_FOUND, "webhook_not_found"));
+
+    // Deliveries filtered by an endpoint: an unknown one, or another server's, is a 404, not an
+    // empty list that reads as "nothing delivered yet"; a deleted one of ours keeps its history.
+    let deliveries_of = |uuid: Value| {
+        let app = &app;
+        let key = key.clone();
+        async move { app.post("/api/v1/webhooks/deliveries", Some(&key), &json!({ "uuid": uuid })).await }
+    };
+    let unknown = deliveries_of(json!(uuid::Uuid::new_v4())).await;
+    assert_eq!((unknown.status, unknown.error_code()), (StatusCode::NOT_FOUND, "webhook_not_found"));
+    let other = app.new_tenant("Other").await;
+    let theirs = app.post("/api/v1/webhooks/create", Some(&other.key), &json!({"url": "http://93.184.216.34/x"})).await;
+    let foreign = deliveries_of(theirs.data()["uuid"].clone()).await;
+    assert_eq!((foreign.status, foreign.error_code()), (StatusCode::NOT_FOUND, "webhook_not_found"));
+    let ours = accepted.data()["uuid"].clone();
+    assert_eq!(deliveries_of(ours.clone()).await.status, StatusCode::OK);
+    let deleted = app.post("/api/v1/webhooks/delete", Some(&key), &json!({ "uuid": ours })).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    let history = deliveries_of(ours).await;
+    assert_eq!((history.status, history.data().clone()), (StatusCode::OK, json!([])));
     delivery.teardown(app, &schedule).await;
 }
 

@@ -447,6 +447,17 @@ impl PgStore {
         Ok(attempts)
     }
 
+    pub async fn webhook_endpoint_exists(&self, server_uuid: Uuid, uuid: Uuid) -> Result<bool, StoreError> {
+        let exists = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE uuid = $1 AND server_uuid = $2) AS "exists!""#,
+            uuid,
+            server_uuid,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(exists)
+    }
+
     /// The credential (as the view has it now) and its server, for a webhook body.
     pub async fn locked_credential(&self, uuid: Uuid) -> Result<Option<LockedCredential>, StoreError> {
         let credential = sqlx::query_as!(

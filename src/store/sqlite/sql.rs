@@ -147,6 +147,7 @@ pub(super) const ALL: &[&str] = &[
     DELIVERY_STATUS,
     REQUEUE_DELIVERY,
     LIST_WEBHOOK_ATTEMPTS,
+    WEBHOOK_ENDPOINT_EXISTS,
     LOCKED_CREDENTIAL,
     SEED_DISPATCH_CHECKPOINT,
     DISPATCH_CHECKPOINT,
@@ -216,6 +217,8 @@ pub(super) const LIST_WEBHOOK_ATTEMPTS: &str = "SELECT d.id AS delivery_id, d.ev
      FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
      WHERE d.server_uuid = ?1 AND (?2 IS NULL OR d.endpoint_uuid = ?2) AND (?3 IS NULL OR d.status = ?3) \
      ORDER BY a.id DESC LIMIT ?4";
+pub(super) const WEBHOOK_ENDPOINT_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE uuid = ?1 AND server_uuid = ?2)";
 pub(super) const LOCKED_CREDENTIAL: &str = "SELECT c.id, c.uuid, c.name, c.type AS credential_type, c.hold, \
      s.uuid AS server_uuid, s.name AS server_name FROM credentials c JOIN servers s ON s.uuid = c.server_uuid \
      WHERE c.uuid = ?1";

@@ -356,6 +356,11 @@ impl SqliteStore {
         rows.into_iter().map(AttemptRow::listing).collect()
     }
 
+    pub async fn webhook_endpoint_exists(&self, server_uuid: Uuid, uuid: Uuid) -> Result<bool, StoreError> {
+        let query = sqlx::query_scalar(sql::WEBHOOK_ENDPOINT_EXISTS).bind(uuid).bind(server_uuid);
+        Ok(query.fetch_one(&self.pool).await?)
+    }
+
     pub async fn locked_credential(&self, uuid: Uuid) -> Result<Option<LockedCredential>, StoreError> {
         let query = sqlx::query_as::<_, LockedCredential>(sql::LOCKED_CREDENTIAL).bind(uuid);
         Ok(query.fetch_optional(&self.pool).await?)
