@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
@@ -14,10 +15,11 @@ use crate::audit::{self, ExpectedHead, ExportRecord, Replay, Verifier};
 use crate::bus::BusSettings;
 use crate::bus::{self, Relay};
 use crate::config::{
-    CliCommand, DatabaseArgs, EventsCommand, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand, TailArgs,
-    WebhookWorkerArgs,
+    CliCommand, DatabaseArgs, EventsCommand, OpsArgs, ProjectionsCommand, RelayArgs, ServeArgs, ServerCommand,
+    TailArgs, WebhookWorkerArgs,
 };
 use crate::domain::{CredentialName, ServerName};
+use crate::http::{role_router, RelayHandle};
 use crate::startup::{shutdown_signal, Application};
 use crate::store::Store;
 use crate::webhooks::{DeliveryMode, Dispatcher, WebhookWorker};
@@ -85,10 +87,17 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     store.prepare().await?;
     let postgres = store.postgres().context("AMQP_URL needs a postgres:// DATABASE_URL")?;
     let stop = CancellationToken::new();
-    let relay = tokio::spawn(Relay::new(postgres.pool().clone(), args.relay.settings(bus)).run(stop.clone()));
+    let exchange = bus.exchange.clone();
+    let relay = Relay::new(postgres.pool().clone(), args.relay.settings(bus));
+    let handle = RelayHandle { exchange, status: relay.status() };
+    let ops = serve_ops(&args.ops, role_router("relay", store.clone(), Some(handle), OPS_TIMEOUT), &stop).await?;
+    let relay = tokio::spawn(relay.run(stop.clone()));
     shutdown_signal().await;
     stop.cancel();
     relay.await?;
+    if let Some(ops) = ops {
+        ops.await?;
+    }
     Ok(())
 }
 
@@ -348,15 +357,38 @@ async fn webhook_worker(args: WebhookWorkerArgs) -> anyhow::Result<()> {
     let dispatcher = (settings.delivery_mode() == DeliveryMode::InProcess)
         .then(|| tokio::spawn(Dispatcher::new(store.clone(), wake.clone(), settings.sweep_interval).run(stop.clone())));
     tracing::info!(database = store.backend(), delivery = settings.delivery_mode().as_str(), "webhook worker starting");
+    let ops = serve_ops(&args.ops, role_router("webhook-worker", store.clone(), None, OPS_TIMEOUT), &stop).await?;
     let worker = WebhookWorker::new(store, settings, wake)?;
     let running = tokio::spawn(worker.run(stop.clone()));
     shutdown_signal().await;
     stop.cancel();
     running.await?;
+    if let Some(ops) = ops {
+        ops.await?;
+    }
     if let Some(dispatcher) = dispatcher {
         dispatcher.await?;
     }
     Ok(())
+}
+
+/// How long `/readyz` and `/metrics` of a role process wait for the database.
+const OPS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves a role process's probes and metrics on `OPS_ADDR`, if one is set, until `stop`.
+async fn serve_ops(
+    ops: &OpsArgs,
+    router: axum::Router,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(address) = ops.ops_addr else { return Ok(None) };
+    let listener =
+        tokio::net::TcpListener::bind(address).await.with_context(|| format!("listening on OPS_ADDR {address}"))?;
+    tracing::info!(address = %listener.local_addr()?, "serving /livez, /readyz and /metrics");
+    let stop = stop.clone();
+    Ok(Some(tokio::spawn(async move {
+        crate::http::serve(listener, router, OPS_TIMEOUT, async move { stop.cancelled().await }).await
+    })))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

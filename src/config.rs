@@ -122,6 +122,8 @@ pub enum CliCommand {
 #[derive(Debug, Clone, Args)]
 pub struct WebhookWorkerArgs {
     #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub bus: BusArgs,
@@ -223,11 +225,21 @@ impl BusArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RelayArgs {
     #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub bus: BusArgs,
     #[command(flatten)]
     pub relay: RelayOptions,
+}
+
+/// Where a process that serves no API answers `/livez`, `/readyz` and `/metrics`.
+#[derive(Debug, Clone, Args)]
+pub struct OpsArgs {
+    /// Serve `/livez`, `/readyz` and `/metrics` on this address (none without it).
+    #[arg(long, env = "OPS_ADDR")]
+    pub ops_addr: Option<std::net::SocketAddr>,
 }
 
 /// How the relay publishes, wherever it runs (its own process, or inside `serve`).

@@ -10,6 +10,7 @@ mod large_reads;
 mod openapi;
 mod ops;
 mod relay_auth;
+mod role_ops;
 mod serve;
 mod webhooks;
 
@@ -34,6 +35,7 @@ pub use guard::AuthGuard;
 pub use large_reads::LargeReads;
 pub use openapi::openapi_document;
 pub use relay_auth::{relay_router, RelayAuth, RelaySecret, RELAY_SECRET_HEADER};
+pub use role_ops::role_router;
 pub use serve::serve;
 
 use crate::app::replica::Replica;

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -6,10 +8,10 @@ use utoipa::ToSchema;
 
 use super::envelope::{success_envelope, Success};
 use super::error::ErrorEnvelope;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, RelayHandle};
 use crate::bus::RelayStatusSnapshot;
 use crate::metrics::Exposition;
-use crate::store::IN_PROCESS_WEBHOOKS_CHECKPOINT;
+use crate::store::{Store, IN_PROCESS_WEBHOOKS_CHECKPOINT};
 use crate::webhooks::DeliveryMode;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -162,17 +164,27 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Success<Readiness>, A
 /// `GET /metrics`: OpenMetrics when the `Accept` header asks for it (as Prometheus does), the
 /// classic Prometheus text format otherwise.
 pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let exchange = app.relay.as_ref().map_or(crate::bus::DEFAULT_EXCHANGE, |relay| relay.exchange.as_str());
+    metrics_answer(&app.store, app.relay.as_ref(), app.health_timeout, &headers).await
+}
+
+/// The metrics, with the gauges read at scrape time brought up to date first.
+pub(super) async fn metrics_answer(
+    store: &Store,
+    relay: Option<&RelayHandle>,
+    timeout: Duration,
+    headers: &HeaderMap,
+) -> Response {
+    let exchange = relay.map_or(crate::bus::DEFAULT_EXCHANGE, |relay| relay.exchange.as_str());
     let all = crate::metrics::metrics();
-    if let Ok(Ok(progress)) = tokio::time::timeout(app.health_timeout, app.store.log_progress(exchange)).await {
+    if let Ok(Ok(progress)) = tokio::time::timeout(timeout, store.log_progress(exchange)).await {
         all.log_head.set(progress.head);
         all.relay_position.set(progress.relayed);
         all.relay_lag.set(progress.head - progress.relayed);
     }
-    let (open, idle) = app.store.connections();
+    let (open, idle) = store.connections();
     all.database_connections.set(i64::from(open));
     all.database_connections_idle.set(i64::from(idle));
-    if let Some(relay) = &app.relay {
+    if let Some(relay) = relay {
         let status = relay.status.snapshot();
         all.relay_leader.set(i64::from(status.leader));
         all.broker_connected.set(i64::from(status.broker_connected));

@@ -185,3 +185,41 @@ async fn serve_process(database_url: &str) -> (String, ChildGuard) {
 }
 
 credential_ledger_test_support::on_both_backends!(two_processes_on_one_ledger_agree_on_every_key);
+
+/// A webhook worker (a process that serves no API) answers its probes and metrics on
+/// `OPS_ADDR`: live, ready while its database answers, and metrics in the classic text format.
+async fn a_webhook_worker_answers_its_probes_on_ops_addr(db: TestDb) {
+    let migrated = run_ledger(&["migrate"], db.url());
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _worker = ChildGuard(
+        std::process::Command::new(crate::helpers::ledger_binary())
+            .arg("webhook-worker")
+            .env("DATABASE_URL", db.url())
+            .env("OPS_ADDR", format!("127.0.0.1:{port}"))
+            .env_remove("AMQP_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the worker starts"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = crate::helpers::wait_until("the worker's /readyz", std::time::Duration::from_secs(30), || async {
+        let answer = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        answer.status().is_success().then_some(answer)
+    })
+    .await;
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["data"]["role"], "webhook-worker");
+    assert_eq!(ready["data"]["database"], "up");
+    let live = reqwest::get(format!("{base}/livez")).await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(metrics.text().await.unwrap().contains("credential_ledger_webhook_attempts_total"));
+    let unknown = reqwest::get(format!("{base}/api/v1/credentials/list")).await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND, "the worker serves no API");
+}
+
+credential_ledger_test_support::on_both_backends!(a_webhook_worker_answers_its_probes_on_ops_addr);
