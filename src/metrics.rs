@@ -61,6 +61,9 @@ pub struct Metrics {
     pub database_connections_idle: Gauge,
     pub relay_leader: Gauge,
     pub broker_connected: Gauge,
+    pub database_acquire_wait: Histogram,
+    pub relay_delay: Histogram,
+    pub webhook_attempt_duration: Histogram,
 }
 
 fn latency_histogram() -> Histogram {
@@ -154,8 +157,29 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 while this instance's relay is connected to RabbitMQ",
         broker_connected.clone(),
     );
+    let database_acquire_wait = latency_histogram();
+    registry.register(
+        "database_acquire_wait_seconds",
+        "Time the writer and the read barrier waited for a PostgreSQL connection from the pool",
+        database_acquire_wait.clone(),
+    );
+    let relay_delay = latency_histogram();
+    registry.register(
+        "relay_delay_seconds",
+        "From an event's commit (its recorded_at) to the broker's confirm, for each batch's oldest event",
+        relay_delay.clone(),
+    );
+    let webhook_attempt_duration = latency_histogram();
+    registry.register(
+        "webhook_attempt_duration_seconds",
+        "Webhook attempts, from the request sent to the answer read (or the timeout)",
+        webhook_attempt_duration.clone(),
+    );
     Metrics {
         registry,
+        database_acquire_wait,
+        relay_delay,
+        webhook_attempt_duration,
         database_connections,
         database_connections_idle,
         relay_leader,

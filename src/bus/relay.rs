@@ -199,7 +199,8 @@ impl Relay {
             if more && in_flight.len() < MAX_BATCHES_IN_FLIGHT {
                 let events = events_after(&mut leader, published, self.settings.batch_size).await?;
                 more = events.len() as i64 == self.settings.batch_size;
-                if let Some(last) = events.last().map(|event| event.position) {
+                if let (Some(first), Some(last)) = (events.first(), events.last().map(|event| event.position)) {
+                    let oldest = first.recorded_at;
                     let mut confirms = Vec::with_capacity(events.len());
                     for event in &events {
                         let message = encode(event);
@@ -214,7 +215,12 @@ impl Relay {
                             .await?;
                         confirms.push((event.position, confirm));
                     }
-                    in_flight.push_back(InFlight { last, count: events.len() as u64, confirmed: confirmed(confirms) });
+                    in_flight.push_back(InFlight {
+                        last,
+                        count: events.len() as u64,
+                        oldest,
+                        confirmed: confirmed(confirms),
+                    });
                     published = last;
                     continue;
                 }
@@ -224,6 +230,8 @@ impl Relay {
                 outcome = next_confirmed(&mut in_flight), if awaiting_confirms => {
                     let count = outcome?;
                     if let Some(batch) = in_flight.pop_front() {
+                        let delay = (chrono::Utc::now() - batch.oldest).to_std().unwrap_or_default();
+                        crate::metrics::metrics().relay_delay.observe(delay.as_secs_f64());
                         save_relay_checkpoint(&mut leader, exchange, batch.last).await?;
                         checkpoint = batch.last;
                     }
@@ -251,6 +259,8 @@ struct InFlight {
     /// The position of the batch's last event: where the checkpoint goes once it is confirmed.
     last: i64,
     count: u64,
+    /// When the batch's first event committed: its delay to the confirm is the batch's worst.
+    oldest: chrono::DateTime<chrono::Utc>,
     confirmed: BoxFuture<'static, Result<(), RelayError>>,
 }
 

@@ -193,7 +193,9 @@ impl WebhookWorker {
             next_attempt_at: after.next_attempt_at(),
         };
         self.store.record_webhook_attempt(&delivery, &record, producer.holds_next_attempt()).await?;
-        crate::metrics::metrics().webhook_deliveries.get_or_create(&OutcomeLabels { outcome: outcome.as_str() }).inc();
+        let metrics = crate::metrics::metrics();
+        metrics.webhook_deliveries.get_or_create(&OutcomeLabels { outcome: outcome.as_str() }).inc();
+        metrics.webhook_attempt_duration.observe(elapsed.as_secs_f64());
         Ok(())
     }
 }

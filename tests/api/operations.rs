@@ -58,6 +58,9 @@ async fn metrics_count_requests_and_refused_authentications(db: TestDb) {
         "credential_ledger_database_connections ",
         "credential_ledger_database_connections_idle ",
         "credential_ledger_relay_leader 0",
+        "credential_ledger_database_acquire_wait_seconds_count",
+        "credential_ledger_relay_delay_seconds_bucket",
+        "credential_ledger_webhook_attempt_duration_seconds_bucket",
         "# EOF",
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");

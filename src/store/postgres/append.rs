@@ -35,7 +35,7 @@ impl PgStore {
         mut decide: impl FnMut(&mut Ledger, DateTime<Utc>) -> Decision<'a, T>,
     ) -> Result<Appended<T>, StoreError> {
         // Bounded as a whole: a connection that went silent must not hold the writer for ever.
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.acquire_timed().await?;
         let outcome =
             tokio::time::timeout(self.query_timeout, append_on(&mut connection, head, touched, &mut decide)).await;
         self.settle(connection, outcome)

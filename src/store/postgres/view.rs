@@ -45,7 +45,7 @@ impl PgStore {
 
     /// The read barrier's query: bounded, since every authenticated request waits for one.
     pub async fn head_position(&self) -> Result<i64, StoreError> {
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.acquire_timed().await?;
         let read =
             async { Ok(sqlx::query_scalar!("SELECT position FROM chain_head").fetch_one(&mut *connection).await?) };
         let outcome = tokio::time::timeout(self.query_timeout, read).await;
