@@ -96,6 +96,10 @@ success_envelope!(AttemptListAnswer, Vec<AttemptListing>);
 success_envelope!(RetriedAnswer, RetriedDelivery);
 
 /// Register a webhook endpoint; its signing secret (Standard Webhooks `whsec_…`) is in this answer only.
+///
+/// The URL must be `http` or `https` and resolve to a public address (private, loopback and
+/// link-local ones are refused unless the operator allows them). The endpoint receives every
+/// `CredentialLocked` of this server from now on.
 #[utoipa::path(post, path = "/api/v1/webhooks/create", operation_id = "createWebhookEndpoint", tag = "webhooks", request_body = CreateEndpointRequest,
     security(("api_key" = [])),
     responses(
@@ -127,6 +131,9 @@ pub async fn create(
 }
 
 /// The server's webhook endpoints, oldest first (without secrets).
+///
+/// Deleted endpoints are left out; an endpoint that answered `410 Gone` is listed with
+/// `disabled_at` and `disabled_reason`. The body may be omitted.
 #[utoipa::path(post, path = "/api/v1/webhooks/list", operation_id = "listWebhookEndpoints", tag = "webhooks", request_body = Option<ListEndpointsRequest>,
     security(("api_key" = [])),
     responses(
@@ -142,6 +149,9 @@ pub async fn list(
 }
 
 /// Delete a webhook endpoint: no more deliveries to it; its history stays.
+///
+/// Deliveries still owed to it are marked `failed`. `webhooks/deliveries` keeps listing its
+/// attempts by its uuid.
 #[utoipa::path(post, path = "/api/v1/webhooks/delete", operation_id = "deleteWebhookEndpoint", tag = "webhooks", request_body = DeleteEndpointRequest,
     security(("api_key" = [])),
     responses(
@@ -162,6 +172,9 @@ pub async fn delete(
 }
 
 /// Every webhook attempt for the server, newest first.
+///
+/// Optionally only one endpoint's (`uuid`, deleted ones included), and only deliveries whose
+/// current status is `status`. Each row is one attempt, with its delivery's status now.
 #[utoipa::path(post, path = "/api/v1/webhooks/deliveries", operation_id = "listWebhookDeliveries", tag = "webhooks", request_body = Option<DeliveriesRequest>,
     security(("api_key" = [])),
     responses(
@@ -191,13 +204,18 @@ pub async fn deliveries(
     Ok(Success(app.store.list_webhook_attempts(caller.server_uuid, endpoint, status, limit).await?))
 }
 
-/// One more attempt of a failed delivery: committed here, made by a webhook worker at once (in-process delivery) or within its sweep interval.
+/// One more attempt of a failed delivery.
+///
+/// Committed here, made by a webhook worker at once (in-process delivery) or within its sweep
+/// interval. Only a `failed` delivery to an endpoint that is neither disabled nor deleted can be
+/// retried.
 #[utoipa::path(post, path = "/api/v1/webhooks/retry", operation_id = "retryWebhookDelivery", tag = "webhooks", request_body = RetryRequest,
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Queued", body = RetriedAnswer),
         (status = 404, description = "Not found on this server", body = ErrorEnvelope),
-        (status = 409, description = "The delivery has not failed", body = ErrorEnvelope),
+        (status = 409, description = "The delivery has not failed (`delivery_not_failed`), or its endpoint answered \
+            410 or was deleted (`webhook_endpoint_closed`)", body = ErrorEnvelope),
         CommonErrors,
     ))]
 pub async fn retry(
@@ -212,6 +230,10 @@ pub async fn retry(
         Requeue::NotFailed => {
             Err(ApiError::Conflict { code: "delivery_not_failed", message: "only a failed delivery is retried" })
         }
+        Requeue::EndpointClosed => Err(ApiError::Conflict {
+            code: "webhook_endpoint_closed",
+            message: "the delivery's endpoint answered 410 Gone or was deleted: nothing would be sent",
+        }),
         Requeue::Requeued => {
             app.delivery_wake.notify_one();
             Ok(Success(RetriedDelivery { id: request.id, status: DeliveryStatus::Retrying }))

@@ -113,6 +113,8 @@ pub enum Requeue {
     Requeued,
     NotFailed,
     NotFound,
+    /// Its endpoint answered 410 or was deleted: no attempt would ever be made.
+    EndpointClosed,
 }
 
 /// A delivery the dispatcher opens: due at once, held by nobody, so any worker may claim it.

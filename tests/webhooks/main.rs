@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use bus_support::TestBus;
-use helpers::{spawn_app, spawn_app_with, test_settings, Answer, ChildGuard, TestApp};
+use helpers::{spawn_app, spawn_app_with, test_settings, wait_until, Answer, ChildGuard, TestApp};
 use receiver::{Hook, Receiver};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -429,6 +429,37 @@ async fn an_endpoint_that_answers_410_is_disabled(db: TestDb, delivery: Delivery
     let endpoint = &listed.data()[0];
     assert!(endpoint["disabled_at"].is_string());
     assert_eq!(endpoint["disabled_reason"], "the endpoint answered 410 Gone");
+    let gone = deliveries(&app, json!({})).await;
+    assert_eq!(gone[0]["delivery_status"], "failed");
+    let retry = app.post("/api/v1/webhooks/retry", Some(&app.tenant.key), &json!({"id": gone[0]["delivery_id"]})).await;
+    assert_eq!((retry.status, retry.error_code()), (StatusCode::CONFLICT, "webhook_endpoint_closed"));
+    delivery.teardown(app, &schedule).await;
+}
+
+/// What a deleted endpoint was still owed fails at once (nothing would ever be sent), and a retry
+/// of it is refused rather than accepted and never made.
+async fn deleting_an_endpoint_fails_what_it_was_owed_and_retry_refuses_it(db: TestDb, delivery: Delivery) {
+    // The first attempt fails (nothing listens), and the next would come an hour later.
+    let schedule = [Duration::from_secs(3600)];
+    let app = spawn_app_with(&db, delivery.settings(&schedule, true)).await;
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = register(&app, &app.tenant.key, &format!("http://127.0.0.1:{closed_port}/hook")).await;
+    let made = app.create_api_key(&app.tenant.key, "Owed").await;
+    app.revoke(&app.tenant.key, made["uuid"].as_str().unwrap()).await;
+    let filter = json!({"uuid": endpoint["uuid"]});
+    let retrying = wait_until("the first attempt to fail", WAIT, || async {
+        let listed = deliveries(&app, filter.clone()).await;
+        listed.first().filter(|row| row["delivery_status"] == "retrying").cloned()
+    })
+    .await;
+
+    let deleted = app.post("/api/v1/webhooks/delete", Some(&app.tenant.key), &filter).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    let after = deliveries(&app, filter.clone()).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["delivery_status"], "failed", "nothing will be sent to a deleted endpoint");
+    let retry = app.post("/api/v1/webhooks/retry", Some(&app.tenant.key), &json!({"id": retrying["delivery_id"]})).await;
+    assert_eq!((retry.status, retry.error_code()), (StatusCode::CONFLICT, "webhook_endpoint_closed"));
     delivery.teardown(app, &schedule).await;
 }
 
@@ -948,6 +979,7 @@ on_every_delivery!(
     a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt,
     a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_recovers,
     an_endpoint_that_answers_410_is_disabled,
+    deleting_an_endpoint_fails_what_it_was_owed_and_retry_refuses_it,
     internal_destinations_bad_urls_and_unknown_events_are_refused,
 );
 

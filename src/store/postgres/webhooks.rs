@@ -85,15 +85,21 @@ impl PgStore {
 
     /// Deletes an endpoint of `server_uuid`; false when it has none with that uuid.
     pub async fn delete_webhook_endpoint(&self, server_uuid: Uuid, uuid: Uuid) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query!(
             r#"UPDATE webhook_endpoints SET deleted_at = now()
                 WHERE uuid = $1 AND server_uuid = $2 AND deleted_at IS NULL"#,
             uuid,
             server_uuid,
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(deleted.rows_affected() == 1)
+        let deleted = deleted.rows_affected() == 1;
+        if deleted {
+            fail_open_deliveries(&mut tx, uuid).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     /// The live endpoints of a server that subscribe to `event_type`.
@@ -116,13 +122,16 @@ impl PgStore {
     }
 
     pub async fn disable_webhook_endpoint(&self, uuid: Uuid, reason: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query!(
             "UPDATE webhook_endpoints SET disabled_at = now(), disabled_reason = $2 WHERE uuid = $1 AND disabled_at IS NULL",
             uuid,
             reason,
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        fail_open_deliveries(&mut tx, uuid).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -235,18 +244,23 @@ impl PgStore {
     /// Puts a failed delivery of `server_uuid` back in line for one more attempt, in one write:
     /// the attempt is due now and nobody holds it, so the workers' next sweep queues it.
     pub async fn requeue_webhook_delivery(&self, server_uuid: Uuid, delivery_id: i64) -> Result<Requeue, StoreError> {
-        let status = sqlx::query_scalar!(
-            r#"SELECT status AS "status: DeliveryStatus" FROM webhook_deliveries
-                WHERE id = $1 AND server_uuid = $2 FOR UPDATE"#,
+        let found = sqlx::query!(
+            r#"SELECT d.status AS "status: DeliveryStatus",
+                      (e.deleted_at IS NULL AND e.disabled_at IS NULL) AS "endpoint_open!"
+                 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.uuid = d.endpoint_uuid
+                WHERE d.id = $1 AND d.server_uuid = $2 FOR UPDATE OF d"#,
             delivery_id,
             server_uuid,
         );
         let mut tx = self.pool.begin().await?;
-        let Some(status) = status.fetch_optional(&mut *tx).await? else {
+        let Some(found) = found.fetch_optional(&mut *tx).await? else {
             return Ok(Requeue::NotFound);
         };
-        if status != DeliveryStatus::Failed {
+        if found.status != DeliveryStatus::Failed {
             return Ok(Requeue::NotFailed);
+        }
+        if !found.endpoint_open {
+            return Ok(Requeue::EndpointClosed);
         }
         sqlx::query!(
             r#"UPDATE webhook_deliveries
@@ -472,4 +486,17 @@ impl PgStore {
         .await?;
         Ok(credential)
     }
+}
+
+/// What an endpoint that answered 410, or was deleted, was still owed: nothing will be sent, so
+/// its open deliveries fail (an attempt already under way still records what it got).
+async fn fail_open_deliveries(tx: &mut sqlx::PgConnection, endpoint_uuid: Uuid) -> Result<(), StoreError> {
+    sqlx::query!(
+        r#"UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, updated_at = now()
+            WHERE endpoint_uuid = $1 AND status IN ('pending', 'retrying')"#,
+        endpoint_uuid,
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
 }

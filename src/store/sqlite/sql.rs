@@ -137,6 +137,7 @@ pub(super) const ALL: &[&str] = &[
     DELETE_WEBHOOK_ENDPOINT,
     SUBSCRIBED_ENDPOINTS,
     DISABLE_WEBHOOK_ENDPOINT,
+    FAIL_OPEN_DELIVERIES,
     OPEN_WEBHOOK_DELIVERY,
     INSERT_DUE_DELIVERY,
     CLAIM_DELIVERY,
@@ -166,6 +167,9 @@ pub(super) const DELETE_WEBHOOK_ENDPOINT: &str = "UPDATE webhook_endpoints SET d
 pub(super) const SUBSCRIBED_ENDPOINTS: &str = "SELECT e.uuid, e.url, e.secret FROM webhook_endpoints e \
      WHERE e.server_uuid = ?1 AND EXISTS (SELECT 1 FROM json_each(e.events) WHERE json_each.value = ?2) \
      AND e.deleted_at IS NULL AND e.disabled_at IS NULL ORDER BY e.created_at, e.uuid";
+// What an endpoint that answered 410, or was deleted, was still owed: nothing will be sent.
+pub(super) const FAIL_OPEN_DELIVERIES: &str = "UPDATE webhook_deliveries SET status = 'failed', \
+     next_attempt_at = NULL, updated_at = ?2 WHERE endpoint_uuid = ?1 AND status IN ('pending', 'retrying')";
 pub(super) const DISABLE_WEBHOOK_ENDPOINT: &str = "UPDATE webhook_endpoints SET disabled_at = ?3, \
      disabled_reason = ?2 WHERE uuid = ?1 AND disabled_at IS NULL";
 /// A delivery a broker worker opens: its first attempt due now and held by that worker.
@@ -208,7 +212,9 @@ pub(super) const INSERT_ATTEMPT: &str = "INSERT INTO webhook_attempts (delivery_
 /// What an attempt left its delivery as, unless a later claim overtook it (`attempts = ?4`).
 pub(super) const SETTLE_DELIVERY: &str = "UPDATE webhook_deliveries SET status = ?2, next_attempt_at = ?3, \
      handed_over_at = ?5, updated_at = ?6 WHERE id = ?1 AND attempts = ?4";
-pub(super) const DELIVERY_STATUS: &str = "SELECT status FROM webhook_deliveries WHERE id = ?1 AND server_uuid = ?2";
+pub(super) const DELIVERY_STATUS: &str = "SELECT d.status, \
+     (e.deleted_at IS NULL AND e.disabled_at IS NULL) AS endpoint_open \
+     FROM webhook_deliveries d JOIN webhook_endpoints e ON e.uuid = d.endpoint_uuid WHERE d.id = ?1 AND d.server_uuid = ?2";
 pub(super) const REQUEUE_DELIVERY: &str = "UPDATE webhook_deliveries SET status = 'retrying', next_attempt_at = ?2, \
      handed_over_at = NULL, updated_at = ?2 WHERE id = ?1";
 pub(super) const LIST_WEBHOOK_ATTEMPTS: &str = "SELECT d.id AS delivery_id, d.event_id, d.event_type, \

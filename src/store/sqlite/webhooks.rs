@@ -159,13 +159,15 @@ impl SqliteStore {
     }
 
     pub async fn delete_webhook_endpoint(&self, server_uuid: Uuid, uuid: Uuid) -> Result<bool, StoreError> {
-        let deleted = sqlx::query(sql::DELETE_WEBHOOK_ENDPOINT)
-            .bind(uuid)
-            .bind(server_uuid)
-            .bind(stored_time(Utc::now()))
-            .execute(&self.writer)
-            .await?;
-        Ok(deleted.rows_affected() == 1)
+        let now = stored_time(Utc::now());
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let deleted = sqlx::query(sql::DELETE_WEBHOOK_ENDPOINT).bind(uuid).bind(server_uuid).bind(&now).execute(&mut *tx);
+        let deleted = deleted.await?.rows_affected() == 1;
+        if deleted {
+            sqlx::query(sql::FAIL_OPEN_DELIVERIES).bind(uuid).bind(&now).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     pub async fn subscribed_endpoints(
@@ -178,12 +180,11 @@ impl SqliteStore {
     }
 
     pub async fn disable_webhook_endpoint(&self, uuid: Uuid, reason: &str) -> Result<(), StoreError> {
-        sqlx::query(sql::DISABLE_WEBHOOK_ENDPOINT)
-            .bind(uuid)
-            .bind(reason)
-            .bind(stored_time(Utc::now()))
-            .execute(&self.writer)
-            .await?;
+        let now = stored_time(Utc::now());
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(sql::DISABLE_WEBHOOK_ENDPOINT).bind(uuid).bind(reason).bind(&now).execute(&mut *tx).await?;
+        sqlx::query(sql::FAIL_OPEN_DELIVERIES).bind(uuid).bind(&now).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -318,14 +319,15 @@ impl SqliteStore {
     pub async fn requeue_webhook_delivery(&self, server_uuid: Uuid, delivery_id: i64) -> Result<Requeue, StoreError> {
         self.bounded(async {
             let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-            let status: Option<DeliveryStatus> = sqlx::query_scalar(sql::DELIVERY_STATUS)
+            let status: Option<(DeliveryStatus, bool)> = sqlx::query_as(sql::DELIVERY_STATUS)
                 .bind(delivery_id)
                 .bind(server_uuid)
                 .fetch_optional(&mut *tx)
                 .await?;
             match status {
                 None => return Ok(Requeue::NotFound),
-                Some(status) if status != DeliveryStatus::Failed => return Ok(Requeue::NotFailed),
+                Some((status, _)) if status != DeliveryStatus::Failed => return Ok(Requeue::NotFailed),
+                Some((_, false)) => return Ok(Requeue::EndpointClosed),
                 Some(_) => {}
             }
             sqlx::query(sql::REQUEUE_DELIVERY)
