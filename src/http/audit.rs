@@ -89,6 +89,10 @@ success_envelope!(HistoryAnswer, Vec<AuditedEvent>);
 success_envelope!(EventPageAnswer, EventPage);
 
 /// Every event of one credential, in order, with who caused it.
+///
+/// Each event carries its log position, type, payload, `recorded_at` and metadata: the actor (an
+/// API key's credential, the CLI, or the deadline scheduler), the client's address and the
+/// request id. Held and rotated-away credentials keep their history.
 #[utoipa::path(post, path = "/api/v1/credentials/history", operation_id = "credentialHistory", tag = "audit", request_body = HistoryRequest,
     security(("api_key" = [])),
     responses(
@@ -112,6 +116,9 @@ pub async fn history(
 }
 
 /// The server's events in log order, a page at a time.
+///
+/// `after_position` continues from the last position of the previous page; `limit` is 1–1000
+/// (100 by default). Other servers' events are never listed.
 #[utoipa::path(post, path = "/api/v1/events/list", operation_id = "listEvents", tag = "audit", request_body = Option<EventsRequest>,
     security(("api_key" = [])),
     responses(

@@ -90,6 +90,10 @@ pub enum CommonErrors {
         description = "Too many failed authentications from this address, or too many large reads of this server at once"
     )]
     TooManyRequests(ErrorEnvelope),
+    #[response(status = 405, description = "`method_not_allowed`: this path answers `POST` only")]
+    MethodNotAllowed(ErrorEnvelope),
+    #[response(status = 500, description = "`internal_error`: a fault of the service, logged with the request id")]
+    Internal(ErrorEnvelope),
     #[response(status = 503, description = "Temporarily unavailable")]
     Unavailable(ErrorEnvelope),
 }

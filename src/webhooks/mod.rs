@@ -12,6 +12,7 @@ mod worker;
 use std::time::Duration;
 
 pub use dispatcher::Dispatcher;
+pub use payload::WebhookBody;
 pub use queue::broker::ATTEMPT_MESSAGE_TYPE;
 pub use sender::{check_destination, DestinationRefused, Sender};
 pub use worker::WebhookWorker;

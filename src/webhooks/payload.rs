@@ -2,8 +2,8 @@
 //! the view. The broker's worker and the in-process dispatcher build the same bytes.
 
 use chrono::SecondsFormat;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::StoredEvent;
@@ -15,6 +15,8 @@ pub enum PayloadError {
     Store(#[from] StoreError),
     #[error("credential {0} is not in the view yet")]
     NotProjected(Uuid),
+    #[error("could not encode the body: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// The part of a bus message a webhook needs (docs/events.md).
@@ -52,6 +54,60 @@ impl EventMessage {
     }
 }
 
+/// The body of a `CredentialLocked` webhook. Its fields are declared in alphabetical order, the
+/// order the body has always been written in, so that its bytes stay the same.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CredentialLockedWebhook)]
+pub struct WebhookBody {
+    data: LockedData,
+    /// When the lock was recorded (RFC 3339 UTC, to the microsecond).
+    #[schema(value_type = String, format = DateTime)]
+    timestamp: String,
+    /// Always `CredentialLocked`.
+    #[serde(rename = "type")]
+    #[schema(example = "CredentialLocked")]
+    event_type: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct LockedData {
+    credential: LockedCredentialBody,
+    /// The deadline a scheduled lock records (RFC 3339 UTC, to the microsecond): the key was
+    /// refused from it on, and `timestamp - deadline` is how late the lock was recorded. Null for
+    /// a lock a request made (a revoke, a rotation without grace period).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    deadline: serde_json::Value,
+    /// `revoked`, `rotated` or `expired`.
+    #[schema(value_type = String, example = "rotated")]
+    reason: serde_json::Value,
+    /// The credential that replaced this one, for `rotated`.
+    replaced_by: Option<Replacement>,
+    server: ServerBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct LockedCredentialBody {
+    hold: bool,
+    id: i64,
+    name: String,
+    /// `API` or `SMTP`.
+    #[serde(rename = "type")]
+    credential_type: String,
+    uuid: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Replacement {
+    id: i64,
+    uuid: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ServerBody {
+    name: String,
+    uuid: Uuid,
+}
+
 /// The webhook body: the credential as the view has it, why it was locked, what replaced it.
 pub async fn payload(store: &Store, event: &EventMessage) -> Result<String, PayloadError> {
     let credential =
@@ -59,28 +115,26 @@ pub async fn payload(store: &Store, event: &EventMessage) -> Result<String, Payl
     let replaced_by = match event.data["replaced_by"].as_str().map(Uuid::parse_str) {
         Some(Ok(uuid)) => {
             let replacement = store.locked_credential(uuid).await?.ok_or(PayloadError::NotProjected(uuid))?;
-            json!({"id": replacement.id, "uuid": replacement.uuid})
+            Some(Replacement { id: replacement.id, uuid: replacement.uuid })
         }
-        _ => serde_json::Value::Null,
+        _ => None,
     };
-    let body = json!({
-        "type": event.event_type,
-        "timestamp": event.recorded_at,
-        "data": {
-            "credential": {
-                "id": credential.id,
-                "uuid": credential.uuid,
-                "name": credential.name,
-                "type": credential.credential_type,
-                "hold": credential.hold,
+    let body = WebhookBody {
+        data: LockedData {
+            credential: LockedCredentialBody {
+                hold: credential.hold,
+                id: credential.id,
+                name: credential.name,
+                credential_type: credential.credential_type,
+                uuid: credential.uuid,
             },
-            "reason": event.data["reason"],
-            "replaced_by": replaced_by,
-            // The deadline a scheduled lock records (`timestamp - deadline` is its lateness);
-            // null for a lock a request made.
-            "deadline": event.data["deadline"],
-            "server": {"uuid": credential.server_uuid, "name": credential.server_name},
+            deadline: event.data["deadline"].clone(),
+            reason: event.data["reason"].clone(),
+            replaced_by,
+            server: ServerBody { name: credential.server_name, uuid: credential.server_uuid },
         },
-    });
-    Ok(body.to_string())
+        timestamp: event.recorded_at.clone(),
+        event_type: event.event_type.clone(),
+    };
+    Ok(serde_json::to_string(&body)?)
 }
