@@ -20,6 +20,7 @@ use crate::config::{
 };
 use crate::domain::{CredentialName, ServerName};
 use crate::http::{role_router, RelayHandle};
+use crate::progress;
 use crate::startup::{shutdown_signal, Application};
 use crate::store::Store;
 use crate::webhooks::{DeliveryMode, Dispatcher, WebhookWorker};
@@ -57,7 +58,10 @@ pub async fn run(command: CliCommand) -> anyhow::Result<()> {
             let store = Store::open(&database.settings()).await?;
             store.prepare().await?;
             let started = std::time::Instant::now();
-            let report = store.rebuild_projections().await?;
+            let spinner = progress::spinner("rebuilding the projections");
+            let report = store.rebuild_projections().await;
+            spinner.finish_and_clear();
+            let report = report?;
             let elapsed = started.elapsed();
             println!(
                 "{}",
@@ -137,7 +141,11 @@ async fn export(
     if backup && server.is_some() {
         anyhow::bail!("--backup exports the whole ledger: it cannot be combined with --server");
     }
-    let store = Store::open(&database.settings()).await.context("opening the ledger")?;
+    let settings = database.settings();
+    if let Some(path) = ledger_file(&settings.url).filter(|path| !path.exists()) {
+        anyhow::bail!("there is no ledger at {}", path.display());
+    }
+    let store = Store::open(&settings).await.context("opening the ledger")?;
     store.prepare().await?;
     // Checked before the output file is created: a mistyped uuid must not leave a slice of
     // nothing but chain links that looks like an answer.
@@ -154,8 +162,12 @@ async fn export(
     };
     let mut records = 0u64;
     let mut head = None;
+    let bar = progress::bar(u64::try_from(store.head_position().await?).unwrap_or(0), "exporting", "events");
     let sink = |record: ExportRecord| {
         head = record.last_position().or(head);
+        if let Some(position) = record.last_position() {
+            bar.set_position(u64::try_from(position).unwrap_or(0));
+        }
         serde_json::to_writer(&mut out, &record)?;
         out.write_all(b"\n")?;
         records += 1;
@@ -166,6 +178,7 @@ async fn export(
         false => audit::export_records(&store, server, sink).await?,
     }
     out.flush()?;
+    bar.finish_and_clear();
     tracing::info!(records, head = head.unwrap_or(0), "exported");
     Ok(())
 }
@@ -180,7 +193,12 @@ async fn verify(
         Some(path) => read_export(path, |record| verifier.push(&record).map_err(anyhow::Error::from)),
         None => {
             async {
-                let store = Store::open(&database.settings()).await.context("opening the ledger")?;
+                let settings = database.settings();
+                // Checking must not create a ledger where there was none.
+                if let Some(path) = ledger_file(&settings.url).filter(|path| !path.exists()) {
+                    anyhow::bail!("there is no ledger at {}", path.display());
+                }
+                let store = Store::open(&settings).await.context("opening the ledger")?;
                 audit::export_records(&store, None, |record| Ok(verifier.push(&record)?)).await.map_err(|error| {
                     match error {
                         audit::ExportError::Verification(failure) => anyhow::Error::from(failure),
@@ -264,17 +282,22 @@ fn replay(file: &Path, as_of: Option<chrono::DateTime<chrono::Utc>>, server: Opt
 /// writes it there in one transaction. A failure leaves nothing behind: not a row, and not the
 /// SQLite file if this command created it.
 async fn import(file: &Path, expect_head: Option<ExpectedHead>, database: DatabaseArgs) -> anyhow::Result<()> {
-    let verified = audit::read_import(file, expect_head)
-        .map_err(|error| anyhow::anyhow!("import refused: {error}; nothing was written"))?;
+    let size = std::fs::metadata(file).map_or(0, |metadata| metadata.len());
+    let bar = progress::bar(size, "verifying", "bytes");
+    let verified = audit::read_import(file, expect_head, |read| bar.inc(read));
+    bar.finish_and_clear();
+    let verified = verified.map_err(|error| anyhow::anyhow!("import refused: {error}; nothing was written"))?;
     let settings = database.settings();
     let created = ledger_file(&settings.url).filter(|path| !path.exists());
     let written = async {
         let store = Store::open(&settings).await.context("opening the ledger")?;
+        let spinner = progress::spinner("writing the ledger");
         let imported = async {
             store.prepare().await?;
             store.import(verified.batch()).await
         }
         .await;
+        spinner.finish_and_clear();
         store.close().await;
         imported.map_err(|error| anyhow::anyhow!("import refused: {error}; nothing was written"))
     }

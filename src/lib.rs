@@ -17,6 +17,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod progress;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

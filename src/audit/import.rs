@@ -58,7 +58,12 @@ pub enum ImportError {
 /// hashes, time, the log rules; `expect_head` if given), folds its events into the view, and
 /// checks that it is a whole-ledger backup: no gap records, one server record for every server
 /// its events and endpoints name.
-pub fn read_import(path: &Path, expect_head: Option<ExpectedHead>) -> Result<ImportFile, ImportError> {
+/// `read` hears how many bytes each line took, as it is read.
+pub fn read_import(
+    path: &Path,
+    expect_head: Option<ExpectedHead>,
+    mut read: impl FnMut(u64),
+) -> Result<ImportFile, ImportError> {
     let unreadable =
         |error: std::io::Error| ImportError::Unreadable { path: path.display().to_string(), reason: error.to_string() };
     let file = std::fs::File::open(path).map_err(unreadable)?;
@@ -67,6 +72,7 @@ pub fn read_import(path: &Path, expect_head: Option<ExpectedHead>) -> Result<Imp
     let (mut servers, mut endpoints, mut events) = (Vec::new(), Vec::new(), Vec::new());
     for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.map_err(unreadable)?;
+        read(line.len() as u64 + 1);
         if line.trim().is_empty() {
             continue;
         }

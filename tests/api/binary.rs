@@ -80,6 +80,25 @@ fn a_ledger_that_cannot_be_opened_is_one_line_and_exit_code_one() {
     std::fs::remove_dir_all(&directory).unwrap();
 }
 
+/// Reading commands do not create a ledger where there is none: `verify` cannot check (exit 3)
+/// and `export` fails (exit 1), each with one line, and no file appears.
+#[test]
+fn verify_and_export_of_a_missing_ledger_create_nothing() {
+    let directory = std::env::temp_dir().join(format!("credential-ledger-missing-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let url = format!("sqlite://{}", directory.join("ledger.db").display());
+    for (args, code) in [(&["verify"][..], 3), (&["export"][..], 1)] {
+        let output = run_ledger(args, &url);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains("there is no ledger at"), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+    assert_eq!(std::fs::read_dir(&directory).unwrap().count(), 0, "nothing was created");
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
 /// RabbitMQ needs PostgreSQL, and the relay needs RabbitMQ: each refusal is one line and exit 1,
 /// before anything is opened or created (a broker on a closed port: nothing may try to reach it,
 /// and its password is never repeated).
@@ -127,8 +146,43 @@ async fn logs_to_a_file_have_no_colour_codes(db: TestDb) {
     assert!(!stderr.contains('\u{1b}'), "no escape sequences: {stderr:?}");
 }
 
+/// The long runs draw progress on a terminal only: to a pipe, `export`, `import` and
+/// `projections rebuild` write their own lines and nothing else (no bar, no carriage return).
+async fn long_runs_draw_no_progress_into_a_pipe(db: TestDb) {
+    let app = spawn_app(&db).await;
+    app.create_api_key(&app.tenant.key, "Exported").await;
+    let directory = std::env::temp_dir().join(format!("credential-ledger-progress-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let backup = directory.join("backup.jsonl");
+    let target = format!("sqlite://{}", directory.join("imported.db").display());
+    let runs: [(&[&str], &str); 3] = [
+        (&["export", "--backup", "--output", backup.to_str().unwrap()], db.url()),
+        (&["import", "--file", backup.to_str().unwrap()], &target),
+        (&["projections", "rebuild"], db.url()),
+    ];
+    for (args, url) in runs {
+        let output = run_ledger(args, url);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains('\r') && !stderr.contains('\u{1b}') && !stderr.contains("=>"), "{args:?}: {stderr:?}");
+    }
+    // At a terminal (util-linux's `script` gives the run one), the same export draws its bar.
+    let command = format!(
+        "{} export --output {}",
+        crate::helpers::ledger_binary().display(),
+        directory.join("again.jsonl").display()
+    );
+    let at_terminal =
+        std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).env("DATABASE_URL", db.url()).output();
+    let at_terminal = at_terminal.expect("script runs");
+    assert!(at_terminal.status.success());
+    assert!(String::from_utf8_lossy(&at_terminal.stdout).contains("exporting ["), "a terminal sees the progress");
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
 credential_ledger_test_support::on_both_backends!(
     logs_to_a_file_have_no_colour_codes,
+    long_runs_draw_no_progress_into_a_pipe,
     server_create_prints_one_json_object_with_a_working_key,
     server_create_refuses_a_blank_name_and_writes_nothing,
     projections_rebuild_leaves_the_same_view,
@@ -217,7 +271,8 @@ async fn a_webhook_worker_answers_its_probes_on_ops_addr(db: TestDb) {
     assert_eq!(live.status(), StatusCode::OK);
     let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
-    assert!(metrics.text().await.unwrap().contains("credential_ledger_webhook_attempts_total"));
+    let exposition = metrics.text().await.unwrap();
+    assert!(exposition.contains("credential_ledger_webhook_attempt_duration_seconds_count 0"), "{exposition}");
     let unknown = reqwest::get(format!("{base}/api/v1/credentials/list")).await.unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND, "the worker serves no API");
 }
