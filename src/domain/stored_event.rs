@@ -148,7 +148,9 @@ mod hex_bytes {
 /// JSON text written out as the JSON it holds (compact, keys sorted), and read back from any
 /// JSON value: an export holds the payload as JSON, not as a string.
 mod json_text {
+    use serde::de::{self, MapAccess, SeqAccess, Visitor};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
 
     pub fn serialize<S: Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
         let value: serde_json::Value = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
@@ -156,7 +158,86 @@ mod json_text {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-        Ok(serde_json::Value::deserialize(deserializer)?.to_string())
+        Ok(Distinct::deserialize(deserializer)?.0.to_string())
+    }
+
+    /// A JSON value whose objects name each key once, at any depth. A key given twice is
+    /// refused rather than resolved to its last value: a reader that takes the first one, or
+    /// reads the text, would otherwise see a value the chain does not cover.
+    struct Distinct(serde_json::Value);
+
+    impl<'de> Deserialize<'de> for Distinct {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(DistinctVisitor)
+        }
+    }
+
+    struct DistinctVisitor;
+
+    impl<'de> Visitor<'de> for DistinctVisitor {
+        type Value = Distinct;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a JSON value")
+        }
+
+        fn visit_bool<E: de::Error>(self, value: bool) -> Result<Distinct, E> {
+            Ok(Distinct(Value::Bool(value)))
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<Distinct, E> {
+            Ok(Distinct(Value::from(value)))
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<Distinct, E> {
+            Ok(Distinct(Value::from(value)))
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<Distinct, E> {
+            serde_json::Number::from_f64(value)
+                .map(|number| Distinct(Value::Number(number)))
+                .ok_or_else(|| E::custom("not a finite number"))
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<Distinct, E> {
+            Ok(Distinct(Value::String(value.to_owned())))
+        }
+
+        fn visit_string<E: de::Error>(self, value: String) -> Result<Distinct, E> {
+            Ok(Distinct(Value::String(value)))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Distinct, E> {
+            Ok(Distinct(Value::Null))
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Distinct, E> {
+            Ok(Distinct(Value::Null))
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Distinct, D::Error> {
+            Distinct::deserialize(deserializer)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Distinct, A::Error> {
+            let mut array = Vec::with_capacity(items.size_hint().unwrap_or(0));
+            while let Some(Distinct(item)) = items.next_element()? {
+                array.push(item);
+            }
+            Ok(Distinct(Value::Array(array)))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Distinct, A::Error> {
+            let mut object = serde_json::Map::new();
+            while let Some(key) = entries.next_key::<String>()? {
+                if object.contains_key(&key) {
+                    return Err(de::Error::custom(format!("the key {key:?} is given twice")));
+                }
+                let Distinct(value) = entries.next_value()?;
+                object.insert(key, value);
+            }
+            Ok(Distinct(Value::Object(object)))
+        }
     }
 }
 
@@ -186,5 +267,26 @@ mod tests {
         assert_eq!(written["recorded_at"], "2026-12-03T10:00:00.000000Z");
         let read: StoredEvent = serde_json::from_value(written).unwrap();
         assert_eq!(read, event);
+    }
+
+    #[test]
+    fn a_key_given_twice_in_a_payload_or_its_metadata_is_refused_at_any_depth() {
+        let line = |payload: &str, metadata: &str| {
+            format!(
+                r#"{{"position":1,"stream_id":"00000000-0000-0000-0000-000000000001","stream_version":1,"event_id":"00000000-0000-0000-0000-000000000002","event_type":"CredentialLocked","schema_version":1,"server_uuid":"00000000-0000-0000-0000-000000000003","payload":{payload},"metadata":{metadata},"recorded_at":"2026-12-03T10:00:00.000000Z","prev_hash":"{zero}","hash":"{zero}"}}"#,
+                zero = "00".repeat(32)
+            )
+        };
+        let fine = line(r#"{"reason":"revoked","replaced_by":null}"#, r#"{"actor":{"kind":"cli"},"tags":[1,2.5,"x"]}"#);
+        let read: StoredEvent = serde_json::from_str(&fine).unwrap();
+        assert_eq!(read.payload, r#"{"reason":"revoked","replaced_by":null}"#);
+        for (payload, metadata) in [
+            (r#"{"reason":"revoked","reason":"rotated"}"#, r#"{"actor":{"kind":"cli"}}"#),
+            (r#"{"reason":"revoked"}"#, r#"{"actor":{"kind":"cli","kind":"deadline"}}"#),
+            (r#"{"list":[{"a":1,"a":2}]}"#, r#"{}"#),
+        ] {
+            let error = serde_json::from_str::<StoredEvent>(&line(payload, metadata)).unwrap_err();
+            assert!(error.to_string().contains("is given twice"), "{error}");
+        }
     }
 }
