@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{header, Method};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{MakeRequestUuid, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 pub use envelope::{Success, SuccessStatus};
@@ -42,6 +42,7 @@ use crate::app::replica::Replica;
 use crate::app::usage::UsageRecorder;
 use crate::app::writer::Writer;
 use crate::bus::RelayStatus;
+use crate::domain::KEY_PREFIX;
 use crate::metrics::{metrics, RequestLabels, RouteLabels};
 use crate::store::Store;
 use crate::webhooks::WebhookSettings;
@@ -126,7 +127,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     api.merge(probes)
         .layer(middleware::from_fn(refuse_declared_oversized_bodies))
         .layer(middleware::from_fn(record_metrics))
-        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(middleware::from_fn(echo_request_id))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -187,6 +188,23 @@ fn log_response_at(response: &Response, latency: Duration, quiet: bool) {
         _ if quiet => tracing::debug!(status, latency_ms, code, "finished processing request"),
         _ => tracing::info!(status, latency_ms, code, "finished processing request"),
     }
+}
+
+/// Answers with the request's id (its own, or the one made for it), as tower-http's
+/// `PropagateRequestIdLayer` would, but with anything shaped like a key redacted: a proxy that
+/// logs response headers must not log a key a client pasted into the wrong header.
+async fn echo_request_id(request: Request, next: Next) -> Response {
+    let id = request.headers().get(REQUEST_ID_HEADER).cloned();
+    let mut response = next.run(request).await;
+    let echoed = id.and_then(|id| match id.to_str() {
+        // Redacting visible ASCII leaves visible ASCII: the value is always valid.
+        Ok(text) if text.contains(KEY_PREFIX) => HeaderValue::from_str(&redact_keys(text)).ok(),
+        _ => Some(id),
+    });
+    if let Some(echoed) = echoed {
+        response.headers_mut().insert(REQUEST_ID_HEADER, echoed);
+    }
+    response
 }
 
 /// A body declared larger than the limit gets 413 before anything else, authentication

@@ -244,6 +244,19 @@ async fn request_ids_are_echoed_and_recorded_with_the_actor(db: TestDb) {
     let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
     let id = response.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "a request id is generated when none is sent: {id}");
+
+    // A key pasted into the request id is echoed redacted, as it is recorded and logged.
+    let pasted = format!("oops-{}-end", app.tenant.key);
+    let response = app
+        .client
+        .post(format!("{}{}", app.address, crate::helpers::LIST))
+        .header("X-Server-API-Key", &app.tenant.key)
+        .header("X-Request-Id", &pasted)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "oops-vml_[redacted]-end");
 }
 
 async fn a_change_on_one_instance_is_seen_by_the_next_request_on_another(db: TestDb) {
