@@ -56,6 +56,13 @@ pub struct AuditedEvent {
     actor: serde_json::Value,
     #[schema(value_type = Option<String>)]
     request_id: serde_json::Value,
+    /// The address the request came from (a proxy's, behind one); null for the CLI and the
+    /// deadline scheduler.
+    #[schema(value_type = Option<String>)]
+    source_ip: serde_json::Value,
+    /// The event's link in the hash chain (64 hex digits): `verify --expect-head POSITION:HASH`
+    /// proves later that the chain still holds it.
+    hash: String,
 }
 
 impl From<StoredEvent> for AuditedEvent {
@@ -73,6 +80,8 @@ impl From<StoredEvent> for AuditedEvent {
             recorded_at: event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             actor: metadata["actor"].take(),
             request_id: metadata["request_id"].take(),
+            source_ip: metadata["source_ip"].take(),
+            hash: hex::encode(&event.hash),
             data,
         }
     }
@@ -85,6 +94,21 @@ pub struct EventPage {
     has_more: bool,
 }
 
+/// The server's latest link in the hash chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainLink {
+    position: i64,
+    /// 64 hex digits.
+    hash: String,
+    #[schema(format = DateTime)]
+    recorded_at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChainHeadRequest {}
+
+success_envelope!(ChainLinkAnswer, ChainLink);
 success_envelope!(HistoryAnswer, Vec<AuditedEvent>);
 success_envelope!(EventPageAnswer, EventPage);
 
@@ -152,5 +176,34 @@ pub async fn list_events(
         events: events.into_iter().map(AuditedEvent::from).collect(),
         next_after_position,
         has_more,
+    }))
+}
+
+/// The server's latest link in the hash chain: the position and hash of its last event.
+///
+/// Record it, and `credential-ledger verify --expect-head POSITION:HASH` proves later that the
+/// ledger still holds this history unchanged: every event up to that position, any server's, is
+/// covered by the hash. The body may be omitted.
+#[utoipa::path(post, path = "/api/v1/events/head", operation_id = "chainHead", tag = "audit", request_body = Option<ChainHeadRequest>,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The server's latest chain link", body = ChainLinkAnswer),
+        CommonErrors,
+    ))]
+pub async fn chain_head(
+    State(app): State<AppState>,
+    caller: Caller,
+    JsonBody(ChainHeadRequest {}): JsonBody<ChainHeadRequest>,
+) -> Result<Success<ChainLink>, ApiError> {
+    // A server exists from its first event on: it always has one.
+    let event = app
+        .store
+        .server_latest_event(caller.server_uuid)
+        .await?
+        .ok_or_else(|| ApiError::Internal("an authenticated server has no event".into()))?;
+    Ok(Success(ChainLink {
+        position: event.position,
+        hash: hex::encode(&event.hash),
+        recorded_at: event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     }))
 }

@@ -20,8 +20,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_REQUEST_ID_CHARS: usize = 128;
 
 /// A JSON request body, decoded into `T` (whose fields are checked: unknown ones are refused).
-/// It must be a JSON object; an empty body without a Content-Type, or `null`, is read as `{}`,
-/// so `list` can be called bare.
+/// It must be a JSON object; an empty body is read as `{}`, so `list` can be called bare. `null`
+/// is refused like any other non-object: the document says "an object, or no body", and a lenient
+/// reading would accept what the contract refuses.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -46,7 +47,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         })?;
         let body: &[u8] = match declared_json {
             None if !body.is_empty() => return Err(ApiError::UnsupportedMediaType),
-            _ if body.is_empty() || body.trim_ascii() == b"null" => b"{}",
+            _ if body.is_empty() => b"{}",
             _ => &body,
         };
         // serde also reads a struct from an array of its fields; the API takes objects only.

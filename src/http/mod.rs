@@ -99,6 +99,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/api/v1/credentials/revoke", post(credentials::revoke))
         .route("/api/v1/credentials/history", post(audit::history))
         .route("/api/v1/events/list", post(audit::list_events))
+        .route("/api/v1/events/head", post(audit::chain_head))
         .route("/api/v1/webhooks/create", post(webhooks::create))
         .route("/api/v1/webhooks/list", post(webhooks::list))
         .route("/api/v1/webhooks/delete", post(webhooks::delete))

@@ -31,6 +31,7 @@ use crate::webhooks::WebhookBody;
         credentials::revoke,
         audit::history,
         audit::list_events,
+        audit::chain_head,
         webhooks::create,
         webhooks::list,
         webhooks::delete,

@@ -291,6 +291,11 @@ impl Store {
         on_backend!(self, store => store.credential_history(server_uuid, stream_id).await)
     }
 
+    /// The server's last event: its latest link in the chain.
+    pub async fn server_latest_event(&self, server_uuid: Uuid) -> Result<Option<StoredEvent>, StoreError> {
+        on_backend!(self, store => store.server_latest_event(server_uuid).await)
+    }
+
     pub async fn server_events(
         &self,
         server_uuid: Uuid,

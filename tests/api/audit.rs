@@ -52,9 +52,12 @@ async fn history_lists_a_credentials_events_in_order_with_their_actors(db: TestD
     assert_eq!(events[1]["data"]["reason"], "revoked");
     assert_eq!(events[1]["request_id"], "audit-revoke-1");
     assert!(events[0]["request_id"].is_string());
+    assert_eq!(events[1]["source_ip"], "127.0.0.1");
+    assert_eq!(events[1]["hash"].as_str().unwrap().len(), 64);
 
     let provisioned = history(&app, &first_key, &app.tenant.credential_uuid.to_string()).await;
     assert_eq!(provisioned.data()[0]["actor"], json!({"kind": "cli"}));
+    assert_eq!(provisioned.data()[0]["source_ip"], Value::Null, "the CLI has no address");
 
     let other = app.new_tenant("Other").await;
     let foreign = history(&app, &other.key, rotated["uuid"].as_str().unwrap()).await;
@@ -223,6 +226,25 @@ async fn an_untouched_ledger_verifies_and_reports_its_head(db: TestDb) {
     let (ok, report) = verify(&["--expect-head", &format!("{position}:{hash}")], &url);
     assert!(ok, "{report}");
     assert_eq!(report["head"]["position"], position + 1);
+}
+
+/// `events/head` is the server's latest link, the last event it lists; another server's later
+/// events do not move it, and `verify --expect-head` accepts it.
+async fn the_chain_head_of_a_server_is_its_last_event_and_verify_accepts_it(db: TestDb) {
+    let app = spawn_app(&db).await;
+    app.create(&app.tenant.key, json!({"name": "Mine"})).await;
+    let other = app.new_tenant("Other").await;
+    app.create(&other.key, json!({"name": "Theirs"})).await;
+    let answer = app.post("/api/v1/events/head", Some(&app.tenant.key), &json!({})).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let link = answer.data().clone();
+    let listed = app.post("/api/v1/events/list", Some(&app.tenant.key), &json!({"limit": 1000})).await;
+    let last = listed.data()["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((&link["position"], &link["hash"], &link["recorded_at"]), (&last["position"], &last["hash"], &last["recorded_at"]));
+    assert!(link["position"].as_i64().unwrap() < app.log_head().await.0, "another server appended after it");
+    let expect = format!("{}:{}", link["position"], link["hash"].as_str().unwrap());
+    let (ok, report) = verify(&["--expect-head", &expect], db.url());
+    assert!(ok, "{report}");
 }
 
 async fn a_changed_payload_is_found_at_its_position(db: TestDb) {
@@ -499,6 +521,7 @@ credential_ledger_test_support::on_both_backends!(
     paging_through_events_returns_each_of_the_servers_events_once_in_order,
     the_view_as_of_any_event_equals_the_live_view_right_after_it,
     an_untouched_ledger_verifies_and_reports_its_head,
+    the_chain_head_of_a_server_is_its_last_event_and_verify_accepts_it,
     a_changed_payload_is_found_at_its_position,
     a_deleted_event_is_found_at_its_position,
     two_swapped_events_are_found_at_the_first_of_them,

@@ -114,6 +114,8 @@ fn cases(valid_key: &str) -> Vec<Case> {
         post("body is a string", CREATE, r#""name""#, S::BAD_REQUEST, "invalid_parameters"),
         post("body is null", CREATE, "null", S::BAD_REQUEST, "invalid_parameters"),
         post("list body is an array", LIST, "[null, null]", S::BAD_REQUEST, "invalid_parameters"),
+        // "An object, or no body": `null` is neither.
+        post("list body is null", LIST, "null", S::BAD_REQUEST, "invalid_parameters"),
         post("key in a field name", CREATE, &misplaced_key, S::BAD_REQUEST, "invalid_parameters"),
         post("key as a value", CREATE, &key_as_hold, S::BAD_REQUEST, "invalid_parameters"),
         post("list with parameters", LIST, r#"{"page": 2}"#, S::BAD_REQUEST, "invalid_parameters"),

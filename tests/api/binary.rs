@@ -205,10 +205,10 @@ async fn two_processes_on_one_ledger_agree_on_every_key(db: TestDb) {
     };
     let made = call(&first, "create", &key, serde_json::json!({"name": "Made on the first", "type": "API"})).await;
     let made_key = made.data()["key"].as_str().unwrap().to_owned();
-    assert_eq!(call(&second, "list", &made_key, Value::Null).await.status, StatusCode::OK);
+    assert_eq!(call(&second, "list", &made_key, serde_json::json!({})).await.status, StatusCode::OK);
     let uuid = made.data()["uuid"].clone();
     assert_eq!(call(&second, "revoke", &key, serde_json::json!({ "uuid": uuid })).await.status, StatusCode::OK);
-    let refused = call(&first, "list", &made_key, Value::Null).await;
+    let refused = call(&first, "list", &made_key, serde_json::json!({})).await;
     assert_eq!((refused.status, refused.error_code()), (StatusCode::UNAUTHORIZED, "invalid_api_key"));
     let (verified, report) = crate::helpers::verify_database(db.url());
     assert!(verified, "{report}");

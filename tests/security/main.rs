@@ -79,13 +79,14 @@ async fn teardown(mut app: TestApp, bus: TestBus) {
     bus.delete().await;
 }
 
-const AUTHENTICATED: [&str; 11] = [
+const AUTHENTICATED: [&str; 12] = [
     "/api/v1/credentials/list",
     "/api/v1/credentials/create",
     "/api/v1/credentials/regenerate",
     "/api/v1/credentials/revoke",
     "/api/v1/credentials/history",
     "/api/v1/events/list",
+    "/api/v1/events/head",
     "/api/v1/webhooks/create",
     "/api/v1/webhooks/list",
     "/api/v1/webhooks/delete",
@@ -101,6 +102,7 @@ fn body_for(path: &str, uuid: &str) -> Value {
         "/api/v1/webhooks/retry" => json!({"id": 1}),
         "/api/v1/credentials/list"
         | "/api/v1/events/list"
+        | "/api/v1/events/head"
         | "/api/v1/webhooks/list"
         | "/api/v1/webhooks/deliveries" => {
             json!({})

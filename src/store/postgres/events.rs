@@ -71,6 +71,13 @@ impl PgStore {
         Ok(events)
     }
 
+    pub async fn server_latest_event(&self, server_uuid: Uuid) -> Result<Option<StoredEvent>, StoreError> {
+        let event = select_events!("WHERE server_uuid = $1 ORDER BY position DESC LIMIT 1", server_uuid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(event)
+    }
+
     /// Feeds `each` a server's events recorded at or before `as_of`, in log order, as they
     /// stream in: none of them is kept. Since `recorded_at` never decreases along the log, that
     /// is a prefix of the server's history.

@@ -502,6 +502,11 @@ impl SqliteStore {
         stored(query.fetch_all(&self.pool).await?)
     }
 
+    pub async fn server_latest_event(&self, server_uuid: Uuid) -> Result<Option<StoredEvent>, StoreError> {
+        let query = sqlx::query_as::<_, EventRow>(sql::SERVER_LATEST_EVENT).bind(server_uuid);
+        query.fetch_optional(&self.pool).await?.map(StoredEvent::try_from).transpose()
+    }
+
     /// Feeds `each` a server's events recorded at or before `as_of`, in log order, as they
     /// stream in. Stored times are microseconds, so comparing with `as_of` cut to microseconds
     /// keeps the same events.

@@ -52,6 +52,9 @@ pub(super) const CREDENTIAL_HISTORY: &str = "SELECT position, stream_id, stream_
 pub(super) const SERVER_EVENTS: &str = "SELECT position, stream_id, stream_version, event_id, event_type, \
      schema_version, server_uuid, payload, metadata, recorded_at, prev_hash, hash \
      FROM events WHERE server_uuid = ?1 AND position > ?2 ORDER BY position LIMIT ?3";
+pub(super) const SERVER_LATEST_EVENT: &str = "SELECT position, stream_id, stream_version, event_id, event_type, \
+     schema_version, server_uuid, payload, metadata, recorded_at, prev_hash, hash \
+     FROM events WHERE server_uuid = ?1 ORDER BY position DESC LIMIT 1";
 pub(super) const SERVER_EVENTS_UNTIL: &str = "SELECT position, stream_id, stream_version, event_id, event_type, \
      schema_version, server_uuid, payload, metadata, recorded_at, prev_hash, hash \
      FROM events WHERE server_uuid = ?1 AND recorded_at <= ?2 ORDER BY position";
@@ -113,6 +116,7 @@ pub(super) const ALL: &[&str] = &[
     EVENTS_AFTER,
     CREDENTIAL_HISTORY,
     SERVER_EVENTS,
+    SERVER_LATEST_EVENT,
     SERVER_EVENTS_UNTIL,
     HEAD_POSITION,
     VIEW_COUNT,
