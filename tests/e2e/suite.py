@@ -2,7 +2,16 @@
 ledger (a SQLite file, the default) and on PostgreSQL (`E2E_POSTGRES`; `E2E_BACKENDS=sqlite` runs
 the first alone):
 
-- openapi: the served document passes openapi-spec-validator.
+- openapi: the served document passes openapi-spec-validator;
+- spectral: Spectral's `spectral:oas` ruleset (tests/e2e/.spectral.yaml) finds no error in it
+  (its warnings are printed, and allowed);
+- client: openapi-python-client generates a client from it without a warning, and that client
+  calls every operation of the document with documented answers (tests/e2e/generated_client.py),
+  on a SQLite service of its own (whatever `E2E_BACKENDS` says) that delivers webhooks to a
+  loopback URL;
+- metrics: /metrics asked for the Prometheus text format (0.0.4) answers it, and `promtool check
+  metrics` accepts it; asked for OpenMetrics, it answers OpenMetrics;
+- hadolint: the Dockerfile has no finding at the warning level or above (once, not per backend);
 - fuzz: Schemathesis generates requests from /api/v1/openapi.json (every operation, with a valid
   key): no 5xx, every status and body as documented, invalid input refused, valid input accepted;
 - docs: the /docs page in headless Chromium calls the API with a pasted key;
@@ -10,7 +19,9 @@ the first alone):
   an SMTP key may log in, and relays to an aiosmtpd sink: a live key's mail arrives; a revoked
   key, a rotation's old key, an API key and a malformed key get 535; nginx with a wrong relay
   secret gets nothing through; the login shows in `last_used_at`;
-- logs: the service's logs during all of it (debug level, JSON) contain no key.
+- logs: the services' logs during all of it (debug level, JSON) contain no key.
+
+docker-compose.yml is checked by .ci/run (`docker-compose config`), not here.
 
 Prints one line per suite and a closing `N passed, M failed`; exits 1 if any failed.
 """
@@ -34,8 +45,14 @@ SERVER = os.environ.get("E2E_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 MIN_FUZZ_REQUESTS = 1000
 KEY_SHAPE = re.compile(r"vml_[0-9A-Za-z]{38}")
 
-sys.path.insert(0, str(Path(__file__).parent))
+HERE = Path(__file__).resolve().parent
+SPECTRAL = ROOT / "target" / "e2e-node" / "node_modules" / ".bin" / "spectral"
+PROMETHEUS_TEXT = "text/plain;version=0.0.4"
+OPENMETRICS = "application/openmetrics-text"
+
+sys.path.insert(0, str(HERE))
 from docs_page import check_docs_page  # noqa: E402
+import generated_client  # noqa: E402
 import smtp_chain  # noqa: E402
 
 RELAY_SECRET = "e2e-relay-secret-" + uuid.uuid4().hex
@@ -126,16 +143,118 @@ def fuzz(service: Service, key: str, backend: str) -> list[str]:
     return failures
 
 
-def contract(service: Service) -> list[str]:
+def served_document(service: Service, path: Path) -> Path:
+    """Saves the served OpenAPI document to `path`, for the tools that read a file."""
+    with urllib.request.urlopen(service.base_url + "/api/v1/openapi.json", timeout=10) as response:
+        path.write_bytes(response.read())
+    return path
+
+
+def contract(document_path: Path) -> list[str]:
     """The served OpenAPI document, as openapi-spec-validator reads it: no error."""
     from openapi_spec_validator import validate
-    with urllib.request.urlopen(service.base_url + "/api/v1/openapi.json", timeout=10) as response:
-        document = json.load(response)
+    document = json.loads(document_path.read_text())
     try:
         validate(document)
     except Exception as error:  # the validator's own error types differ between its versions
         return [f"openapi-spec-validator: {error}"[:2000]]
     return []
+
+
+def spectral(document_path: Path) -> list[str]:
+    """The served document under Spectral's own OpenAPI rules: no error (severity 0). Warnings
+    are printed, not failed: they are style advice the project may choose not to follow."""
+    if not SPECTRAL.exists():
+        return [f"{SPECTRAL} is missing: tests/e2e/run.sh installs it"]
+    result = subprocess.run(
+        [
+            str(SPECTRAL), "lint", str(document_path),
+            "--ruleset", str(HERE / ".spectral.yaml"),
+            "--format", "json",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    try:
+        findings = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        # Spectral exits 1 for errors found, and 2 when it could not lint at all.
+        said = (result.stdout + result.stderr)[-2000:]
+        return [f"spectral exited {result.returncode} without a JSON report: {said}"]
+
+    def describe(finding: dict) -> str:
+        where = ".".join(str(part) for part in finding.get("path", [])) or "(document)"
+        return f"{finding.get('code')} at {where}: {finding.get('message')}"
+
+    errors = [describe(finding) for finding in findings if finding.get("severity") == 0]
+    warnings = [describe(finding) for finding in findings if finding.get("severity") == 1]
+    print(f"  spectral: {len(errors)} error(s), {len(warnings)} warning(s), exit code {result.returncode}")
+    for warning in warnings:
+        print(f"    warning: {warning}")
+    return [f"spectral: {error}" for error in errors]
+
+
+def promtool_path() -> str:
+    """promtool from tests/e2e/promtool.sh, which unpacks Debian's package on first use."""
+    run = subprocess.run(["bash", str(HERE / "promtool.sh")], capture_output=True, text=True)
+    found = dict(line.split("=", 1) for line in run.stdout.splitlines() if "=" in line)
+    if run.returncode != 0 or "PROMTOOL" not in found:
+        raise RuntimeError(f"promtool.sh failed ({run.returncode}): {run.stderr.strip()}")
+    return found["PROMTOOL"]
+
+
+def scrape(service: Service, accept: str) -> tuple[str, bytes]:
+    request = urllib.request.Request(service.base_url + "/metrics", headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.headers.get("Content-Type", ""), response.read()
+
+
+def metrics(service: Service, backend: str) -> list[str]:
+    """/metrics as each kind of scraper asks for it: a Prometheus that wants the 0.0.4 text format
+    gets it, in a form promtool accepts; one that asks for OpenMetrics gets OpenMetrics."""
+    failures = []
+    content_type, text = scrape(service, PROMETHEUS_TEXT)
+    if not content_type.startswith("text/plain"):
+        failures.append(f"Accept: {PROMETHEUS_TEXT} answered Content-Type {content_type!r}")
+    try:
+        promtool = promtool_path()
+    except RuntimeError as error:  # no promtool: this check fails, the others still run
+        return failures + [str(error)]
+    # Checked whatever the Content-Type said: what promtool makes of the body is worth reading.
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+    said = (result.stdout + result.stderr).decode(errors="replace").strip()
+    print(f"  metrics on {backend}: {content_type!r}, {len(text)} bytes, promtool exit code {result.returncode}")
+    for line in said.splitlines():
+        print(f"    promtool: {line}")
+    # promtool exits 1 when it cannot parse the exposition and 3 for lint problems (names, units,
+    # help texts): both are its verdict that Prometheus users would get a worse scrape.
+    if result.returncode != 0:
+        failures.append(f"promtool check metrics exited {result.returncode}: {said[:2000]}")
+    content_type, _ = scrape(service, OPENMETRICS)
+    if not content_type.startswith(OPENMETRICS):
+        failures.append(f"Accept: {OPENMETRICS} answered Content-Type {content_type!r}")
+    return failures
+
+
+def hadolint() -> list[str]:
+    """The Dockerfile under hadolint: nothing at the warning level or above (its `info` findings
+    are printed, and allowed)."""
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "hadolint"),
+            "--no-color",
+            "--failure-threshold", "warning",
+            str(ROOT / "Dockerfile"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    findings = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    print(f"  hadolint: {len(findings)} finding(s), exit code {result.returncode}")
+    for finding in findings:
+        print(f"    {finding}")
+    return [f"hadolint exited {result.returncode}: {finding}" for finding in findings] if result.returncode else []
 
 
 def call(service: Service, path: str, key: str, body: dict) -> dict:
@@ -191,9 +310,57 @@ def smtp(service: Service, key: str, relay_port: int, sink: smtp_chain.Sink) -> 
     return failures
 
 
+def provision(service: Service) -> dict:
+    """Migrates the service's database and creates its server; returns `server create`'s answer,
+    whose API key the checks call with."""
+    service.command("migrate")
+    return json.loads(service.command("server", "create", "--name", "E2E"))
+
+
+def remove_sqlite(ledger: Path) -> None:
+    for suffix in ["", "-wal", "-shm"]:
+        Path(f"{ledger}{suffix}").unlink(missing_ok=True)
+
+
+def leaked_keys(service: Service) -> list[str]:
+    logged = service.log_path.read_text() if service.log_path.exists() else ""
+    if not logged:
+        return ["the service wrote no logs to check"]
+    leaked = KEY_SHAPE.findall(logged)
+    return [f"{len(leaked)} key(s) in the service's logs"] if leaked else []
+
+
+def client(results: dict) -> None:
+    """The generated client's check, on a SQLite service of its own: unlike the others, it
+    delivers webhooks (in process) and accepts loopback URLs, so that the client has a real failed
+    delivery to retry. Its endpoint is a loopback port nothing listens on: no request leaves the
+    machine. Its own database also keeps the fuzz run's records out of the client's lists."""
+    ledger = OUT / f"credential_ledger_e2e_client_{uuid.uuid4().hex[:12]}.db"
+    service = Service(
+        f"sqlite://{ledger}",
+        free_port(),
+        OUT / "service-client.log",
+        # One short wait: a delivery is `failed` after its second attempt, a moment after the lock.
+        {"WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_RETRY_SCHEDULE": "100ms"},
+    )
+    service.env.pop("NO_WEBHOOKS")
+    try:
+        key = provision(service)["credential"]["key"]
+        service.start()
+        document = served_document(service, OUT / "openapi-client.json")
+        results["client"] = generated_client.check(service.base_url, key, document, OUT / "client")
+    except Exception as error:  # a broken harness is a failure, reported like one
+        results.setdefault("client harness", []).append(repr(error))
+    finally:
+        service.stop()
+        remove_sqlite(ledger)
+    results["client logs"] = leaked_keys(service)
+
+
 def run_on(backend: str, results: dict) -> None:
-    """One service on `backend`: the fuzz run, the docs page (on the embedded ledger, the default
-    backend: the page does not depend on it), and the logs of both checked for keys."""
+    """One service on `backend`: the fuzz run, /metrics, then on the embedded ledger (the default
+    backend: these do not depend on it) the document's linters, the docs page and the SMTP chain,
+    and the logs of all of it checked for keys."""
     name = f"credential_ledger_e2e_{uuid.uuid4().hex[:12]}"
     if backend == "sqlite":
         ledger = OUT / f"{name}.db"
@@ -213,13 +380,16 @@ def run_on(backend: str, results: dict) -> None:
     )
     service = Service(database_url, free_port(), OUT / f"service-{backend}.log", relay_env)
     try:
-        service.command("migrate")
-        provisioned = json.loads(service.command("server", "create", "--name", "E2E"))
+        provisioned = provision(service)
         key = provisioned["credential"]["key"]
         service.start()
         results[f"{backend} fuzz"] = fuzz(service, key, backend)
+        # After the fuzz run, so that its requests fill the metrics' labels.
+        results[f"{backend} metrics"] = metrics(service, backend)
         if sink:
-            results["openapi"] = contract(service)
+            document = served_document(service, OUT / "openapi.json")
+            results["openapi"] = contract(document)
+            results["spectral"] = spectral(document)
             results["docs"] = check_docs_page(
                 service.base_url, key, provisioned["credential"]["uuid"], str(OUT / "docs.png")
             )
@@ -231,25 +401,21 @@ def run_on(backend: str, results: dict) -> None:
         if sink:
             sink.stop()
         if backend == "sqlite":
-            for suffix in ["", "-wal", "-shm"]:
-                Path(f"{ledger}{suffix}").unlink(missing_ok=True)
+            remove_sqlite(ledger)
         else:
             subprocess.run(
                 ["psql", f"{SERVER}/postgres", "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
                 capture_output=True,
             )
-    logged = service.log_path.read_text() if service.log_path.exists() else ""
-    leaked = KEY_SHAPE.findall(logged)
-    results[f"{backend} logs"] = [f"{len(leaked)} key(s) in the service's logs"] if leaked else []
-    if not logged:
-        results[f"{backend} logs"].append("the service wrote no logs to check")
+    results[f"{backend} logs"] = leaked_keys(service)
 
 
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results = {"hadolint": hadolint()}
     for backend in os.environ.get("E2E_BACKENDS", "sqlite,postgresql").split(","):
         run_on(backend, results)
+    client(results)
 
     passed = failed = 0
     for name, failures in results.items():
