@@ -25,8 +25,10 @@ pub fn bar(total: u64, doing: &'static str, unit: &'static str) -> ProgressBar {
 
 /// A spinner for work whose size is not known, such as one long transaction.
 pub fn spinner(doing: &'static str) -> ProgressBar {
-    let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})").unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style).with_message(doing);
+    let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let spinner =
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style).with_message(doing);
     spinner.enable_steady_tick(TICK);
     spinner
 }

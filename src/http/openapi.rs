@@ -69,7 +69,10 @@ impl Modify for ApiKeySecurity {
             "NotFound".to_owned(),
             ResponseBuilder::new()
                 .description("`not_found`: no such path")
-                .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorEnvelope"))).build())
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorEnvelope"))).build(),
+                )
                 .build()
                 .into(),
         );
@@ -81,9 +84,7 @@ impl Modify for ApiKeySecurity {
 pub fn openapi_document() -> serde_json::Value {
     let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     plain_optional_bodies(&mut document);
-    let header = |name: &str, description: &str| {
-        json!({"name": name, "in": "header", "required": true, "description": description, "schema": {"type": "string"}})
-    };
+    let header = |name: &str, description: &str| json!({"name": name, "in": "header", "required": true, "description": description, "schema": {"type": "string"}});
     document["webhooks"] = json!({
         "CredentialLocked": {
             "post": {
@@ -130,14 +131,13 @@ fn plain_optional_bodies(document: &mut serde_json::Value) {
             continue;
         }
         let Some(schema) = body.pointer_mut("/content/application~1json/schema") else { continue };
-        let object = schema.get("oneOf").and_then(serde_json::Value::as_array).and_then(|choices| {
-            match choices.as_slice() {
+        let object =
+            schema.get("oneOf").and_then(serde_json::Value::as_array).and_then(|choices| match choices.as_slice() {
                 [null, object] | [object, null] if null.get("type").is_some_and(|kind| kind == "null") => {
                     Some(object.clone())
                 }
                 _ => None,
-            }
-        });
+            });
         if let Some(object) = object {
             *schema = object;
         }

@@ -240,7 +240,10 @@ async fn the_chain_head_of_a_server_is_its_last_event_and_verify_accepts_it(db: 
     let link = answer.data().clone();
     let listed = app.post("/api/v1/events/list", Some(&app.tenant.key), &json!({"limit": 1000})).await;
     let last = listed.data()["events"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!((&link["position"], &link["hash"], &link["recorded_at"]), (&last["position"], &last["hash"], &last["recorded_at"]));
+    assert_eq!(
+        (&link["position"], &link["hash"], &link["recorded_at"]),
+        (&last["position"], &last["hash"], &last["recorded_at"])
+    );
     assert!(link["position"].as_i64().unwrap() < app.log_head().await.0, "another server appended after it");
     let expect = format!("{}:{}", link["position"], link["hash"].as_str().unwrap());
     let (ok, report) = verify(&["--expect-head", &expect], db.url());

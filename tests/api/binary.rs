@@ -172,8 +172,10 @@ async fn long_runs_draw_no_progress_into_a_pipe(db: TestDb) {
         crate::helpers::ledger_binary().display(),
         directory.join("again.jsonl").display()
     );
-    let at_terminal =
-        std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).env("DATABASE_URL", db.url()).output();
+    let at_terminal = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("DATABASE_URL", db.url())
+        .output();
     let at_terminal = at_terminal.expect("script runs");
     assert!(at_terminal.status.success());
     assert!(String::from_utf8_lossy(&at_terminal.stdout).contains("exporting ["), "a terminal sees the progress");

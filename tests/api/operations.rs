@@ -106,7 +106,9 @@ async fn the_openapi_document_describes_every_endpoint_with_its_errors(db: TestD
     }
     assert!(document["components"]["responses"]["NotFound"]["description"].as_str().unwrap().contains("not_found"));
     // Optional bodies in the form client generators handle: not required, the object's schema.
-    for path in ["/api/v1/credentials/list", "/api/v1/events/list", "/api/v1/webhooks/list", "/api/v1/webhooks/deliveries"] {
+    for path in
+        ["/api/v1/credentials/list", "/api/v1/events/list", "/api/v1/webhooks/list", "/api/v1/webhooks/deliveries"]
+    {
         let body = &paths[path]["post"]["requestBody"];
         assert_ne!(body["required"], true, "{path}");
         assert!(body["content"]["application/json"]["schema"]["$ref"].is_string(), "{path}: {body}");

@@ -256,10 +256,18 @@ async fn a_database_outage_is_one_log_line_per_request_with_its_cause() {
     let mut proxied = upstream.clone();
     proxied.set_port(Some(proxy.port())).unwrap();
     let timeout = Duration::from_secs(1);
-    let settings =
-        DatabaseSettings { url: proxied.to_string(), max_connections: 4, acquire_timeout: timeout, query_timeout: timeout };
-    let app = spawn_app_on(&db, Store::open(&settings).await.unwrap(), Settings { query_timeout: timeout, ..test_settings() })
-        .await;
+    let settings = DatabaseSettings {
+        url: proxied.to_string(),
+        max_connections: 4,
+        acquire_timeout: timeout,
+        query_timeout: timeout,
+    };
+    let app = spawn_app_on(
+        &db,
+        Store::open(&settings).await.unwrap(),
+        Settings { query_timeout: timeout, ..test_settings() },
+    )
+    .await;
     proxy.set_mode(Mode::Refuse);
 
     let request_id = format!("outage-{}", uuid::Uuid::new_v4());

@@ -458,7 +458,8 @@ async fn deleting_an_endpoint_fails_what_it_was_owed_and_retry_refuses_it(db: Te
     let after = deliveries(&app, filter.clone()).await;
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0]["delivery_status"], "failed", "nothing will be sent to a deleted endpoint");
-    let retry = app.post("/api/v1/webhooks/retry", Some(&app.tenant.key), &json!({"id": retrying["delivery_id"]})).await;
+    let retry =
+        app.post("/api/v1/webhooks/retry", Some(&app.tenant.key), &json!({"id": retrying["delivery_id"]})).await;
     assert_eq!((retry.status, retry.error_code()), (StatusCode::CONFLICT, "webhook_endpoint_closed"));
     delivery.teardown(app, &schedule).await;
 }

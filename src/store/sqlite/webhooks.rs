@@ -161,7 +161,8 @@ impl SqliteStore {
     pub async fn delete_webhook_endpoint(&self, server_uuid: Uuid, uuid: Uuid) -> Result<bool, StoreError> {
         let now = stored_time(Utc::now());
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let deleted = sqlx::query(sql::DELETE_WEBHOOK_ENDPOINT).bind(uuid).bind(server_uuid).bind(&now).execute(&mut *tx);
+        let deleted =
+            sqlx::query(sql::DELETE_WEBHOOK_ENDPOINT).bind(uuid).bind(server_uuid).bind(&now).execute(&mut *tx);
         let deleted = deleted.await?.rows_affected() == 1;
         if deleted {
             sqlx::query(sql::FAIL_OPEN_DELIVERIES).bind(uuid).bind(&now).execute(&mut *tx).await?;
