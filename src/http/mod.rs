@@ -1,6 +1,7 @@
 //! HTTP adapter. The route table is `router` below; handlers live beside it by resource.
 
 mod audit;
+mod console;
 mod credentials;
 mod envelope;
 mod error;
@@ -106,7 +107,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/api/v1/webhooks/deliveries", post(webhooks::deliveries))
         .route("/api/v1/webhooks/retry", post(webhooks::retry))
         .route("/api/v1/openapi.json", get(openapi::document))
-        .route("/docs", get(openapi::docs_page))
+        .route("/docs", get(console::page))
+        .route("/console", get(console::page))
+        .route("/console/app.js", get(console::script))
+        .route("/console/app.css", get(console::styles))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

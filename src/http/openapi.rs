@@ -1,8 +1,8 @@
-//! The OpenAPI 3.1 document, generated from the handlers' own types, and the `/docs` page
-//! that calls the API from a browser with it.
+//! The OpenAPI 3.1 document, generated from the handlers' own types. The console's API
+//! reference (`/docs`) is built from it in the browser.
 
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
@@ -147,16 +147,4 @@ fn plain_optional_bodies(document: &mut serde_json::Value) {
 /// `GET /api/v1/openapi.json`.
 pub async fn document() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], openapi_document().to_string()).into_response()
-}
-
-/// `GET /docs`: the interactive page. Self-contained: nothing is fetched from elsewhere.
-pub async fn docs_page() -> Response {
-    (
-        [(
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:",
-        )],
-        Html(include_str!("docs.html")),
-    )
-        .into_response()
 }

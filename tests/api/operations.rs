@@ -119,12 +119,37 @@ async fn the_openapi_document_describes_every_endpoint_with_its_errors(db: TestD
     let name = schema.strip_prefix("#/components/schemas/").unwrap();
     let properties = &document["components"]["schemas"][name]["properties"];
     assert!(properties["data"].is_object() && properties["timestamp"].is_object(), "{properties}");
-    let docs = app.client.get(format!("{}/docs", app.address)).send().await.unwrap();
-    assert_eq!(docs.status(), StatusCode::OK);
-    assert!(docs.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    let page = docs.text().await.unwrap();
-    assert!(page.contains("/api/v1/openapi.json"));
-    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"), "nothing is loaded from elsewhere");
+}
+
+/// The console and /docs (the same page, at its API reference) are self-contained: their script
+/// and styles come from this origin, as files, under a policy that refuses inline script and
+/// every other origin.
+async fn the_console_is_served_self_contained_under_a_strict_policy(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let get = |path: &'static str| app.client.get(format!("{}{path}", app.address)).send();
+    for path in ["/console", "/docs"] {
+        let page = get(path).await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "{path}");
+        assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{path}");
+        let policy = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(policy.contains("script-src 'self'") && policy.contains("default-src 'none'"), "{policy}");
+        assert!(!policy.contains("unsafe-inline") && !policy.contains("http"), "{policy}");
+        let html = page.text().await.unwrap();
+        assert!(html.contains(r#"<script type="module" src="/console/app.js">"#), "{html}");
+        assert_eq!(html.matches("<script").count(), 1, "no inline script: {html}");
+        assert!(!html.contains("style=") && !html.contains("<style"), "no inline style: {html}");
+        assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "nothing is loaded from elsewhere");
+    }
+    let script = get("/console/app.js").await.unwrap();
+    assert!(script.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let script = script.text().await.unwrap();
+    assert!(script.contains("/api/v1/openapi.json"), "the reference is built from the served document");
+    for forbidden in ["innerHTML", "localStorage", "sessionStorage", "document.cookie", "eval("] {
+        assert!(!script.contains(forbidden), "the console's script uses {forbidden}");
+    }
+    let styles = get("/console/app.css").await.unwrap();
+    assert!(styles.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    assert!(!styles.text().await.unwrap().contains("@import"), "nothing is loaded from elsewhere");
 }
 
 async fn an_address_that_keeps_failing_authentication_gets_429_before_any_lookup(db: TestDb) {
@@ -196,6 +221,7 @@ credential_ledger_test_support::on_both_backends!(
     readyz_reports_migrations_and_the_relay_state,
     metrics_count_requests_and_refused_authentications,
     the_openapi_document_describes_every_endpoint_with_its_errors,
+    the_console_is_served_self_contained_under_a_strict_policy,
     an_address_that_keeps_failing_authentication_gets_429_before_any_lookup,
     a_request_over_its_time_limit_gets_503_request_timeout,
     requests_beyond_the_concurrency_cap_are_shed_with_503_overloaded,

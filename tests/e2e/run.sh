@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end suites need (a Python venv with Schemathesis, Playwright,
-# openapi-spec-validator, openapi-python-client and hadolint; Debian's Chromium; Spectral from npm
+# openapi-spec-validator, openapi-python-client and hadolint; Debian's Chromium; Spectral and axe-core from npm
 # under target/e2e-node; nginx and promtool unpacked from Debian's packages under target/), builds
 # the binary, and runs tests/e2e/suite.py.
 set -euo pipefail
@@ -16,7 +16,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/e2e/requirements.txt
 
-# Spectral, at the versions of the checked-in lockfile. Reinstalled when the lockfile changes.
+# Spectral and axe-core (for the console's accessibility check), at the versions of the checked-in
+# lockfile. Reinstalled when the lockfile changes.
 # --ignore-scripts: no install script is needed, and one (@scarf/scarf's) would report the
 # install over the network.
 node_dir=target/e2e-node
