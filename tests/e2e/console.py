@@ -599,6 +599,9 @@ class ConsoleCheck:
     def audit(self, view: str, page, width: int) -> None:
         page.wait_for_timeout(150)  # toasts and transitions settle
         page.screenshot(path=str(self.out_dir / f"console-{view}-{width}.png"))
+        # Usable at this width: nothing pushes the page sideways (wide tables scroll in their box).
+        page_width = page.evaluate("() => document.documentElement.scrollWidth")
+        self.check(page_width <= width, f"{view} at {width} px is {page_width} px wide: it scrolls sideways")
         if not page.evaluate("() => typeof window.axe !== 'undefined'"):
             page.add_script_tag(path=str(AXE))
         result = page.evaluate("async () => (await axe.run(document, { resultTypes: ['violations'] })).violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }))")
