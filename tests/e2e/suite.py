@@ -336,57 +336,49 @@ def leaked_keys(service: Service) -> list[str]:
     return [f"{len(leaked)} key(s) in the service's logs"] if leaked else []
 
 
-def client(results: dict) -> None:
-    """The generated client's check, on a SQLite service of its own: unlike the others, it
-    delivers webhooks (in process) and accepts loopback URLs, so that the client has a real failed
-    delivery to retry. Its endpoint is a loopback port nothing listens on: no request leaves the
-    machine. Its own database also keeps the fuzz run's records out of the client's lists."""
-    ledger = OUT / f"credential_ledger_e2e_client_{uuid.uuid4().hex[:12]}.db"
+def on_delivering_service(name: str, results: dict, check) -> None:
+    """Runs `check(service, key)` on a SQLite service of its own that, unlike the fuzzed ones,
+    delivers webhooks (in process) and accepts loopback URLs, so that there is a real failed
+    delivery to retry: the endpoints the checks add are loopback ports nothing listens on, and
+    no request leaves the machine. One short wait makes a delivery `failed` after its second
+    attempt, a moment after the lock. Its own database also keeps the other suites' records out
+    of its lists. Its logs are checked for keys as `<name> logs`."""
+    ledger = OUT / f"credential_ledger_e2e_{name}_{uuid.uuid4().hex[:12]}.db"
     service = Service(
         f"sqlite://{ledger}",
         free_port(),
-        OUT / "service-client.log",
-        # One short wait: a delivery is `failed` after its second attempt, a moment after the lock.
+        OUT / f"service-{name}.log",
         {"WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_RETRY_SCHEDULE": "100ms"},
     )
     service.env.pop("NO_WEBHOOKS")
     try:
         key = provision(service)["credential"]["key"]
         service.start()
-        document = served_document(service, OUT / "openapi-client.json")
-        results["client"] = generated_client.check(service.base_url, key, document, OUT / "client")
+        results[name] = check(service, key)
     except Exception as error:  # a broken harness is a failure, reported like one
-        results.setdefault("client harness", []).append(repr(error))
+        results.setdefault(f"{name} harness", []).append(repr(error))
     finally:
         service.stop()
         remove_sqlite(ledger)
-    results["client logs"] = leaked_keys(service)
+    results[f"{name} logs"] = leaked_keys(service)
+
+
+def client(results: dict) -> None:
+    """The generated client calls every operation of the served document."""
+
+    def check(service: Service, key: str) -> list[str]:
+        document = served_document(service, OUT / "openapi-client.json")
+        return generated_client.check(service.base_url, key, document, OUT / "client")
+
+    on_delivering_service("client", results, check)
 
 
 def console(results: dict) -> None:
-    """The console's browser checks, on a SQLite service of its own: like the client's, it
-    delivers webhooks (in process) to a loopback URL, so that the console shows a real failed
-    delivery to retry; its own database also keeps the 10,000 credentials it seeds out of the other
-    suites' lists."""
-    ledger = OUT / f"credential_ledger_e2e_console_{uuid.uuid4().hex[:12]}.db"
-    service = Service(
-        f"sqlite://{ledger}",
-        free_port(),
-        OUT / "service-console.log",
-        {"WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_RETRY_SCHEDULE": "100ms"},
+    """The console's browser checks, with the binary's own assets (whatever
+    CONSOLE_ASSETS_FROM_DISK says in this shell); it seeds 10,000 credentials."""
+    on_delivering_service(
+        "console", results, lambda service, key: check_console(service.base_url, key, OUT, assets_from_disk=False)
     )
-    service.env.pop("NO_WEBHOOKS")
-    try:
-        key = provision(service)["credential"]["key"]
-        service.start()
-        # The binary's own assets, whatever CONSOLE_ASSETS_FROM_DISK says in this shell.
-        results["console"] = check_console(service.base_url, key, OUT, assets_from_disk=False)
-    except Exception as error:  # a broken harness is a failure, reported like one
-        results.setdefault("console harness", []).append(repr(error))
-    finally:
-        service.stop()
-        remove_sqlite(ledger)
-    results["console logs"] = leaked_keys(service)
 
 
 def run_on(backend: str, results: dict) -> None:
