@@ -103,10 +103,13 @@ pub struct ListedCredential<'a> {
     /// or an immediate rotation ended it first.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// The credential that replaced this one in a rotation with a grace period (its key works
+    /// until `expires_at`); null otherwise.
+    replaced_by: Option<Uuid>,
 }
 
 /// About what one listed credential takes in JSON, to size the answer's buffer.
-const LISTED_CREDENTIAL_BYTES: usize = 128;
+const LISTED_CREDENTIAL_BYTES: usize = 148;
 
 impl<'a> ListedCredential<'a> {
     /// The credential as it stands at instant `at`: past its deadline it is held, whether or
@@ -120,6 +123,7 @@ impl<'a> ListedCredential<'a> {
             hold: credential.held_at(at),
             last_used_at: last_used_at.map(rfc3339),
             expires_at: credential.expires_at.map(deadline_text),
+            replaced_by: credential.replaced_by,
         }
     }
 }

@@ -24,8 +24,8 @@ async fn list_shows_the_servers_credentials_shaped_as_the_seed(db: TestDb) {
     let listed = answer.data().as_array().unwrap();
     assert_eq!(listed.len(), 3);
     for item in listed {
-        assert_eq!(keys_of(item), ["expires_at", "hold", "id", "last_used_at", "name", "type", "uuid"]);
-        assert_eq!(item["expires_at"], Value::Null);
+        assert_eq!(keys_of(item), ["expires_at", "hold", "id", "last_used_at", "name", "replaced_by", "type", "uuid"]);
+        assert_eq!((&item["expires_at"], &item["replaced_by"]), (&Value::Null, &Value::Null));
     }
     let ids: Vec<i64> = listed.iter().map(|item| item["id"].as_i64().unwrap()).collect();
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ascending ids: {ids:?}");

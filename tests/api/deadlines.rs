@@ -59,6 +59,7 @@ async fn a_grace_rotation_keeps_the_old_key_working_until_its_deadline_on_every_
         let listed = app.list(new_key).await;
         let row = listed.data().as_array().unwrap().iter().find(|row| row["uuid"] == old_uuid).unwrap().clone();
         assert_eq!((row["hold"].clone(), instant(&row["expires_at"])), (json!(false), deadline));
+        assert_eq!(row["replaced_by"], rotated["new_uuid"], "the list names the replacement");
     }
     // Again just before the deadline, and then from it on: refused everywhere, at once.
     sleep_until(deadline - chrono::Duration::milliseconds(300)).await;
@@ -151,6 +152,7 @@ async fn a_revoke_during_the_grace_period_is_the_only_lock(db: TestDb) {
     let listed = app.list(&app.tenant.key).await;
     let row = listed.data().as_array().unwrap().iter().find(|row| row["uuid"] == old_uuid).unwrap().clone();
     assert_eq!((row["hold"].clone(), row["expires_at"].clone()), (json!(true), Value::Null));
+    assert_eq!(row["replaced_by"], rotated["new_uuid"], "the revoke does not undo the rotation");
     let (verified, report) = app.verify().await;
     assert!(verified, "{report}");
 }
@@ -184,6 +186,9 @@ async fn a_rotation_without_grace_is_written_as_before(db: TestDb) {
     let old_uuid = old["uuid"].as_str().unwrap();
     let rotated = regenerate_with_grace(&app, &app.tenant.key, old_uuid, 0).await;
     assert_eq!(rotated["old_expires_at"], Value::Null);
+    let listed = app.list(&app.tenant.key).await;
+    let row = listed.data().as_array().unwrap().iter().find(|row| row["uuid"] == old_uuid).unwrap().clone();
+    assert_eq!((row["hold"].clone(), row["replaced_by"].clone()), (json!(true), Value::Null));
     let events = app.events().await;
     let last: Vec<(&str, i32)> =
         events[events.len() - 2..].iter().map(|event| (event.event_type.as_str(), event.schema_version)).collect();

@@ -379,9 +379,22 @@ class ConsoleCheck:
         api["new_uuid"] = new[0] if new else None
         remaining = datetime.fromisoformat(shown.replace("Z", "+00:00")).timestamp() - time.time()
         self.check(3500 < remaining <= 3600, f"the old key's deadline {shown} is not an hour away")
+        # A grace rotation made elsewhere (through the API) shows as one too after a reload: the
+        # state comes from the list, not from what this page remembers; an expiry does not.
+        elsewhere = self.api.data("credentials/create", {"name": f"Rotated elsewhere {os.getpid()}", "type": "API"})
+        self.api.data("credentials/regenerate", {"uuid": elsewhere["uuid"], "grace_period": 7200})
+        expiring = self.api.data("credentials/create", {"name": f"Expiring elsewhere {os.getpid()}", "type": "API",
+                                                        "expires_at": datetime.fromtimestamp(time.time() + 7200).astimezone().isoformat()})
+        page.reload(wait_until="load")
+        self.sign_in(page, self.key)
+        self.filter_credentials(page, "elsewhere")
+        self.row(page, elsewhere["uuid"]).locator(".badge").filter(has_text="In grace until").wait_for()
+        expiring_badge = self.row(page, expiring["uuid"]).locator(".badge").inner_text()
+        self.check("In grace" not in expiring_badge and "Expiring" in expiring_badge, f"an expiry shows as {expiring_badge!r}")
 
     def replaced_conflict(self, page) -> None:
         api = self.state["api"]
+        self.filter_credentials(page, api["name"])
         self.row(page, api["uuid"]).locator("[data-action='regenerate']").click()
         page.click("#regenerate-submit")
         error = page.wait_for_selector("dialog #regenerate-error", state="visible")

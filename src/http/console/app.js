@@ -489,18 +489,8 @@ const credentials = {
   load: 0,
 };
 
-/** Rotations with a grace period this page has seen (from a regenerate, or in a history): the
- *  list itself cannot tell a grace period's deadline from an expiry. uuid → {replacedBy, until}. */
-const graceRotations = new Map();
-
-/** Credentials whose pending deadline this page has looked up in their history. */
-const deadlinesExamined = new Set();
-
 const PAGE_SIZE = 100;
 const EXPIRING_WITHIN_MS = 7 * 86400 * 1000;
-// A grace period lasts 30 days at most: a deadline further out is an expiry.
-const LONGEST_GRACE_MS = 30 * 86400 * 1000;
-const MAX_DEADLINE_LOOKUPS = 20;
 const COLLATOR = new Intl.Collator(undefined, { sensitivity: 'base', numeric: true });
 
 function forgetServerData() {
@@ -509,8 +499,6 @@ function forgetServerData() {
   credentials.loaded = false;
   // Loads still in flight belong to the server signed out of: their answers are dropped.
   credentials.load += 1;
-  graceRotations.clear();
-  deadlinesExamined.clear();
   ledger.pages = [0];
   ledger.current = 0;
   ledger.load += 1;
@@ -576,7 +564,8 @@ const STATES = {
 function credentialState(row, now) {
   if (row.hold || (row.expiresMs !== null && row.expiresMs <= now)) return 'held';
   if (row.expiresMs === null) return 'active';
-  if (graceRotations.has(row.uuid)) return 'grace';
+  // Replaced in a rotation with a grace period: the deadline ends the grace, not an expiry.
+  if (row.replaced_by) return 'grace';
   return row.expiresMs - now <= EXPIRING_WITHIN_MS ? 'expiring' : 'expires';
 }
 
@@ -763,7 +752,6 @@ function drawCredentialsTable({ summary, tableHost, pager }) {
   const shown = rows.slice(first, first + PAGE_SIZE);
 
   summary.textContent = tableSummary(rows.length, first, shown.length);
-  examineDeadlines(shown, now);
   if (!shown.length) {
     tableHost.replaceChildren(emptyState(credentials.rows.length ? 'No credential matches the filter.' : 'This server has no credentials yet.'));
   } else {
@@ -775,25 +763,6 @@ function drawCredentialsTable({ summary, tableHost, pager }) {
         body)));
   }
   renderPager(pager, pages, () => renderCredentialsTable({ summary, tableHost, pager }));
-}
-
-/** The list cannot tell the end of a grace period from an expiry; a credential's history can.
- *  For the rows on screen whose deadline could be a grace period's, it is asked once each, and the
- *  table redrawn if one is. */
-async function examineDeadlines(rows, now) {
-  const candidates = rows.filter((row) => (row.state === 'expires' || row.state === 'expiring')
-    && row.expiresMs - now <= LONGEST_GRACE_MS && !deadlinesExamined.has(row.uuid)).slice(0, MAX_DEADLINE_LOOKUPS);
-  if (!candidates.length) return;
-  for (const row of candidates) deadlinesExamined.add(row.uuid);
-  const graces = await Promise.all(candidates.map(async (row) => {
-    try {
-      learnGraceRotation(row.uuid, await callApi('credentials/history', { uuid: row.uuid }));
-    } catch {
-      // The badge stays "Expires"/"Expiring": still true, only less precise.
-    }
-    return graceRotations.has(row.uuid);
-  }));
-  if (graces.some(Boolean) && credentialsViewShown()) renderCredentialsTable(credentialsView.parts);
 }
 
 function tableSummary(total, first, count) {
@@ -1007,13 +976,13 @@ function openRegenerateDialog(row) {
     setBusy(submit, true, 'Regenerating…');
     try {
       const rotated = await callApi('credentials/regenerate', { uuid: row.uuid, grace_period: gracePeriod });
-      if (rotated.old_expires_at) graceRotations.set(row.uuid, { replacedBy: rotated.new_uuid, until: rotated.old_expires_at });
       showRegeneratedKey(dialog, row, rotated);
       reloadCredentials();
     } catch (error) {
       setBusy(submit, false);
-      if (error.code === 'credential_replaced' && graceRotations.has(row.uuid)) {
-        const replacement = graceRotations.get(row.uuid).replacedBy;
+      // The row as last listed names the replacement, unless the rotation came from elsewhere since.
+      const replacement = (credentials.byUuid.get(row.uuid) || row).replaced_by;
+      if (error.code === 'credential_replaced' && replacement) {
         actionError.show(`${error.message}.`, historyLink(replacement, { label: 'Open the replacement’s history', link: 'replacement' }));
       } else {
         showApiError(error, { invalid_grace_period: choice === 'custom' ? amount : actionError }, actionError);
@@ -1063,7 +1032,6 @@ function openRevokeDialog(row) {
     setBusy(confirm, true, 'Revoking…');
     try {
       await callApi('credentials/revoke', { uuid: row.uuid });
-      graceRotations.delete(row.uuid);
       dialog.close();
       toast(`“${row.name}” is revoked.`);
       reloadCredentials();
@@ -1110,7 +1078,6 @@ async function renderHistoryView(context, match) {
     return;
   }
   if (!context.isCurrent()) return;
-  learnGraceRotation(uuid, events);
   const created = events.find((event) => event.type === 'CredentialCreated');
   const name = credentials.byUuid.has(uuid) ? credentials.byUuid.get(uuid).name : created && created.data.name;
   if (name) {
@@ -1119,14 +1086,6 @@ async function renderHistoryView(context, match) {
     document.title = `${name} · History · credential-ledger console`;
   }
   body.replaceChildren(historySummary(uuid, events), timeline(events));
-}
-
-/** A grace rotation still running: replaced, not yet locked, its deadline ahead. */
-function learnGraceRotation(uuid, events) {
-  const last = events[events.length - 1];
-  if (last && last.type === 'CredentialReplaced' && Date.parse(last.data.locks_at) > Date.now()) {
-    graceRotations.set(uuid, { replacedBy: last.data.replaced_by, until: last.data.locks_at });
-  }
 }
 
 function historySummary(uuid, events) {
