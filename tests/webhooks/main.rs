@@ -464,6 +464,35 @@ async fn deleting_an_endpoint_fails_what_it_was_owed_and_retry_refuses_it(db: Te
     delivery.teardown(app, &schedule).await;
 }
 
+/// An endpoint deleted while an attempt to it is under way: the attempt's failure, recorded after
+/// the delete, leaves the delivery `failed`, not `retrying` for an attempt that would never come.
+async fn an_attempt_that_ends_after_its_endpoint_is_deleted_leaves_the_delivery_failed(db: TestDb, delivery: Delivery) {
+    let schedule = [Duration::from_secs(3600)];
+    let receiver = Receiver::start().await;
+    let app = spawn_app_with(&db, delivery.settings(&schedule, true)).await;
+    let endpoint = register(&app, &app.tenant.key, &receiver.url("slow")).await;
+    receiver.script("slow", &[500]);
+    receiver.hold("slow", Duration::from_millis(1500));
+    let made = app.create_api_key(&app.tenant.key, "Owed").await;
+    app.revoke(&app.tenant.key, made["uuid"].as_str().unwrap()).await;
+    receiver.wait_for("slow", 1, WAIT).await;
+    let filter = json!({"uuid": endpoint["uuid"]});
+    let deleted = app.post("/api/v1/webhooks/delete", Some(&app.tenant.key), &filter).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    let recorded = wait_until("the held attempt to be recorded", WAIT, || async {
+        deliveries(&app, filter.clone()).await.first().cloned()
+    })
+    .await;
+    assert_eq!(recorded["response_status"], 500);
+    // The attempt says what it would have done (`retrying`); its delivery is failed, owed nothing.
+    assert_eq!(
+        (&recorded["outcome"], &recorded["delivery_status"]),
+        (&json!("retrying"), &json!("failed")),
+        "{recorded}"
+    );
+    delivery.teardown(app, &schedule).await;
+}
+
 async fn internal_destinations_bad_urls_and_unknown_events_are_refused(db: TestDb, delivery: Delivery) {
     let schedule = [Duration::from_millis(100)];
     let app = spawn_app_with(&db, delivery.settings(&schedule, false)).await;
@@ -981,6 +1010,7 @@ on_every_delivery!(
     a_receiver_that_always_fails_ends_failed_and_retry_delivers_it_once_it_recovers,
     an_endpoint_that_answers_410_is_disabled,
     deleting_an_endpoint_fails_what_it_was_owed_and_retry_refuses_it,
+    an_attempt_that_ends_after_its_endpoint_is_deleted_leaves_the_delivery_failed,
     internal_destinations_bad_urls_and_unknown_events_are_refused,
 );
 

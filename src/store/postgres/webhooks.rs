@@ -225,10 +225,17 @@ impl PgStore {
         )
         .execute(&mut *tx)
         .await?;
+        // An endpoint closed (410, deleted) while the attempt ran failed what it was owed; a
+        // failed attempt must not put the delivery back to `retrying` for an attempt never made.
         sqlx::query!(
-            r#"UPDATE webhook_deliveries
-                  SET status = $2, next_attempt_at = $3, handed_over_at = CASE WHEN $5 THEN now() END, updated_at = now()
-                WHERE id = $1 AND attempts = $4"#,
+            r#"UPDATE webhook_deliveries d
+                  SET status = CASE WHEN $2::text = 'retrying' AND NOT open.open THEN 'failed' ELSE $2::text END,
+                      next_attempt_at = CASE WHEN open.open THEN $3::timestamptz END,
+                      handed_over_at = CASE WHEN $5 AND open.open THEN now() END, updated_at = now()
+                 FROM (SELECT e.deleted_at IS NULL AND e.disabled_at IS NULL AS open
+                         FROM webhook_endpoints e JOIN webhook_deliveries owed ON owed.endpoint_uuid = e.uuid
+                        WHERE owed.id = $1) open
+                WHERE d.id = $1 AND d.attempts = $4"#,
             delivery.id,
             record.outcome.as_str(),
             record.next_attempt_at,
@@ -248,7 +255,7 @@ impl PgStore {
             r#"SELECT d.status AS "status: DeliveryStatus",
                       (e.deleted_at IS NULL AND e.disabled_at IS NULL) AS "endpoint_open!"
                  FROM webhook_deliveries d JOIN webhook_endpoints e ON e.uuid = d.endpoint_uuid
-                WHERE d.id = $1 AND d.server_uuid = $2 FOR UPDATE OF d"#,
+                WHERE d.id = $1 AND d.server_uuid = $2 FOR UPDATE OF d, e"#,
             delivery_id,
             server_uuid,
         );

@@ -214,8 +214,16 @@ pub(super) const NEXT_DUE: &str = "SELECT \
 pub(super) const INSERT_ATTEMPT: &str = "INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, \
      duration_ms, response_status, error, outcome, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 /// What an attempt left its delivery as, unless a later claim overtook it (`attempts = ?4`).
-pub(super) const SETTLE_DELIVERY: &str = "UPDATE webhook_deliveries SET status = ?2, next_attempt_at = ?3, \
-     handed_over_at = ?5, updated_at = ?6 WHERE id = ?1 AND attempts = ?4";
+// An endpoint closed (410, deleted) while the attempt ran failed what it was owed; a failed
+// attempt must not put the delivery back to `retrying` for an attempt never made.
+pub(super) const SETTLE_DELIVERY: &str = "UPDATE webhook_deliveries SET \
+     status = CASE WHEN ?2 = 'retrying' AND NOT (SELECT e.deleted_at IS NULL AND e.disabled_at IS NULL \
+         FROM webhook_endpoints e WHERE e.uuid = webhook_deliveries.endpoint_uuid) THEN 'failed' ELSE ?2 END, \
+     next_attempt_at = CASE WHEN (SELECT e.deleted_at IS NULL AND e.disabled_at IS NULL FROM webhook_endpoints e \
+         WHERE e.uuid = webhook_deliveries.endpoint_uuid) THEN ?3 END, \
+     handed_over_at = CASE WHEN (SELECT e.deleted_at IS NULL AND e.disabled_at IS NULL FROM webhook_endpoints e \
+         WHERE e.uuid = webhook_deliveries.endpoint_uuid) THEN ?5 END, \
+     updated_at = ?6 WHERE id = ?1 AND attempts = ?4";
 pub(super) const DELIVERY_STATUS: &str = "SELECT d.status, \
      (e.deleted_at IS NULL AND e.disabled_at IS NULL) AS endpoint_open \
      FROM webhook_deliveries d JOIN webhook_endpoints e ON e.uuid = d.endpoint_uuid WHERE d.id = ?1 AND d.server_uuid = ?2";
