@@ -23,7 +23,8 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin credent
 
 FROM debian:bookworm-slim
 # A numeric user, so that Kubernetes' runAsNonRoot can check it without reading /etc/passwd.
-RUN useradd --system --uid 10001 --no-create-home ledger
+RUN groupadd --system --gid 10001 ledger \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home ledger
 COPY --from=build /src/target/release/credential-ledger /usr/local/bin/credential-ledger
 USER 10001:10001
 # LISTEN_ADDR for `serve`; OPS_ADDR for `relay` and `webhook-worker`, which serve no API and

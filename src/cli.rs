@@ -271,6 +271,7 @@ fn replay(file: &Path, as_of: Option<chrono::DateTime<chrono::Utc>>, server: Opt
                 // shows it; without it, the fold as recorded (a pending deadline stays pending).
                 "hold": as_of.map_or(credential.hold, |as_of| credential.held_at(as_of)),
                 "expires_at": credential.expires_at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+                "replaced_by": credential.replaced_by,
             })
         })
         .collect();

@@ -204,7 +204,10 @@ async fn echo_request_id(request: Request, next: Next) -> Response {
     let echoed = id.and_then(|id| match id.to_str() {
         // Redacting visible ASCII leaves visible ASCII: the value is always valid.
         Ok(text) if text.contains(KEY_PREFIX) => HeaderValue::from_str(&redact_keys(text)).ok(),
-        _ => Some(id),
+        Ok(_) => Some(id),
+        // Bytes beyond ASCII cannot be redacted as text: such an id is echoed only without a key.
+        Err(_) if id.as_bytes().windows(KEY_PREFIX.len()).any(|window| window == KEY_PREFIX.as_bytes()) => None,
+        Err(_) => Some(id),
     });
     if let Some(echoed) = echoed {
         response.headers_mut().insert(REQUEST_ID_HEADER, echoed);

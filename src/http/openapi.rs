@@ -81,8 +81,8 @@ impl Modify for ApiKeySecurity {
 
 /// The document as served: utoipa's, with the OpenAPI 3.1 `webhooks` section it has no model
 /// for, describing the request the service sends to an endpoint.
-pub fn openapi_document() -> serde_json::Value {
-    let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+pub fn openapi_document() -> Result<serde_json::Value, serde_json::Error> {
+    let mut document = serde_json::to_value(ApiDoc::openapi())?;
     plain_optional_bodies(&mut document);
     let header = |name: &str, description: &str| json!({"name": name, "in": "header", "required": true, "description": description, "schema": {"type": "string"}});
     document["webhooks"] = json!({
@@ -111,7 +111,7 @@ pub fn openapi_document() -> serde_json::Value {
             }
         }
     });
-    document
+    Ok(document)
 }
 
 /// An optional body (`list`'s, for one) is written by utoipa as a schema of `null` or the
@@ -146,5 +146,8 @@ fn plain_optional_bodies(document: &mut serde_json::Value) {
 
 /// `GET /api/v1/openapi.json`.
 pub async fn document() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], openapi_document().to_string()).into_response()
+    match openapi_document() {
+        Ok(document) => ([(header::CONTENT_TYPE, "application/json")], document.to_string()).into_response(),
+        Err(error) => super::ApiError::Internal(error.to_string()).into_response(),
+    }
 }

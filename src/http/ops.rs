@@ -190,5 +190,6 @@ pub(super) async fn metrics_answer(
         all.broker_connected.set(i64::from(status.broker_connected));
     }
     let format = Exposition::negotiate(headers.get(header::ACCEPT).and_then(|accept| accept.to_str().ok()));
-    ([(header::CONTENT_TYPE, format.content_type())], all.encode(format)).into_response()
+    // The answer depends on Accept: a cache must not hand one format to a client asking the other.
+    ([(header::CONTENT_TYPE, format.content_type()), (header::VARY, "accept")], all.encode(format)).into_response()
 }

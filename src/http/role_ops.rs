@@ -41,6 +41,13 @@ pub fn role_router(role: &'static str, store: Store, relay: Option<RelayHandle>,
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // A probe's answer is logged like the relays' checks: a 503's cause at WARN, the rest at DEBUG.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .on_request(())
+                .on_response(super::log_relay_response)
+                .on_failure(()),
+        )
         .with_state(RoleState { role, store, relay, timeout })
 }
 

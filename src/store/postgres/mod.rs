@@ -92,7 +92,6 @@ impl PgStore {
         &self.pool
     }
 
-    /// The outcome of work done on `connection` under `tokio::time::timeout(self.query_timeout)`.
     /// A connection for the writer or the read barrier, its wait recorded: a pool too small for
     /// the load shows there first.
     async fn acquire_timed(&self) -> Result<PoolConnection<Postgres>, StoreError> {
@@ -102,6 +101,7 @@ impl PgStore {
         Ok(connection?)
     }
 
+    /// The outcome of work done on `connection` under `tokio::time::timeout(self.query_timeout)`.
     /// A connection that did not answer in time is closed, not returned to the pool: it may be
     /// dead without knowing it (a network that drops packets silently), and the pool's check on
     /// release would wait on it for ever, holding its slot.
