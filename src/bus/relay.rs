@@ -139,9 +139,14 @@ impl Relay {
         let mut announced = false;
         loop {
             let published_before = self.status.published.load(Ordering::Relaxed);
+            let lead = self.lead(&mut announced, &stop);
+            tokio::pin!(lead);
             let outcome = tokio::select! {
-                outcome = self.lead(&mut announced) => outcome,
-                _ = stop.cancelled() => Ok(Stopped::ByRequest),
+                outcome = &mut lead => outcome,
+                // Publishing stops at its next safe point: a batch the broker confirmed is
+                // checkpointed first, or the next leader would publish it again. Before the lead
+                // publishes anything, or if the broker never confirms, it is dropped.
+                _ = stop.cancelled() => tokio::time::timeout(STOP_GRACE, &mut lead).await.unwrap_or(Ok(Stopped::ByRequest)),
             };
             self.status.leader.store(false, Ordering::Relaxed);
             self.status.broker_connected.store(false, Ordering::Relaxed);
@@ -165,14 +170,17 @@ impl Relay {
         tracing::info!("relay stopped");
     }
 
-    async fn lead(&self, announced: &mut bool) -> Result<Stopped, RelayError> {
+    async fn lead(&self, announced: &mut bool, stop: &CancellationToken) -> Result<Stopped, RelayError> {
         let exchange = self.settings.bus.exchange.as_str();
         let mut leader = open_relay_session(&self.pool).await?;
         while !try_lead_relay(&mut leader, exchange).await? {
             if std::mem::take(announced) {
                 tracing::info!(exchange, "relay stands by: another instance leads");
             }
-            tokio::time::sleep(self.settings.standby_interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.standby_interval) => {}
+                _ = stop.cancelled() => return Ok(Stopped::ByRequest),
+            }
         }
         self.status.leader.store(true, Ordering::Relaxed);
         if !std::mem::replace(announced, true) {
@@ -196,7 +204,12 @@ impl Relay {
         let mut published = checkpoint;
         let mut more = true;
         loop {
-            if more && in_flight.len() < MAX_BATCHES_IN_FLIGHT {
+            // Asked to stop: no new batch, and out once every published one is confirmed.
+            let stopping = stop.is_cancelled();
+            if stopping && in_flight.is_empty() {
+                return Ok(Stopped::ByRequest);
+            }
+            if more && !stopping && in_flight.len() < MAX_BATCHES_IN_FLIGHT {
                 let events = events_after(&mut leader, published, self.settings.batch_size).await?;
                 more = events.len() as i64 == self.settings.batch_size;
                 if let (Some(first), Some(last)) = (events.first(), events.last().map(|event| event.position)) {
@@ -240,8 +253,9 @@ impl Relay {
                     crate::metrics::metrics().relay_published.inc_by(count);
                     tracing::debug!(exchange, position = checkpoint, batch = count, "published");
                 }
-                notification = listener.recv() => { notification?; more = true; }
-                _ = tokio::time::sleep(self.settings.poll_interval), if window_open => { more = true; }
+                notification = listener.recv(), if !stopping => { notification?; more = true; }
+                _ = tokio::time::sleep(self.settings.poll_interval), if window_open && !stopping => { more = true; }
+                _ = stop.cancelled(), if !stopping => {}
             }
             if !broker.status().connected() {
                 return Err(BusError::Disconnected.into());
@@ -251,6 +265,9 @@ impl Relay {
         }
     }
 }
+
+/// How long a relay asked to stop waits for the broker's confirms of what it published.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How many published batches may wait for their confirms at once.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
