@@ -304,10 +304,23 @@ mod tests {
 
     #[test]
     fn every_registered_counter_is_renamed() {
-        metrics().relay_published.inc();
+        // A family is written only once it has a series: give each one.
+        let all = metrics();
+        all.relay_published.inc();
+        all.http_requests.get_or_create(&RequestLabels { route: "/".into(), method: "GET".into(), status: 200 }).inc();
+        all.auth_failures.get_or_create(&ReasonLabels { reason: "unknown" }).inc();
+        all.relay_auth_failures.get_or_create(&ReasonLabels { reason: "unknown" }).inc();
+        all.webhook_deliveries.get_or_create(&OutcomeLabels { outcome: "delivered" }).inc();
+        let openmetrics = metrics().encode(Exposition::OpenMetrics);
+        assert!(openmetrics.ends_with("# EOF\n"));
         let text = metrics().encode(Exposition::PrometheusText);
-        assert!(text.contains("# TYPE credential_ledger_relay_published_total counter\n"), "{text}");
         assert!(!text.contains("# EOF"));
-        assert!(metrics().encode(Exposition::OpenMetrics).ends_with("# EOF\n"));
+        let counters: Vec<&str> =
+            openmetrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+        assert_eq!(counters.len(), 8, "{openmetrics}");
+        for counter in counters {
+            assert!(text.contains(&format!("# TYPE {counter}_total counter\n")), "{counter}: {text}");
+            assert!(text.contains(&format!("# HELP {counter}_total ")), "{counter}: {text}");
+        }
     }
 }

@@ -71,6 +71,7 @@ async fn metrics_count_requests_and_refused_authentications(db: TestDb) {
     // What promtool and curl get: the classic text format, whose counter families carry `_total`.
     let response = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
     assert_eq!(response.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    assert_eq!(response.headers()["vary"], "accept", "a cache keeps the two formats apart");
     let classic = response.text().await.unwrap();
     assert!(classic.contains("# TYPE credential_ledger_http_requests_total counter\n"), "{classic}");
     assert!(classic.contains(r#"credential_ledger_auth_failures_total{reason="malformed"}"#));

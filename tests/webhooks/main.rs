@@ -563,6 +563,8 @@ async fn internal_destinations_bad_urls_and_unknown_events_are_refused(db: TestD
     };
     let unknown = deliveries_of(json!(uuid::Uuid::new_v4())).await;
     assert_eq!((unknown.status, unknown.error_code()), (StatusCode::NOT_FOUND, "webhook_not_found"));
+    // These endpoints name a public address, so this test locks no credential: nothing is ever
+    // sent to them (checked below: no attempt is listed for either server).
     let other = app.new_tenant("Other").await;
     let theirs = app.post("/api/v1/webhooks/create", Some(&other.key), &json!({"url": "http://93.184.216.34/x"})).await;
     let foreign = deliveries_of(theirs.data()["uuid"].clone()).await;
@@ -573,6 +575,8 @@ async fn internal_destinations_bad_urls_and_unknown_events_are_refused(db: TestD
     assert_eq!(deleted.status, StatusCode::OK);
     let history = deliveries_of(ours).await;
     assert_eq!((history.status, history.data().clone()), (StatusCode::OK, json!([])));
+    let attempted = app.post("/api/v1/webhooks/deliveries", Some(&other.key), &json!({})).await;
+    assert_eq!(attempted.data(), &json!([]), "no attempt to a public address");
     delivery.teardown(app, &schedule).await;
 }
 
