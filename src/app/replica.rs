@@ -10,7 +10,9 @@
 //! `apply` as the view, read from the log in order, or takes the credentials this process's
 //! writer just committed, folded by that same `apply`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod table;
+
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
@@ -22,59 +24,42 @@ use uuid::Uuid;
 
 use crate::domain::{Caller, Credential, CredentialType, KeyHash, StoredEvent};
 use crate::store::{Store, StoreError};
+use table::{CredentialTable, Entry};
+pub use table::TableError;
 
 const CATCH_UP_PAGE: i64 = 5000;
 
-/// Each credential is held once and shared by the three indexes, so that a hash table's spare
-/// capacity costs a pointer per slot rather than a whole credential, and growing one does not
-/// copy them all.
 #[derive(Default)]
 struct State {
     position: i64,
-    credentials: HashMap<Uuid, Arc<Credential>>,
-    by_key: HashMap<KeyHash, Arc<Credential>>,
-    /// Each server's credentials by id, the order `list` answers in.
-    by_server: HashMap<Uuid, BTreeMap<i64, Arc<Credential>>>,
+    credentials: CredentialTable,
     /// The deadlines whose lock is not recorded yet, earliest first: what the scheduler waits
     /// for, with the server each credential belongs to.
     deadlines: BTreeSet<(DateTime<Utc>, Uuid, Uuid)>,
 }
 
 impl State {
-    fn reserve(&mut self, credentials: usize) {
-        self.credentials.reserve(credentials);
-        self.by_key.reserve(credentials);
-    }
-
-    /// Adds a credential, or replaces its previous state (its key, server and id never change).
+    /// Adds a credential, or updates its previous state (its key, server and id never change).
     /// Says whether it brought a deadline still to be recorded.
-    fn insert(&mut self, credential: Credential) -> bool {
-        if let Some(deadline) = self.credentials.get(&credential.uuid).and_then(|previous| previous.pending_deadline())
-        {
+    fn insert(&mut self, credential: &Credential) -> Result<bool, TableError> {
+        let previous = self.credentials.get(&credential.uuid).and_then(|previous| previous.pending_deadline());
+        self.credentials.insert(credential)?;
+        if let Some(deadline) = previous {
             self.deadlines.remove(&(deadline, credential.uuid, credential.server_uuid));
         }
         let pending = credential.pending_deadline();
         if let Some(deadline) = pending {
             self.deadlines.insert((deadline, credential.uuid, credential.server_uuid));
         }
-        let credential = Arc::new(credential);
-        self.by_key.insert(credential.key_hash, credential.clone());
-        self.by_server.entry(credential.server_uuid).or_default().insert(credential.id, credential.clone());
-        self.credentials.insert(credential.uuid, credential);
-        pending.is_some()
+        Ok(pending.is_some())
     }
 
     /// The one rule for who may use a key at instant `now`: a credential of the type asked for,
     /// neither held nor past its deadline (whether or not the deadline's lock is recorded).
-    fn usable(
-        &self,
-        key_hash: &KeyHash,
-        credential_type: CredentialType,
-        now: DateTime<Utc>,
-    ) -> Option<&Arc<Credential>> {
-        self.by_key
-            .get(key_hash)
-            .filter(|credential| credential.credential_type == credential_type && !credential.held_at(now))
+    fn usable(&self, key_hash: &KeyHash, credential_type: CredentialType, now: DateTime<Utc>) -> Option<Entry<'_>> {
+        self.credentials
+            .by_key(key_hash)
+            .filter(|credential| credential.credential_type() == credential_type && !credential.held_at(now))
     }
 
     /// Applies one event of the log; says whether it brought a deadline still to be recorded.
@@ -89,8 +74,9 @@ impl State {
                 reason: format!("the replica is at {}, the next event is at {}", self.position, event.position),
             });
         }
-        let next = event.logged().apply_to(self.credentials.get(&event.stream_id).map(Arc::as_ref))?;
-        let deadline = self.insert(next);
+        let previous = self.credentials.get(&event.stream_id).map(|entry| entry.credential());
+        let next = event.logged().apply_to(previous.as_ref())?;
+        let deadline = self.insert(&next).map_err(|error| StoreError::Unavailable(error.to_string()))?;
         self.position = event.position;
         Ok(deadline)
     }
@@ -113,15 +99,28 @@ async fn load_state(store: &Store) -> Result<State, StoreError> {
     // A Mutex only because the future must be Send: the two closures never run at once.
     let loading = Mutex::new(State::default());
     let lock = || loading.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut full = None;
     let position = store
         .view_snapshot(
-            |count| lock().reserve(count),
+            |count| lock().credentials.reserve(count),
             |credential| {
-                lock().insert(credential);
+                if let Err(error) = lock().insert(&credential) {
+                    full.get_or_insert(error);
+                }
             },
         )
         .await?;
-    Ok(State { position, ..loading.into_inner().unwrap_or_else(PoisonError::into_inner) })
+    if let Some(error) = full {
+        return Err(StoreError::Unavailable(error.to_string()));
+    }
+    let mut state = loading.into_inner().unwrap_or_else(PoisonError::into_inner);
+    state.credentials.shrink_to_fit();
+    tracing::info!(
+        credentials = state.credentials.credential_count(),
+        bytes = state.credentials.heap_bytes(),
+        "the credential view is loaded into the replica"
+    );
+    Ok(State { position, ..state })
 }
 
 /// At most one head read runs at a time; requests that arrive while it runs share the next.
@@ -176,7 +175,15 @@ impl Replica {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             if state.position == previous {
                 for credential in changed {
-                    deadline |= state.insert(credential.clone());
+                    match state.insert(credential) {
+                        Ok(added) => deadline |= added,
+                        Err(error) => {
+                            // Left at `previous`: the next catch-up reads the batch from the log,
+                            // meets the same error and reloads, or reports it.
+                            tracing::error!(error = %error, "the replica cannot take a committed batch");
+                            return;
+                        }
+                    }
                 }
                 state.position = head;
             }
@@ -191,7 +198,7 @@ impl Replica {
     pub fn authenticate(&self, key_hash: &KeyHash, now: DateTime<Utc>) -> Option<Caller> {
         let state = self.read();
         let credential = state.usable(key_hash, CredentialType::Api, now)?;
-        Some(Caller { credential_uuid: credential.uuid, server_uuid: credential.server_uuid })
+        Some(Caller { credential_uuid: credential.uuid(), server_uuid: credential.server_uuid() })
     }
 
     /// The credential a key belongs to, if it is one of `credential_type` usable at `now`: what
@@ -201,8 +208,8 @@ impl Replica {
         key_hash: &KeyHash,
         credential_type: CredentialType,
         now: DateTime<Utc>,
-    ) -> Option<Arc<Credential>> {
-        self.read().usable(key_hash, credential_type, now).cloned()
+    ) -> Option<Credential> {
+        self.read().usable(key_hash, credential_type, now).map(|credential| credential.credential())
     }
 
     /// The earliest deadline whose lock is not recorded yet, of a credential not in `skip`.
@@ -236,17 +243,23 @@ impl Replica {
         self.deadline_added.notified().await;
     }
 
-    /// A server's credentials, by ascending id: shared, not copied, and taken under the
-    /// replica's read lock only for as long as it takes to collect the pointers, so that
-    /// answering for a large server does not hold up authentication or the writer.
-    pub fn list(&self, server_uuid: Uuid) -> Vec<Arc<Credential>> {
+    /// A server's credentials, by ascending id.
+    pub fn list(&self, server_uuid: Uuid) -> Vec<Credential> {
+        self.list_page(server_uuid, None, usize::MAX)
+    }
+
+    /// Up to `limit` of a server's credentials with an id above `after`, by ascending id: a
+    /// large server is answered page by page, each under the replica's read lock only for as
+    /// long as it takes to copy that page, so that memory stays at a page and authentication
+    /// and the writer are not held up.
+    pub fn list_page(&self, server_uuid: Uuid, after: Option<i64>, limit: usize) -> Vec<Credential> {
         let state = self.read();
-        state.by_server.get(&server_uuid).map(|credentials| credentials.values().cloned().collect()).unwrap_or_default()
+        state.credentials.server_page(&server_uuid, after, limit).map(|entry| entry.credential()).collect()
     }
 
     /// How many credentials a server holds, held ones included.
     pub fn credential_count(&self, server_uuid: Uuid) -> usize {
-        self.read().by_server.get(&server_uuid).map_or(0, BTreeMap::len)
+        self.read().credentials.server_len(&server_uuid)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -424,7 +437,7 @@ mod tests {
 
         let other_instance = Replica::load(store.clone()).await.unwrap();
         let (writer, _task) = Writer::spawn(store.clone(), other_instance.clone());
-        let server_uuid = other_instance.read().by_server.keys().copied().next().unwrap();
+        let server_uuid = other_instance.read().credentials.servers().next().unwrap();
         let credential_uuid = other_instance.list(server_uuid)[0].uuid;
         let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
         writer.execute(Command::Revoke { server_uuid, credential_uuid }, metadata).await.unwrap();

@@ -195,20 +195,28 @@ pub async fn list(
     if let Some(as_of) = request.as_of {
         let as_of = parse_as_of(&as_of)?;
         let share = app.large_reads.begin(caller.server_uuid).ok_or(ApiError::ServerBusy)?;
-        let credentials = credentials_as_of(&app, caller, as_of).await?;
-        return Ok(streamed_list(credentials, |_| None, as_of, share));
+        let mut credentials = credentials_as_of(&app, caller, as_of).await?.into_iter();
+        let pages = move || credentials.by_ref().take(STREAMED_CHUNK).collect();
+        return Ok(streamed_list(pages, |_| None, as_of, share));
     }
     // After the read barrier, like authentication: the list agrees with it at every instant.
     let now = Utc::now();
     // Authentication brought the replica up to date with everything committed before this
-    // request. The answer is written straight from the replica's shared credentials, with no
-    // copy of them in between.
-    let credentials = app.replica.list(caller.server_uuid);
-    if credentials.len() > LARGE_LIST {
+    // request.
+    if app.replica.credential_count(caller.server_uuid) > LARGE_LIST {
         let share = app.large_reads.begin(caller.server_uuid).ok_or(ApiError::ServerBusy)?;
-        let usage = app.clone();
-        return Ok(streamed_list(credentials, move |uuid| usage.usage.last_used(uuid), now, share));
+        let (server_uuid, replica, usage) = (caller.server_uuid, app.replica.clone(), app.clone());
+        let mut after = None;
+        // Page by page, each as the replica stands when it is written (never older than this
+        // request): memory stays at one page, however large the server.
+        let pages = move || {
+            let page = replica.list_page(server_uuid, after, STREAMED_CHUNK);
+            after = page.last().map(|credential| credential.id).or(after);
+            page
+        };
+        return Ok(streamed_list(pages, move |uuid| usage.usage.last_used(uuid), now, share));
     }
+    let credentials = app.replica.list(caller.server_uuid);
     let listed = credentials
         .iter()
         .map(|credential| ListedCredential::new(credential, app.usage.last_used(credential.uuid), now));
@@ -218,43 +226,50 @@ pub async fn list(
 /// Credentials per chunk of a streamed answer.
 const STREAMED_CHUNK: usize = 512;
 
-/// A large answer, streamed in chunks as the client reads it: memory stays at one chunk however
-/// many credentials there are, and the task yields between chunks, so other requests go on.
-/// The server's large-read share is held until the last chunk is sent (or the client leaves).
-fn streamed_list<C>(
-    credentials: Vec<C>,
+/// Where a streamed answer stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Streamed {
+    Opening,
+    AfterFirst,
+    Closed,
+}
+
+/// A large answer, streamed in chunks as the client reads it: `next_page` gives the next
+/// credentials (none at the end), so memory stays at one chunk however many credentials there
+/// are, and the task yields between chunks, so other requests go on. The server's large-read
+/// share is held until the last chunk is sent (or the client leaves).
+fn streamed_list(
+    mut next_page: impl FnMut() -> Vec<Credential> + Send + 'static,
     last_used: impl Fn(Uuid) -> Option<DateTime<Utc>> + Send + 'static,
     at: DateTime<Utc>,
     share: LargeRead,
-) -> Response
-where
-    C: std::borrow::Borrow<Credential> + Send + 'static,
-{
-    let total = credentials.len();
-    let chunks = futures::stream::unfold(Some(0), move |next| {
-        let chunk = next.map(|next| {
-            let end = (next + STREAMED_CHUNK).min(total);
-            let mut body = Vec::with_capacity((end - next) * LISTED_CREDENTIAL_BYTES + 64);
-            if next == 0 {
+) -> Response {
+    let chunks = futures::stream::unfold(Streamed::Opening, move |state| {
+        let chunk = (state != Streamed::Closed).then(|| {
+            let page = next_page();
+            let mut body = Vec::with_capacity(page.len() * LISTED_CREDENTIAL_BYTES + 64);
+            if state == Streamed::Opening {
                 body.extend_from_slice(br#"{"status":"success","data":["#);
             }
-            for (index, credential) in credentials[next..end].iter().enumerate() {
-                let credential = credential.borrow();
-                if next + index > 0 {
+            for (index, credential) in page.iter().enumerate() {
+                if state == Streamed::AfterFirst || index > 0 {
                     body.push(b',');
                 }
                 serde_json::to_writer(&mut body, &ListedCredential::new(credential, last_used(credential.uuid), at))?;
             }
-            if end == total {
+            let next = if page.is_empty() {
                 body.extend_from_slice(b"]}");
-            }
-            Ok::<_, serde_json::Error>((axum::body::Bytes::from(body), (end < total).then_some(end)))
+                Streamed::Closed
+            } else {
+                Streamed::AfterFirst
+            };
+            Ok::<_, serde_json::Error>((axum::body::Bytes::from(body), next))
         });
         let _held = &share;
         let item = match chunk {
             None => None,
             Some(Ok((body, next))) => Some((Ok::<_, std::io::Error>(body), next)),
-            Some(Err(error)) => Some((Err(std::io::Error::other(error)), None)),
+            Some(Err(error)) => Some((Err(std::io::Error::other(error)), Streamed::Closed)),
         };
         async move {
             // A client that reads as fast as we write would otherwise keep this worker thread

@@ -152,7 +152,7 @@ async fn check(
     client: IpAddr,
     key: &str,
     credential_type: CredentialType,
-) -> Result<Result<Arc<Credential>, Refusal>, ApiError> {
+) -> Result<Result<Credential, Refusal>, ApiError> {
     let arrived = Instant::now();
     if let Some(wait) = relay.checks.guard.refused(client) {
         return Ok(Err(refusal(Refusal::RateLimited(wait))));

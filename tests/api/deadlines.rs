@@ -308,7 +308,7 @@ async fn random_histories_with_deadlines_rebuild_and_replay_to_the_live_view(db:
     verifier.finish().expect("the chain and its rules verify");
     assert_eq!(replay.finish(), live, "an offline replay equals the live view");
     let replica = Replica::load(store.clone()).await.unwrap();
-    let listed: Vec<_> = replica.list(server_uuid).iter().map(|c| (**c).clone()).collect();
+    let listed: Vec<_> = replica.list(server_uuid);
     let of_server: Vec<_> = live.iter().filter(|c| c.server_uuid == server_uuid).cloned().collect();
     assert_eq!(listed, of_server, "a freshly loaded replica equals the view");
     assert_view_equals_a_rebuild(&store).await;
