@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use crate::domain::{Caller, Credential, CredentialType, KeyHash, StoredEvent};
 use crate::store::{Store, StoreError};
-use table::{CredentialTable, Entry};
 pub use table::TableError;
+use table::{CredentialTable, Entry};
 
 const CATCH_UP_PAGE: i64 = 5000;
 

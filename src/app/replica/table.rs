@@ -248,7 +248,8 @@ impl CredentialTable {
 
     /// Up to `limit` of a server's credentials with an id above `after`, by ascending id.
     pub fn server_page(&self, server_uuid: &Uuid, after: Option<i64>, limit: usize) -> impl Iterator<Item = Entry<'_>> {
-        let rows = self.server_slots.get(server_uuid).map_or(&[][..], |server| &self.servers[*server as usize].rows[..]);
+        let rows =
+            self.server_slots.get(server_uuid).map_or(&[][..], |server| &self.servers[*server as usize].rows[..]);
         let start = after.map_or(0, |after| rows.partition_point(|slot| self.rows[*slot as usize].id <= after));
         rows[start..].iter().take(limit).map(|slot| self.entry(*slot))
     }
@@ -286,7 +287,8 @@ impl CredentialTable {
         let slot = u32::try_from(self.rows.len()).map_err(|_| TableError::Full(self.rows.len()))?;
         let name = credential.name.as_str();
         let prefix = credential.key_prefix.as_str();
-        let prefix_len = u8::try_from(prefix.len()).map_err(|_| TableError::LongPrefix(credential.uuid, prefix.len()))?;
+        let prefix_len =
+            u8::try_from(prefix.len()).map_err(|_| TableError::LongPrefix(credential.uuid, prefix.len()))?;
         // A name is at most 255 characters of at most 4 bytes.
         let name_len = u16::try_from(name.len()).map_err(|_| TableError::TextFull(name.len()))?;
         let padding = (TEXT_ALIGN - self.text.len() % TEXT_ALIGN) % TEXT_ALIGN;
@@ -315,7 +317,8 @@ impl CredentialTable {
             self.replaced_by.insert(slot, replacement);
         }
         let CredentialTable { rows, hasher, by_uuid, by_key, servers, .. } = self;
-        by_uuid.insert_unique(hasher.hash_one(credential.uuid), slot, |slot| hasher.hash_one(rows[*slot as usize].uuid));
+        by_uuid
+            .insert_unique(hasher.hash_one(credential.uuid), slot, |slot| hasher.hash_one(rows[*slot as usize].uuid));
         by_key.insert_unique(hasher.hash_one(credential.key_hash.0), slot, |slot| {
             hasher.hash_one(rows[*slot as usize].key_hash)
         });
