@@ -71,7 +71,9 @@ async fn seed(database_url: &str, server_name: &str, count: usize, expires_in: O
     .await
     .map_err(|error| anyhow::anyhow!("{error}"))?;
     let metadata = EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None };
-    let mut rng = rand::rngs::OsRng;
+    // A CSPRNG seeded from the OS, as the service's own keys: `OsRng` makes a system call per
+    // character of a key.
+    let mut rng = rand::thread_rng();
     let mut remaining = count.saturating_sub(1);
     let mut head = None;
     while remaining > 0 {

@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use crate::domain::{Caller, Credential, CredentialType, KeyHash, StoredEvent};
 use crate::store::{Store, StoreError};
-pub use table::TableError;
 use table::{CredentialTable, Entry};
+pub use table::{ReplicaCredential, TableError};
 
 const CATCH_UP_PAGE: i64 = 5000;
 
@@ -74,7 +74,7 @@ impl State {
                 reason: format!("the replica is at {}, the next event is at {}", self.position, event.position),
             });
         }
-        let previous = self.credentials.get(&event.stream_id).map(|entry| entry.credential());
+        let previous = self.credentials.get(&event.stream_id).map(|entry| entry.for_fold());
         let next = event.logged().apply_to(previous.as_ref())?;
         let deadline = self.insert(&next).map_err(|error| StoreError::Unavailable(error.to_string()))?;
         self.position = event.position;
@@ -208,7 +208,7 @@ impl Replica {
         key_hash: &KeyHash,
         credential_type: CredentialType,
         now: DateTime<Utc>,
-    ) -> Option<Credential> {
+    ) -> Option<ReplicaCredential> {
         self.read().usable(key_hash, credential_type, now).map(|credential| credential.credential())
     }
 
@@ -244,7 +244,7 @@ impl Replica {
     }
 
     /// A server's credentials, by ascending id.
-    pub fn list(&self, server_uuid: Uuid) -> Vec<Credential> {
+    pub fn list(&self, server_uuid: Uuid) -> Vec<ReplicaCredential> {
         self.list_page(server_uuid, None, usize::MAX)
     }
 
@@ -252,7 +252,7 @@ impl Replica {
     /// large server is answered page by page, each under the replica's read lock only for as
     /// long as it takes to copy that page, so that memory stays at a page and authentication
     /// and the writer are not held up.
-    pub fn list_page(&self, server_uuid: Uuid, after: Option<i64>, limit: usize) -> Vec<Credential> {
+    pub fn list_page(&self, server_uuid: Uuid, after: Option<i64>, limit: usize) -> Vec<ReplicaCredential> {
         let state = self.read();
         state.credentials.server_page(&server_uuid, after, limit).map(|entry| entry.credential()).collect()
     }

@@ -15,6 +15,7 @@ use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::{JsonBody, RequestContext};
 use super::large_reads::{LargeRead, LARGE_LIST};
 use super::AppState;
+use crate::app::replica::ReplicaCredential;
 use crate::audit::Replay;
 use crate::domain::Caller;
 use crate::domain::{
@@ -114,7 +115,7 @@ const LISTED_CREDENTIAL_BYTES: usize = 148;
 impl<'a> ListedCredential<'a> {
     /// The credential as it stands at instant `at`: past its deadline it is held, whether or
     /// not the deadline's lock has been appended yet, as authentication sees it.
-    fn new(credential: &'a Credential, last_used_at: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Self {
+    fn new(credential: &'a ReplicaCredential, last_used_at: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Self {
         ListedCredential {
             id: credential.id,
             uuid: credential.uuid,
@@ -195,7 +196,7 @@ pub async fn list(
     if let Some(as_of) = request.as_of {
         let as_of = parse_as_of(&as_of)?;
         let share = app.large_reads.begin(caller.server_uuid).ok_or(ApiError::ServerBusy)?;
-        let mut credentials = credentials_as_of(&app, caller, as_of).await?.into_iter();
+        let mut credentials = credentials_as_of(&app, caller, as_of).await?.into_iter().map(ReplicaCredential::from);
         let pages = move || credentials.by_ref().take(STREAMED_CHUNK).collect();
         return Ok(streamed_list(pages, |_| None, as_of, share));
     }
@@ -239,7 +240,7 @@ enum Streamed {
 /// are, and the task yields between chunks, so other requests go on. The server's large-read
 /// share is held until the last chunk is sent (or the client leaves).
 fn streamed_list(
-    mut next_page: impl FnMut() -> Vec<Credential> + Send + 'static,
+    mut next_page: impl FnMut() -> Vec<ReplicaCredential> + Send + 'static,
     last_used: impl Fn(Uuid) -> Option<DateTime<Utc>> + Send + 'static,
     at: DateTime<Utc>,
     share: LargeRead,

@@ -24,7 +24,8 @@ use uuid::Uuid;
 
 use super::extract::JsonBody;
 use super::{ApiError, AppState, AuthGuard, MAX_BODY_BYTES};
-use crate::domain::{ApiKey, Credential, CredentialType};
+use crate::app::replica::ReplicaCredential;
+use crate::domain::{ApiKey, CredentialType};
 use crate::metrics::{metrics, ReasonLabels};
 
 pub const RELAY_SECRET_HEADER: &str = "x-relay-secret";
@@ -152,7 +153,7 @@ async fn check(
     client: IpAddr,
     key: &str,
     credential_type: CredentialType,
-) -> Result<Result<Credential, Refusal>, ApiError> {
+) -> Result<Result<ReplicaCredential, Refusal>, ApiError> {
     let arrived = Instant::now();
     if let Some(wait) = relay.checks.guard.refused(client) {
         return Ok(Err(refusal(Refusal::RateLimited(wait))));
@@ -299,7 +300,7 @@ async fn verify(
     }))
 }
 
-async fn server_name(relay: &Relay, credential: &Credential) -> Result<String, ApiError> {
+async fn server_name(relay: &Relay, credential: &ReplicaCredential) -> Result<String, ApiError> {
     let cached =
         relay.checks.server_names.lock().unwrap_or_else(PoisonError::into_inner).get(&credential.server_uuid).cloned();
     if let Some(name) = cached {

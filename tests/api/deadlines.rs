@@ -225,7 +225,7 @@ async fn a_deadline_that_passed_while_no_instance_ran_is_recorded_at_the_next_st
 /// the view the appends kept equals a rebuild, an offline replay of the export, and a freshly
 /// loaded replica, and the chain verifies.
 async fn random_histories_with_deadlines_rebuild_and_replay_to_the_live_view(db: TestDb) {
-    use credential_ledger::app::replica::Replica;
+    use credential_ledger::app::replica::{Replica, ReplicaCredential};
     use credential_ledger::app::writer::Writer;
     use credential_ledger::audit::{export_records, Replay, Verifier};
     use credential_ledger::domain::{
@@ -309,7 +309,8 @@ async fn random_histories_with_deadlines_rebuild_and_replay_to_the_live_view(db:
     assert_eq!(replay.finish(), live, "an offline replay equals the live view");
     let replica = Replica::load(store.clone()).await.unwrap();
     let listed: Vec<_> = replica.list(server_uuid);
-    let of_server: Vec<_> = live.iter().filter(|c| c.server_uuid == server_uuid).cloned().collect();
+    let of_server: Vec<ReplicaCredential> =
+        live.iter().filter(|c| c.server_uuid == server_uuid).cloned().map(ReplicaCredential::from).collect();
     assert_eq!(listed, of_server, "a freshly loaded replica equals the view");
     assert_view_equals_a_rebuild(&store).await;
 }

@@ -17,7 +17,6 @@ use credential_ledger_test_support::load;
 mod operations;
 mod portability;
 mod relay_auth;
-mod replica;
 use credential_ledger_test_support::proxy;
 mod secrets;
 mod tenants;

@@ -1,13 +1,16 @@
 //! The replica's credentials, held compactly: one fixed-size row per credential in one vector,
-//! names and key prefixes side by side in one text buffer, and indexes that hold row numbers
-//! (4 bytes a slot) rather than keys or pointers. A credential costs about 100 bytes here plus its
-//! name, against about 450 as a `Credential` behind an `Arc` in three hash maps: ten million of
-//! them fit in about 1.3 GiB.
+//! the names one after another in one text buffer, and indexes that hold row numbers (4 bytes a
+//! slot) rather than keys or pointers. A credential costs 76 bytes here plus its name and its
+//! index slots, against about 450 as a `Credential` behind an `Arc` in three hash maps.
+//!
+//! The table holds what the replica answers with (authentication, `list`, the deadlines) and what
+//! `apply` decides by (hold, deadline, replacement, version), not the rest of a view row (when it
+//! was created and locked, the key's display prefix): those are history, which the view and the
+//! log answer.
 //!
 //! Rows are never removed (the log has no deletion), so a row number stays valid for the life of
-//! the table. What a credential's creation fixes (its id, uuid, server, key, name, type and key
-//! prefix) is written once; the rest (hold, lock, deadline, replacement, version) is updated in
-//! place.
+//! the table. What a credential's creation fixes (its id, uuid, server, key, name and type) is
+//! written once; the rest is updated in place.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -18,31 +21,65 @@ use uuid::Uuid;
 
 use crate::domain::{Credential, CredentialName, CredentialType, KeyHash};
 
-/// An absent instant. Instants are held as microseconds since the epoch, the ledger's precision
+/// An absent deadline. Instants are held as microseconds since the epoch, the ledger's precision
 /// (every instant it records is truncated to the microsecond), which `i64` holds for every date
 /// chrono can represent; `i64::MIN` is none of them.
 const NO_INSTANT: i64 = i64::MIN;
-/// Text starts on a multiple of this, so that a `u32` offset reaches 16 GiB of names.
-const TEXT_ALIGN: usize = 4;
 const FLAG_API: u8 = 1;
 const FLAG_HOLD: u8 = 2;
 
-/// One credential, 96 bytes.
+/// One credential, 76 bytes: every field is aligned to at most 4 (the deadline is kept as bytes),
+/// so none is padded.
 #[derive(Clone, Copy)]
 struct Row {
     uuid: Uuid,
     key_hash: [u8; 32],
-    id: i64,
-    created_at: i64,
-    locked_at: i64,
-    expires_at: i64,
-    /// Where the name, then the key prefix, start in `text`, in units of `TEXT_ALIGN` bytes.
+    /// Microseconds since the epoch, or `NO_INSTANT`, as native-endian bytes.
+    expires_at: [u8; 8],
+    /// Ids are handed out from 1 without gaps, one per credential: they fit as row numbers do.
+    id: u32,
+    /// Where the name starts in `text`.
     text: u32,
     server: u32,
     version: i32,
     name_len: u16,
-    prefix_len: u8,
     flags: u8,
+}
+
+/// What the replica knows of a credential: what it answers authentication, relays and `list`
+/// with, and the deadline it waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaCredential {
+    pub id: i64,
+    pub uuid: Uuid,
+    pub server_uuid: Uuid,
+    pub name: CredentialName,
+    pub credential_type: CredentialType,
+    pub hold: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub replaced_by: Option<Uuid>,
+}
+
+impl ReplicaCredential {
+    /// Whether the key is refused at `at`, by the same rule as [`Credential::held_at`].
+    pub fn held_at(&self, at: DateTime<Utc>) -> bool {
+        self.hold || self.expires_at.is_some_and(|deadline| deadline <= at)
+    }
+}
+
+impl From<Credential> for ReplicaCredential {
+    fn from(credential: Credential) -> Self {
+        ReplicaCredential {
+            id: credential.id,
+            uuid: credential.uuid,
+            server_uuid: credential.server_uuid,
+            name: credential.name,
+            credential_type: credential.credential_type,
+            hold: credential.hold,
+            expires_at: credential.expires_at,
+            replaced_by: credential.replaced_by,
+        }
+    }
 }
 
 struct Server {
@@ -57,8 +94,6 @@ pub enum TableError {
     TextFull(usize),
     #[error("the replica holds {0} credentials, its most")]
     Full(usize),
-    #[error("credential {0} has a key prefix of {1} bytes, more than the replica holds")]
-    LongPrefix(Uuid, usize),
 }
 
 pub struct CredentialTable {
@@ -115,7 +150,7 @@ impl<'a> Entry<'a> {
 
     #[cfg(test)]
     pub fn id(&self) -> i64 {
-        self.row.id
+        self.row.id.into()
     }
 
     pub fn server_uuid(&self) -> Uuid {
@@ -134,25 +169,27 @@ impl<'a> Entry<'a> {
         self.row.flags & FLAG_HOLD != 0
     }
 
-    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
-        instant(self.row.expires_at)
+    fn expires_micros(&self) -> i64 {
+        i64::from_ne_bytes(self.row.expires_at)
     }
 
-    fn text(&self) -> (&'a str, &'a str) {
-        let start = self.row.text as usize * TEXT_ALIGN;
-        let name_end = start + usize::from(self.row.name_len);
-        let prefix_end = name_end + usize::from(self.row.prefix_len);
-        // Both were written from `str`s, whole: the slices fall on their boundaries.
-        let text = &self.table.text;
-        (
-            std::str::from_utf8(&text[start..name_end]).unwrap_or_default(),
-            std::str::from_utf8(&text[name_end..prefix_end]).unwrap_or_default(),
-        )
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        instant(self.expires_micros())
+    }
+
+    fn name(&self) -> CredentialName {
+        let start = self.row.text as usize;
+        let text = &self.table.text[start..start + usize::from(self.row.name_len)];
+        // Written from a `str`, whole, so the slice falls on its boundaries; and parsed when it
+        // came in, which parsing again does not change (it trims, then checks).
+        let name = std::str::from_utf8(text).unwrap_or_default();
+        CredentialName::parse(name).unwrap_or_else(|_| unreachable_name(name))
     }
 
     /// Whether the key is refused at `at`, by the same rule as [`Credential::held_at`].
     pub fn held_at(&self, at: DateTime<Utc>) -> bool {
-        self.hold() || (self.row.expires_at != NO_INSTANT && self.row.expires_at <= micros(at))
+        let expires_at = self.expires_micros();
+        self.hold() || (expires_at != NO_INSTANT && expires_at <= micros(at))
     }
 
     /// The deadline still to be recorded by a lock, as [`Credential::pending_deadline`].
@@ -160,23 +197,41 @@ impl<'a> Entry<'a> {
         self.expires_at().filter(|_| !self.hold())
     }
 
-    /// The credential as a domain value, as it was put in.
-    pub fn credential(&self) -> Credential {
-        let (name, prefix) = self.text();
-        Credential {
-            id: self.row.id,
+    pub fn replaced_by(&self) -> Option<Uuid> {
+        self.table.replaced_by.get(&self.slot).copied()
+    }
+
+    pub fn credential(&self) -> ReplicaCredential {
+        ReplicaCredential {
+            id: self.row.id.into(),
             uuid: self.row.uuid,
             server_uuid: self.server_uuid(),
-            // Parsed when it came in, so it parses again.
-            name: CredentialName::parse(name).unwrap_or_else(|_| unreachable_name(name)),
+            name: self.name(),
+            credential_type: self.credential_type(),
+            hold: self.hold(),
+            expires_at: self.expires_at(),
+            replaced_by: self.replaced_by(),
+        }
+    }
+
+    /// The credential as `apply` takes it, to fold the next event of its stream. The history the
+    /// table does not hold is left empty (the creation instant at the epoch, no lock instant, no
+    /// key prefix): `apply` decides by the rest, and the replica keeps only the rest of what it
+    /// returns.
+    pub fn for_fold(&self) -> Credential {
+        Credential {
+            id: self.row.id.into(),
+            uuid: self.row.uuid,
+            server_uuid: self.server_uuid(),
+            name: self.name(),
             credential_type: self.credential_type(),
             hold: self.hold(),
             key_hash: KeyHash(self.row.key_hash),
-            key_prefix: prefix.to_owned(),
-            created_at: instant(self.row.created_at).unwrap_or_default(),
-            locked_at: instant(self.row.locked_at),
+            key_prefix: String::new(),
+            created_at: DateTime::UNIX_EPOCH,
+            locked_at: None,
             expires_at: self.expires_at(),
-            replaced_by: self.table.replaced_by.get(&self.slot).copied(),
+            replaced_by: self.replaced_by(),
             version: self.row.version,
         }
     }
@@ -195,7 +250,7 @@ impl CredentialTable {
     pub fn reserve(&mut self, credentials: usize) {
         let CredentialTable { rows, text, hasher, by_uuid, by_key, .. } = self;
         rows.reserve_exact(credentials);
-        text.reserve(credentials * 24);
+        text.reserve(credentials * 16);
         by_uuid.reserve(credentials, |slot| hasher.hash_one(rows[*slot as usize].uuid));
         by_key.reserve(credentials, |slot| hasher.hash_one(rows[*slot as usize].key_hash));
     }
@@ -250,7 +305,8 @@ impl CredentialTable {
     pub fn server_page(&self, server_uuid: &Uuid, after: Option<i64>, limit: usize) -> impl Iterator<Item = Entry<'_>> {
         let rows =
             self.server_slots.get(server_uuid).map_or(&[][..], |server| &self.servers[*server as usize].rows[..]);
-        let start = after.map_or(0, |after| rows.partition_point(|slot| self.rows[*slot as usize].id <= after));
+        let start =
+            after.map_or(0, |after| rows.partition_point(|slot| i64::from(self.rows[*slot as usize].id) <= after));
         rows[start..].iter().take(limit).map(|slot| self.entry(*slot))
     }
 
@@ -274,8 +330,7 @@ impl CredentialTable {
     fn update(&mut self, slot: u32, credential: &Credential) {
         let row = &mut self.rows[slot as usize];
         row.flags = flags(credential);
-        row.locked_at = optional_micros(credential.locked_at);
-        row.expires_at = optional_micros(credential.expires_at);
+        row.expires_at = optional_micros(credential.expires_at).to_ne_bytes();
         row.version = credential.version;
         match credential.replaced_by {
             Some(replacement) => self.replaced_by.insert(slot, replacement),
@@ -284,33 +339,26 @@ impl CredentialTable {
     }
 
     fn add(&mut self, credential: &Credential) -> Result<(), TableError> {
-        let slot = u32::try_from(self.rows.len()).map_err(|_| TableError::Full(self.rows.len()))?;
+        let full = || TableError::Full(self.rows.len());
+        let slot = u32::try_from(self.rows.len()).map_err(|_| full())?;
+        let id = u32::try_from(credential.id).map_err(|_| full())?;
         let name = credential.name.as_str();
-        let prefix = credential.key_prefix.as_str();
-        let prefix_len =
-            u8::try_from(prefix.len()).map_err(|_| TableError::LongPrefix(credential.uuid, prefix.len()))?;
         // A name is at most 255 characters of at most 4 bytes.
         let name_len = u16::try_from(name.len()).map_err(|_| TableError::TextFull(name.len()))?;
-        let padding = (TEXT_ALIGN - self.text.len() % TEXT_ALIGN) % TEXT_ALIGN;
-        let start = self.text.len() + padding;
-        let text = u32::try_from(start / TEXT_ALIGN).map_err(|_| TableError::TextFull(self.text.len()))?;
+        let text = u32::try_from(self.text.len() + name.len()).map_err(|_| TableError::TextFull(self.text.len()))?
+            - u32::from(name_len);
         let server = self.server_slot(credential.server_uuid)?;
 
-        self.text.resize(start, 0);
         self.text.extend_from_slice(name.as_bytes());
-        self.text.extend_from_slice(prefix.as_bytes());
         self.rows.push(Row {
             uuid: credential.uuid,
             key_hash: credential.key_hash.0,
-            id: credential.id,
-            created_at: micros(credential.created_at),
-            locked_at: optional_micros(credential.locked_at),
-            expires_at: optional_micros(credential.expires_at),
+            expires_at: optional_micros(credential.expires_at).to_ne_bytes(),
+            id,
             text,
             server,
             version: credential.version,
             name_len,
-            prefix_len,
             flags: flags(credential),
         });
         if let Some(replacement) = credential.replaced_by {
@@ -326,8 +374,8 @@ impl CredentialTable {
         // Ids come from one sequence, so a new credential nearly always goes last; another
         // instance's batch may commit before one that took lower ids.
         match listed.last() {
-            Some(last) if rows[*last as usize].id > credential.id => {
-                let at = listed.partition_point(|slot| rows[*slot as usize].id < credential.id);
+            Some(last) if rows[*last as usize].id > id => {
+                let at = listed.partition_point(|slot| rows[*slot as usize].id < id);
                 listed.insert(at, slot);
             }
             _ => listed.push(slot),
@@ -377,8 +425,8 @@ mod tests {
     }
 
     #[test]
-    fn a_row_is_96_bytes() {
-        assert_eq!(size_of::<Row>(), 96);
+    fn a_row_is_76_bytes() {
+        assert_eq!(size_of::<Row>(), 76);
     }
 
     #[test]
@@ -389,8 +437,8 @@ mod tests {
         let second = credential(2, server, "b");
         table.insert(&first).unwrap();
         table.insert(&second).unwrap();
-        assert_eq!(table.get(&first.uuid).unwrap().credential(), first);
-        assert_eq!(table.by_key(&second.key_hash).unwrap().credential(), second);
+        assert_eq!(table.get(&first.uuid).unwrap().credential(), first.clone().into());
+        assert_eq!(table.by_key(&second.key_hash).unwrap().credential(), second.clone().into());
 
         let held = Credential {
             hold: true,
@@ -402,8 +450,14 @@ mod tests {
         };
         table.insert(&held).unwrap();
         assert_eq!(table.credential_count(), 2);
-        assert_eq!(table.get(&first.uuid).unwrap().credential(), held);
-        assert_eq!(table.by_key(&first.key_hash).unwrap().credential(), held);
+        assert_eq!(table.get(&first.uuid).unwrap().credential(), held.clone().into());
+        assert_eq!(table.by_key(&first.key_hash).unwrap().credential(), held.clone().into());
+        let folded = table.get(&first.uuid).unwrap().for_fold();
+        assert_eq!(
+            (folded.hold, folded.expires_at, folded.replaced_by, folded.version, folded.key_hash),
+            (held.hold, held.expires_at, held.replaced_by, held.version, held.key_hash),
+            "what apply decides by"
+        );
         assert!(table.get(&Uuid::new_v4()).is_none());
     }
 
