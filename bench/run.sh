@@ -6,6 +6,7 @@
 #   BENCH_QUICK=1 bench/run.sh   # shorter runs, one repetition
 #   BENCH_BACKEND=sqlite bench/run.sh  # the embedded ledger (no RabbitMQ; pgbench still gives the PostgreSQL ceiling)
 #   bench/run.sh deadlines       # deadline locks and reads beside expiring credentials (bench/deadlines.py)
+#   bench/run.sh scale           # start-up, memory and reads at 100k, 1M and 10M credentials (bench/scale.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
@@ -13,5 +14,8 @@ command -v pgbench >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninte
 cargo build --release --locked --quiet --bin credential-ledger --example http_ceiling --example bench_tool --example sqlite_ceiling
 if [[ "${1:-}" == "deadlines" ]]; then
     exec python3 bench/deadlines.py
+fi
+if [[ "${1:-}" == "scale" ]]; then
+    exec python3 bench/scale.py
 fi
 exec python3 bench/run.py "$@"

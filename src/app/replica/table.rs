@@ -1,6 +1,6 @@
 //! The replica's credentials, held compactly: one fixed-size row per credential in one vector,
 //! the names one after another in one text buffer, and indexes that hold row numbers (4 bytes a
-//! slot) rather than keys or pointers. A credential costs 76 bytes here plus its name and its
+//! slot) rather than keys or pointers. A credential costs 72 bytes here plus its name and its
 //! index slots, against about 450 as a `Credential` behind an `Arc` in three hash maps.
 //!
 //! The table holds what the replica answers with (authentication, `list`, the deadlines) and what
@@ -28,7 +28,7 @@ const NO_INSTANT: i64 = i64::MIN;
 const FLAG_API: u8 = 1;
 const FLAG_HOLD: u8 = 2;
 
-/// One credential, 76 bytes: every field is aligned to at most 4 (the deadline is kept as bytes),
+/// One credential, 72 bytes: every field is aligned to at most 4 (the deadline is kept as bytes),
 /// so none is padded.
 #[derive(Clone, Copy)]
 struct Row {
@@ -41,9 +41,10 @@ struct Row {
     /// Where the name starts in `text`.
     text: u32,
     server: u32,
-    version: i32,
-    name_len: u16,
+    /// A stream ends at its lock, so it holds a few events (created, replaced, locked).
+    version: u8,
     flags: u8,
+    name_len: u16,
 }
 
 /// What the replica knows of a credential: what it answers authentication, relays and `list`
@@ -94,6 +95,8 @@ pub enum TableError {
     TextFull(usize),
     #[error("the replica holds {0} credentials, its most")]
     Full(usize),
+    #[error("credential {0} is at version {1}: a stream of that length is not the ledger's")]
+    LongStream(Uuid, i32),
 }
 
 pub struct CredentialTable {
@@ -232,7 +235,7 @@ impl<'a> Entry<'a> {
             locked_at: None,
             expires_at: self.expires_at(),
             replaced_by: self.replaced_by(),
-            version: self.row.version,
+            version: self.row.version.into(),
         }
     }
 }
@@ -319,23 +322,22 @@ impl CredentialTable {
     /// Adds a credential, or updates the one with its uuid in place.
     pub fn insert(&mut self, credential: &Credential) -> Result<(), TableError> {
         match self.get(&credential.uuid).map(|entry| entry.slot) {
-            Some(slot) => {
-                self.update(slot, credential);
-                Ok(())
-            }
+            Some(slot) => self.update(slot, credential),
             None => self.add(credential),
         }
     }
 
-    fn update(&mut self, slot: u32, credential: &Credential) {
+    fn update(&mut self, slot: u32, credential: &Credential) -> Result<(), TableError> {
+        let version = version(credential)?;
         let row = &mut self.rows[slot as usize];
         row.flags = flags(credential);
         row.expires_at = optional_micros(credential.expires_at).to_ne_bytes();
-        row.version = credential.version;
+        row.version = version;
         match credential.replaced_by {
             Some(replacement) => self.replaced_by.insert(slot, replacement),
             None => self.replaced_by.remove(&slot),
         };
+        Ok(())
     }
 
     fn add(&mut self, credential: &Credential) -> Result<(), TableError> {
@@ -357,7 +359,7 @@ impl CredentialTable {
             id,
             text,
             server,
-            version: credential.version,
+            version: version(credential)?,
             name_len,
             flags: flags(credential),
         });
@@ -394,6 +396,10 @@ impl CredentialTable {
     }
 }
 
+fn version(credential: &Credential) -> Result<u8, TableError> {
+    u8::try_from(credential.version).map_err(|_| TableError::LongStream(credential.uuid, credential.version))
+}
+
 fn flags(credential: &Credential) -> u8 {
     let api = if credential.credential_type == CredentialType::Api { FLAG_API } else { 0 };
     let hold = if credential.hold { FLAG_HOLD } else { 0 };
@@ -425,8 +431,8 @@ mod tests {
     }
 
     #[test]
-    fn a_row_is_76_bytes() {
-        assert_eq!(size_of::<Row>(), 76);
+    fn a_row_is_72_bytes() {
+        assert_eq!(size_of::<Row>(), 72);
     }
 
     #[test]
