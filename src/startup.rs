@@ -45,6 +45,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// The mail relays' listener, when it is on.
     pub relay_auth: Option<RelayAuthSettings>,
+    /// The replica's snapshot file, read at start and written at shutdown, if any.
+    pub replica_snapshot: Option<std::path::PathBuf>,
 }
 
 /// The mail relays' listener (`RELAY_AUTH_ADDR`, `RELAY_AUTH_SECRET`, `SMTP_UPSTREAM`).
@@ -90,6 +92,8 @@ impl Default for Settings {
             query_timeout: crate::store::DEFAULT_QUERY_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             relay_auth: None,
+            // Beside the embedded ledger that `serve` opens with no flags.
+            replica_snapshot: Some(format!("{}.replica", crate::config::DEFAULT_LEDGER_FILE).into()),
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct Application {
     dispatcher: Option<JoinHandle<()>>,
     limits: Limits,
     shutdown_timeout: Duration,
+    replica: std::sync::Arc<Replica>,
+    replica_snapshot: Option<std::path::PathBuf>,
 }
 
 impl Application {
@@ -130,7 +136,7 @@ impl Application {
         );
         store.prepare().await?;
         let store = store.with_query_timeout(settings.query_timeout);
-        let replica = Replica::load(store.clone()).await?;
+        let replica = Replica::load_with_snapshot(store.clone(), settings.replica_snapshot.as_deref()).await?;
         let (writer, writer_task) = Writer::spawn(store.clone(), replica.clone());
         let stop_deadlines = CancellationToken::new();
         let deadlines = crate::app::deadlines::spawn(
@@ -181,7 +187,7 @@ impl Application {
         };
         let state = std::sync::Arc::new(App {
             store,
-            replica,
+            replica: replica.clone(),
             writer,
             usage,
             relay: relay_handle,
@@ -208,6 +214,8 @@ impl Application {
             dispatcher,
             limits: settings.limits,
             shutdown_timeout: settings.shutdown_timeout,
+            replica,
+            replica_snapshot: settings.replica_snapshot,
         })
     }
 
@@ -277,6 +285,12 @@ impl Application {
         self.writer_task.await?;
         self.stop_flusher.cancel();
         self.flusher.await?;
+        // Nothing writes from here on: the next start reads this instead of the whole view.
+        if let Some(path) = self.replica_snapshot {
+            if let Err(error) = self.replica.write_snapshot(path).await {
+                tracing::warn!(error = %error, "the replica's snapshot is not written: the next start loads the view");
+            }
+        }
         // Whatever is committed and not yet published stays in the log for the next leader.
         self.stop_background.cancel();
         for task in [self.relay, self.dispatcher, self.webhook_worker].into_iter().flatten() {

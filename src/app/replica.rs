@@ -10,9 +10,11 @@
 //! `apply` as the view, read from the log in order, or takes the credentials this process's
 //! writer just committed, folded by that same `apply`.
 
+mod snapshot;
 mod table;
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
@@ -74,7 +76,10 @@ impl State {
                 reason: format!("the replica is at {}, the next event is at {}", self.position, event.position),
             });
         }
-        let previous = self.credentials.get(&event.stream_id).map(|entry| entry.for_fold());
+        let previous =
+            self.credentials.get(&event.stream_id).map(|entry| entry.for_fold()).transpose().map_err(|error| {
+                StoreError::Corrupt { position: event.position, reason: format!("the replica's credential: {error}") }
+            })?;
         let next = event.logged().apply_to(previous.as_ref())?;
         let deadline = self.insert(&next).map_err(|error| StoreError::Unavailable(error.to_string()))?;
         self.position = event.position;
@@ -123,6 +128,55 @@ async fn load_state(store: &Store) -> Result<State, StoreError> {
     Ok(State { position, ..state })
 }
 
+/// The state a snapshot file holds, if there is one and the log vouches for it.
+async fn state_from_snapshot(store: &Store, path: PathBuf) -> Option<State> {
+    let started = Instant::now();
+    let shown = path.display().to_string();
+    let read = tokio::task::spawn_blocking(move || snapshot::read(&path)).await;
+    let snapshot = match read {
+        Ok(Ok(Some(snapshot))) => snapshot,
+        Ok(Ok(None)) => return None,
+        Ok(Err(error)) => {
+            tracing::warn!(path = %shown, error = %error, "the replica's snapshot cannot be read: loading the view");
+            return None;
+        }
+        Err(error) => {
+            tracing::warn!(path = %shown, error = %error, "the replica's snapshot cannot be read: loading the view");
+            return None;
+        }
+    };
+    let position = snapshot.position;
+    let at_position = match position {
+        1.. => store.events_after(position - 1, 1).await.map(|events| events.into_iter().next()),
+        _ => Ok(None),
+    };
+    let vouched = match at_position {
+        Ok(event) => event.is_some_and(|event| event.position == position && event.hash == snapshot.event_hash),
+        Err(error) => {
+            tracing::warn!(path = %shown, error = %error, "the log cannot be read to check the replica's snapshot");
+            false
+        }
+    };
+    if !vouched {
+        tracing::warn!(path = %shown, position, "the log has no such event at the replica snapshot's position: setting the snapshot aside, loading the view");
+        return None;
+    }
+    let table = snapshot.table;
+    let deadlines = table
+        .entries()
+        .filter_map(|entry| entry.pending_deadline().map(|deadline| (deadline, entry.uuid(), entry.server_uuid())))
+        .collect();
+    tracing::info!(
+        path = %shown,
+        position,
+        credentials = table.credential_count(),
+        bytes = table.heap_bytes(),
+        seconds = started.elapsed().as_secs_f64(),
+        "the replica is loaded from its snapshot"
+    );
+    Some(State { position, credentials: table, deadlines })
+}
+
 /// At most one head read runs at a time; requests that arrive while it runs share the next.
 #[derive(Default)]
 struct HeadReads {
@@ -148,6 +202,65 @@ impl Replica {
             consistent: AtomicBool::new(true),
             deadline_added: Notify::new(),
         }))
+    }
+
+    /// Loads the replica from its snapshot file at `snapshot` if the log vouches for it (see
+    /// `snapshot`), caught up with the log before it returns; otherwise from the view, as `load`.
+    pub async fn load_with_snapshot(store: Store, snapshot: Option<&Path>) -> Result<Arc<Replica>, StoreError> {
+        let from_snapshot = match snapshot {
+            Some(path) => state_from_snapshot(&store, path.to_owned()).await,
+            None => None,
+        };
+        let Some(state) = from_snapshot else {
+            return Replica::load(store).await;
+        };
+        let replica = Arc::new(Replica {
+            store,
+            state: RwLock::new(state),
+            catching_up: tokio::sync::Mutex::new(()),
+            head_reads: Arc::default(),
+            consistent: AtomicBool::new(true),
+            deadline_added: Notify::new(),
+        });
+        let behind = replica.position();
+        replica.sync(Instant::now()).await?;
+        tracing::info!(events = replica.position() - behind, "the replica caught up with the log after its snapshot");
+        Ok(replica)
+    }
+
+    /// Writes the replica to its snapshot file, for the next start: when this instance stops, its
+    /// writer drained.
+    pub async fn write_snapshot(self: &Arc<Self>, path: PathBuf) -> Result<(), StoreError> {
+        let position = self.position();
+        if position == 0 {
+            return Ok(());
+        }
+        let shown = path.display().to_string();
+        let unavailable = |reason: String| StoreError::Unavailable(format!("replica snapshot {shown}: {reason}"));
+        let event = self.store.events_after(position - 1, 1).await?.into_iter().next();
+        let hash = event
+            .filter(|event| event.position == position)
+            .and_then(|event| <crate::domain::Hash>::try_from(event.hash.as_slice()).ok())
+            .ok_or_else(|| unavailable(format!("the log has no event at {position}")))?;
+        let replica = self.clone();
+        let started = Instant::now();
+        let (written, credentials) = tokio::task::spawn_blocking(move || {
+            let state = replica.read();
+            if state.position != position {
+                return (Err(std::io::Error::other("the replica moved while it was being written")), 0);
+            }
+            (snapshot::write(&path, position, &hash, &state.credentials), state.credentials.credential_count())
+        })
+        .await
+        .map_err(|error| unavailable(error.to_string()))?;
+        written.map_err(|error| unavailable(error.to_string()))?;
+        tracing::info!(
+            position,
+            credentials,
+            seconds = started.elapsed().as_secs_f64(),
+            "the replica's snapshot is written"
+        );
+        Ok(())
     }
 
     /// False while the replica reloads after finding itself out of step with the log: the

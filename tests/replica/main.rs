@@ -181,6 +181,106 @@ async fn after_a_random_history_of_100000_commands_every_replica_answers_as_the_
     assert_answers_as_the_view(&loaded, &view, &servers, "loaded from the view");
 }
 
+fn create(server_uuid: Uuid, name: &str) -> (Command, ApiKey) {
+    let key = ApiKey::generate(&mut rand::thread_rng());
+    let command = Command::Create {
+        server_uuid,
+        credential_uuid: Uuid::new_v4(),
+        name: CredentialName::parse(name).unwrap(),
+        credential_type: CredentialType::Api,
+        hold: false,
+        key: KeyMaterial::from(&key),
+        expires_at: None,
+    };
+    (command, key)
+}
+
+fn cli() -> EventMetadata {
+    EventMetadata { actor: Actor::Cli, request_id: None, source_ip: None }
+}
+
+/// The name a replica gives the server's first credential, whose view row the test changed: the
+/// view's when the replica loaded the view, the log's when it started from its snapshot.
+fn first_name(replica: &Replica, server_uuid: Uuid) -> String {
+    replica.list(server_uuid)[0].name.clone()
+}
+
+/// A replica starts from its snapshot file when the log holds the event the snapshot names, and
+/// catches up with what was appended since; a snapshot changed by a byte, or of another ledger,
+/// is set aside and the view is loaded.
+async fn a_replica_starts_from_its_snapshot_only_when_the_log_vouches_for_it(db: TestDb) {
+    let store = db.store().await;
+    let server = provision_server(&store, &ServerName::parse("Acme").unwrap(), CredentialName::parse("First").unwrap())
+        .await
+        .unwrap();
+    let replica = Replica::load(store.clone()).await.unwrap();
+    let (writer, _task) = Writer::spawn(store.clone(), replica.clone());
+    let mut keys = Vec::new();
+    for index in 0..20 {
+        let (command, key) = create(server.server_uuid, &format!("Credential {index}"));
+        let Outcome::Created(created) = writer.execute(command, cli()).await.unwrap() else { panic!("a create") };
+        keys.push((created.uuid, key));
+    }
+    let directory = std::env::temp_dir().join(format!("credential-ledger-snapshot-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let path = directory.join("ledger.replica");
+    replica.write_snapshot(path.clone()).await.unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "readable by its owner only");
+    }
+
+    // After the snapshot, another instance revokes one key and creates another.
+    let other = Replica::load(store.clone()).await.unwrap();
+    let (other_writer, _other_task) = Writer::spawn(store.clone(), other.clone());
+    let (revoked_uuid, revoked_key) = &keys[3];
+    other_writer
+        .execute(Command::Revoke { server_uuid: server.server_uuid, credential_uuid: *revoked_uuid }, cli())
+        .await
+        .unwrap();
+    let (command, new_key) = create(server.server_uuid, "Created after the snapshot");
+    other_writer.execute(command, cli()).await.unwrap();
+    // Only the view can say otherwise than the log: which one a replica answers from shows.
+    let raw = db.raw().await;
+    assert_eq!(raw.execute("UPDATE credentials SET name = 'Not from the log' WHERE id = 1").await.unwrap(), 1);
+
+    let started = Replica::load_with_snapshot(store.clone(), Some(&path)).await.unwrap();
+    assert_eq!(first_name(&started, server.server_uuid), "First", "started from the snapshot");
+    let now = Utc::now();
+    assert_eq!(started.authenticate(&revoked_key.hash(), now), None, "the revoke made since the snapshot is in it");
+    assert!(started.authenticate(&new_key.hash(), now).is_some(), "and the create");
+    assert!(started.authenticate(&keys[4].1.hash(), now).is_some());
+    assert_eq!(started.credential_count(server.server_uuid), 22);
+    assert_eq!(started.position(), other.position());
+
+    let torn = directory.join("torn.replica");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&torn, &bytes).unwrap();
+    let from_view = Replica::load_with_snapshot(store.clone(), Some(&torn)).await.unwrap();
+    assert_eq!(first_name(&from_view, server.server_uuid), "Not from the log", "a changed byte: the view");
+    assert_eq!(from_view.authenticate(&revoked_key.hash(), now), None);
+
+    let elsewhere_db = if db.is_postgres() { TestDb::postgres().await.unwrap() } else { TestDb::sqlite().await };
+    let elsewhere = elsewhere_db.store().await;
+    for name in ["Other", "Another"] {
+        provision_server(&elsewhere, &ServerName::parse(name).unwrap(), CredentialName::parse("First").unwrap())
+            .await
+            .unwrap();
+    }
+    let foreign = directory.join("foreign.replica");
+    Replica::load(elsewhere).await.unwrap().write_snapshot(foreign.clone()).await.unwrap();
+    let from_view = Replica::load_with_snapshot(store.clone(), Some(&foreign)).await.unwrap();
+    assert_eq!(first_name(&from_view, server.server_uuid), "Not from the log", "another ledger's: the view");
+
+    let missing = Replica::load_with_snapshot(store.clone(), Some(&directory.join("missing.replica"))).await.unwrap();
+    assert_eq!(first_name(&missing, server.server_uuid), "Not from the log", "none: the view");
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
 credential_ledger_test_support::on_both_backends!(
-    after_a_random_history_of_100000_commands_every_replica_answers_as_the_view
+    after_a_random_history_of_100000_commands_every_replica_answers_as_the_view,
+    a_replica_starts_from_its_snapshot_only_when_the_log_vouches_for_it,
 );

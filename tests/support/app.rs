@@ -87,6 +87,8 @@ pub fn test_settings() -> Settings {
         run_webhook_worker: false,
         auth_failures_per_minute: 10_000,
         usage_flush_interval: Duration::from_millis(50),
+        // A test's ledger is not the default one beside which the default snapshot goes.
+        replica_snapshot: None,
         ..Settings::default()
     }
 }

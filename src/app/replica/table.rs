@@ -14,12 +14,13 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::io::{self, Read, Write};
 
 use chrono::{DateTime, Utc};
 use hashbrown::HashTable;
 use uuid::Uuid;
 
-use crate::domain::{Credential, CredentialName, CredentialType, KeyHash};
+use crate::domain::{Credential, CredentialName, CredentialType, InvalidName, KeyHash};
 
 /// An absent deadline. Instants are held as microseconds since the epoch, the ledger's precision
 /// (every instant it records is truncated to the microsecond), which `i64` holds for every date
@@ -54,7 +55,8 @@ pub struct ReplicaCredential {
     pub id: i64,
     pub uuid: Uuid,
     pub server_uuid: Uuid,
-    pub name: CredentialName,
+    /// A `CredentialName` when it came in: answering with it needs no second check.
+    pub name: String,
     pub credential_type: CredentialType,
     pub hold: bool,
     pub expires_at: Option<DateTime<Utc>>,
@@ -74,7 +76,7 @@ impl From<Credential> for ReplicaCredential {
             id: credential.id,
             uuid: credential.uuid,
             server_uuid: credential.server_uuid,
-            name: credential.name,
+            name: credential.name.into(),
             credential_type: credential.credential_type,
             hold: credential.hold,
             expires_at: credential.expires_at,
@@ -180,13 +182,11 @@ impl<'a> Entry<'a> {
         instant(self.expires_micros())
     }
 
-    fn name(&self) -> CredentialName {
+    fn name(&self) -> &'a str {
         let start = self.row.text as usize;
         let text = &self.table.text[start..start + usize::from(self.row.name_len)];
-        // Written from a `str`, whole, so the slice falls on its boundaries; and parsed when it
-        // came in, which parsing again does not change (it trims, then checks).
-        let name = std::str::from_utf8(text).unwrap_or_default();
-        CredentialName::parse(name).unwrap_or_else(|_| unreachable_name(name))
+        // Written from a `str`, whole, so the slice falls on its boundaries.
+        std::str::from_utf8(text).unwrap_or_default()
     }
 
     /// Whether the key is refused at `at`, by the same rule as [`Credential::held_at`].
@@ -209,7 +209,7 @@ impl<'a> Entry<'a> {
             id: self.row.id.into(),
             uuid: self.row.uuid,
             server_uuid: self.server_uuid(),
-            name: self.name(),
+            name: self.name().to_owned(),
             credential_type: self.credential_type(),
             hold: self.hold(),
             expires_at: self.expires_at(),
@@ -221,12 +221,13 @@ impl<'a> Entry<'a> {
     /// table does not hold is left empty (the creation instant at the epoch, no lock instant, no
     /// key prefix): `apply` decides by the rest, and the replica keeps only the rest of what it
     /// returns.
-    pub fn for_fold(&self) -> Credential {
-        Credential {
+    pub fn for_fold(&self) -> Result<Credential, InvalidName> {
+        Ok(Credential {
             id: self.row.id.into(),
             uuid: self.row.uuid,
             server_uuid: self.server_uuid(),
-            name: self.name(),
+            // Parsed when it came in, and parsing again changes nothing (it trims, then checks).
+            name: CredentialName::parse(self.name())?,
             credential_type: self.credential_type(),
             hold: self.hold(),
             key_hash: KeyHash(self.row.key_hash),
@@ -236,16 +237,8 @@ impl<'a> Entry<'a> {
             expires_at: self.expires_at(),
             replaced_by: self.replaced_by(),
             version: self.row.version.into(),
-        }
+        })
     }
-}
-
-/// A name the table holds was a `CredentialName` when it was stored, and parsing is idempotent
-/// (it trims, then checks): this is not reached.
-#[cold]
-fn unreachable_name(name: &str) -> CredentialName {
-    tracing::error!(length = name.len(), "a name in the replica no longer parses");
-    CredentialName::parse("?").unwrap_or_else(|_| unreachable!("\"?\" is a valid name"))
 }
 
 impl CredentialTable {
@@ -396,6 +389,129 @@ impl CredentialTable {
     }
 }
 
+/// The table as bytes (`write_to`) and back (`read_from`), for the replica's snapshot file: the
+/// rows, names, servers and replacements; the indexes are rebuilt from the rows, which is
+/// cheaper than reading them. Little-endian throughout.
+impl CredentialTable {
+    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        for count in [self.rows.len(), self.text.len(), self.servers.len(), self.replaced_by.len()] {
+            out.write_all(&(count as u64).to_le_bytes())?;
+        }
+        for server in &self.servers {
+            out.write_all(server.uuid.as_bytes())?;
+        }
+        for row in &self.rows {
+            out.write_all(row.uuid.as_bytes())?;
+            out.write_all(&row.key_hash)?;
+            out.write_all(&i64::from_ne_bytes(row.expires_at).to_le_bytes())?;
+            for number in [row.id, row.text, row.server] {
+                out.write_all(&number.to_le_bytes())?;
+            }
+            out.write_all(&[row.version, row.flags])?;
+            out.write_all(&row.name_len.to_le_bytes())?;
+        }
+        out.write_all(&self.text)?;
+        for (slot, replacement) in &self.replaced_by {
+            out.write_all(&slot.to_le_bytes())?;
+            out.write_all(replacement.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Reads what `write_to` wrote, checking that every row number, name and server it refers
+    /// to is in the table; the indexes and each server's order by id are rebuilt.
+    pub fn read_from(input: &mut impl Read) -> io::Result<CredentialTable> {
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("replica snapshot: {what}"));
+        let mut counts = [0usize; 4];
+        for count in &mut counts {
+            *count = usize::try_from(u64::from_le_bytes(read_array(input)?)).map_err(|_| invalid("a count"))?;
+        }
+        let [rows, text, servers, replaced] = counts;
+        if rows > u32::MAX as usize || servers > u32::MAX as usize || text > u32::MAX as usize {
+            return Err(invalid("more than a table holds"));
+        }
+        let mut table = CredentialTable::default();
+        table.servers.reserve_exact(servers);
+        for slot in 0..servers {
+            let uuid = Uuid::from_bytes(read_array(input)?);
+            table.servers.push(Server { uuid, rows: Vec::new() });
+            table.server_slots.insert(uuid, slot as u32);
+        }
+        table.rows.reserve_exact(rows);
+        for _ in 0..rows {
+            let row = Row {
+                uuid: Uuid::from_bytes(read_array(input)?),
+                key_hash: read_array(input)?,
+                expires_at: i64::from_le_bytes(read_array(input)?).to_ne_bytes(),
+                id: u32::from_le_bytes(read_array(input)?),
+                text: u32::from_le_bytes(read_array(input)?),
+                server: u32::from_le_bytes(read_array(input)?),
+                version: u8::from_le_bytes(read_array(input)?),
+                flags: u8::from_le_bytes(read_array(input)?),
+                name_len: u16::from_le_bytes(read_array(input)?),
+            };
+            if row.server as usize >= servers || row.text as usize + usize::from(row.name_len) > text {
+                return Err(invalid("a row refers to what is not there"));
+            }
+            table.rows.push(row);
+        }
+        table.text = vec![0; text];
+        input.read_exact(&mut table.text)?;
+        for row in &table.rows {
+            let name = &table.text[row.text as usize..row.text as usize + usize::from(row.name_len)];
+            if std::str::from_utf8(name).is_err() {
+                return Err(invalid("a name is not text"));
+            }
+        }
+        for _ in 0..replaced {
+            let slot = u32::from_le_bytes(read_array(input)?);
+            if slot as usize >= rows {
+                return Err(invalid("a replacement of a row that is not there"));
+            }
+            table.replaced_by.insert(slot, Uuid::from_bytes(read_array(input)?));
+        }
+        table.index()?;
+        Ok(table)
+    }
+
+    /// Builds the indexes and the servers' lists from the rows.
+    fn index(&mut self) -> io::Result<()> {
+        let CredentialTable { rows, hasher, by_uuid, by_key, servers, .. } = self;
+        by_uuid.reserve(rows.len(), |slot| hasher.hash_one(rows[*slot as usize].uuid));
+        by_key.reserve(rows.len(), |slot| hasher.hash_one(rows[*slot as usize].key_hash));
+        for (slot, row) in rows.iter().enumerate() {
+            let slot = slot as u32;
+            let uuid_hash = hasher.hash_one(row.uuid);
+            if by_uuid.find(uuid_hash, |other| rows[*other as usize].uuid == row.uuid).is_some() {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "replica snapshot: a credential twice"));
+            }
+            by_uuid.insert_unique(uuid_hash, slot, |slot| hasher.hash_one(rows[*slot as usize].uuid));
+            by_key.insert_unique(hasher.hash_one(row.key_hash), slot, |slot| {
+                hasher.hash_one(rows[*slot as usize].key_hash)
+            });
+            servers[row.server as usize].rows.push(slot);
+        }
+        for server in servers.iter_mut() {
+            if !server.rows.is_sorted_by_key(|slot| rows[*slot as usize].id) {
+                server.rows.sort_unstable_by_key(|slot| rows[*slot as usize].id);
+            }
+            server.rows.shrink_to_fit();
+        }
+        Ok(())
+    }
+
+    /// Every credential, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
+        (0..self.rows.len() as u32).map(|slot| self.entry(slot))
+    }
+}
+
+fn read_array<const N: usize>(input: &mut impl Read) -> io::Result<[u8; N]> {
+    let mut bytes = [0; N];
+    input.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn version(credential: &Credential) -> Result<u8, TableError> {
     u8::try_from(credential.version).map_err(|_| TableError::LongStream(credential.uuid, credential.version))
 }
@@ -458,13 +574,56 @@ mod tests {
         assert_eq!(table.credential_count(), 2);
         assert_eq!(table.get(&first.uuid).unwrap().credential(), held.clone().into());
         assert_eq!(table.by_key(&first.key_hash).unwrap().credential(), held.clone().into());
-        let folded = table.get(&first.uuid).unwrap().for_fold();
+        let folded = table.get(&first.uuid).unwrap().for_fold().unwrap();
         assert_eq!(
             (folded.hold, folded.expires_at, folded.replaced_by, folded.version, folded.key_hash),
             (held.hold, held.expires_at, held.replaced_by, held.version, held.key_hash),
             "what apply decides by"
         );
         assert!(table.get(&Uuid::new_v4()).is_none());
+    }
+
+    #[test]
+    fn a_table_read_back_from_its_bytes_answers_as_the_table() {
+        let mut table = CredentialTable::default();
+        let (server, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut credentials = Vec::new();
+        for id in [3, 1, 7, 5, 2, 6, 4, 8] {
+            let server = if id == 8 { other } else { server };
+            let mut credential = credential(id, server, &format!("Crédential {id}"));
+            credential.hold = id % 3 == 0;
+            credential.credential_type = if id % 2 == 0 { CredentialType::Smtp } else { CredentialType::Api };
+            credential.expires_at =
+                (id % 4 == 1).then(|| DateTime::from_timestamp_micros(1_800_000_000_000_000 + id).unwrap());
+            credential.replaced_by = (id == 5).then(Uuid::new_v4);
+            credential.version = if id == 5 { 2 } else { 1 };
+            table.insert(&credential).unwrap();
+            credentials.push(credential);
+        }
+        let mut bytes = Vec::new();
+        table.write_to(&mut bytes).unwrap();
+        let read = CredentialTable::read_from(&mut bytes.as_slice()).unwrap();
+        for credential in &credentials {
+            let expected = ReplicaCredential::from(credential.clone());
+            assert_eq!(read.get(&credential.uuid).unwrap().credential(), expected);
+            assert_eq!(read.by_key(&credential.key_hash).unwrap().credential(), expected);
+            assert_eq!(read.get(&credential.uuid).unwrap().for_fold().unwrap().version, credential.version);
+        }
+        let page = |table: &CredentialTable, server| {
+            table.server_page(&server, None, 100).map(|e| e.credential()).collect::<Vec<_>>()
+        };
+        assert_eq!(page(&read, server), page(&table, server));
+        assert_eq!(page(&read, other), page(&table, other));
+        assert_eq!(read.entries().count(), 8);
+
+        for cut in [0, 1, 40, bytes.len() / 2, bytes.len() - 1] {
+            assert!(CredentialTable::read_from(&mut &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut doubled = table;
+        doubled.rows.push(doubled.rows[0]);
+        let mut bytes = Vec::new();
+        doubled.write_to(&mut bytes).unwrap();
+        assert!(CredentialTable::read_from(&mut bytes.as_slice()).is_err(), "a credential twice");
     }
 
     #[test]
