@@ -132,14 +132,11 @@ async fn load_state(store: &Store) -> Result<State, StoreError> {
 async fn state_from_snapshot(store: &Store, path: PathBuf) -> Option<State> {
     let started = Instant::now();
     let shown = path.display().to_string();
-    let read = tokio::task::spawn_blocking(move || snapshot::read(&path)).await;
+    let read =
+        tokio::task::spawn_blocking(move || snapshot::read(&path)).await.unwrap_or_else(|error| Err(error.into()));
     let snapshot = match read {
-        Ok(Ok(Some(snapshot))) => snapshot,
-        Ok(Ok(None)) => return None,
-        Ok(Err(error)) => {
-            tracing::warn!(path = %shown, error = %error, "the replica's snapshot cannot be read: loading the view");
-            return None;
-        }
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => return None,
         Err(error) => {
             tracing::warn!(path = %shown, error = %error, "the replica's snapshot cannot be read: loading the view");
             return None;
@@ -194,14 +191,18 @@ impl Replica {
     /// Loads the view as it stands, with the position it reflects.
     pub async fn load(store: Store) -> Result<Arc<Replica>, StoreError> {
         let state = load_state(&store).await?;
-        Ok(Arc::new(Replica {
+        Ok(Replica::with_state(store, state))
+    }
+
+    fn with_state(store: Store, state: State) -> Arc<Replica> {
+        Arc::new(Replica {
             store,
             state: RwLock::new(state),
             catching_up: tokio::sync::Mutex::new(()),
             head_reads: Arc::default(),
             consistent: AtomicBool::new(true),
             deadline_added: Notify::new(),
-        }))
+        })
     }
 
     /// Loads the replica from its snapshot file at `snapshot` if the log vouches for it (see
@@ -214,14 +215,7 @@ impl Replica {
         let Some(state) = from_snapshot else {
             return Replica::load(store).await;
         };
-        let replica = Arc::new(Replica {
-            store,
-            state: RwLock::new(state),
-            catching_up: tokio::sync::Mutex::new(()),
-            head_reads: Arc::default(),
-            consistent: AtomicBool::new(true),
-            deadline_added: Notify::new(),
-        });
+        let replica = Replica::with_state(store, state);
         let behind = replica.position();
         replica.sync(Instant::now()).await?;
         tracing::info!(events = replica.position() - behind, "the replica caught up with the log after its snapshot");
