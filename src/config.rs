@@ -23,8 +23,7 @@ use crate::webhooks::{
     DEFAULT_WEBHOOK_TIMEOUT,
 };
 
-/// The embedded ledger's file, in the data directory (the working directory by default).
-pub const DEFAULT_LEDGER_FILE: &str = "credential-ledger.db";
+pub use crate::startup::DEFAULT_LEDGER_FILE;
 /// With neither `DATABASE_URL` nor `DATA_DIR`: the embedded ledger in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://credential-ledger.db";
 

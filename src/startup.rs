@@ -70,6 +70,8 @@ pub const DEFAULT_MAX_LARGE_READS_PER_SERVER: usize = 2;
 pub const DEFAULT_MAX_CREDENTIALS_PER_SERVER: usize = 1_000_000;
 /// The default of `SHUTDOWN_TIMEOUT_MS`: the request timeout plus the query timeout, with room.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The embedded ledger's file, in the data directory (the working directory by default).
+pub const DEFAULT_LEDGER_FILE: &str = "credential-ledger.db";
 
 /// What `serve` runs with no flags: in-process webhook delivery (no broker, so no relay).
 impl Default for Settings {
@@ -93,7 +95,7 @@ impl Default for Settings {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             relay_auth: None,
             // Beside the embedded ledger that `serve` opens with no flags.
-            replica_snapshot: Some(format!("{}.replica", crate::config::DEFAULT_LEDGER_FILE).into()),
+            replica_snapshot: Some(format!("{DEFAULT_LEDGER_FILE}.replica").into()),
         }
     }
 }
