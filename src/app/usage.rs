@@ -1,7 +1,9 @@
 //! `last_used_at`: successful authentications are coalesced in memory and flushed in batches,
 //! so authenticating costs no database write.
 
-use std::collections::HashMap;
+// foldhash, not SipHash: `list` looks up every listed credential here, and the keys are uuids
+// this service made, not a client's choice.
+use hashbrown::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,6 +37,16 @@ impl UsageRecorder {
         let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner).get(&credential_uuid).copied();
         let known = self.known.lock().unwrap_or_else(PoisonError::into_inner).get(&credential_uuid).copied();
         pending.max(known)
+    }
+
+    /// The newest use of each credential, in order: a page of a list, under each map's lock once.
+    pub fn last_used_each(&self, credential_uuids: impl Iterator<Item = Uuid>) -> Vec<Option<DateTime<Utc>>> {
+        let mut newest: Vec<(Uuid, Option<DateTime<Utc>>)> = {
+            let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            credential_uuids.map(|uuid| (uuid, pending.get(&uuid).copied())).collect()
+        };
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        newest.iter_mut().map(|(uuid, pending)| (*pending).max(known.get(uuid).copied())).collect()
     }
 
     /// Reads uses recorded since `since` (by any instance) into what is known here.

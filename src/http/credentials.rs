@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::error::{CommonErrors, ErrorEnvelope};
 use super::extract::{JsonBody, RequestContext};
 use super::large_reads::{LargeRead, LARGE_LIST};
+use super::list_json;
 use super::AppState;
 use crate::app::replica::ReplicaCredential;
 use crate::audit::Replay;
@@ -109,20 +110,20 @@ pub struct ListedCredential<'a> {
     replaced_by: Option<Uuid>,
 }
 
-/// About what one listed credential takes in JSON, to size the answer's buffer.
-const LISTED_CREDENTIAL_BYTES: usize = 148;
-
+// Answers are written by `list_json`, which its tests hold to this shape byte for byte; this
+// type declares the shape to the document and to those tests.
+#[cfg(test)]
 impl<'a> ListedCredential<'a> {
     /// The credential as it stands at instant `at`: past its deadline it is held, whether or
     /// not the deadline's lock has been appended yet, as authentication sees it.
-    fn new(credential: &'a ReplicaCredential, last_used_at: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Self {
+    pub(super) fn new(credential: &'a ReplicaCredential, last_used_at: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Self {
         ListedCredential {
             id: credential.id,
             uuid: credential.uuid,
             name: credential.name.as_str(),
             credential_type: credential.credential_type.as_str(),
             hold: credential.held_at(at),
-            last_used_at: last_used_at.map(rfc3339),
+            last_used_at: last_used_at.map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true)),
             expires_at: credential.expires_at.map(deadline_text),
             replaced_by: credential.replaced_by,
         }
@@ -198,7 +199,7 @@ pub async fn list(
         let share = app.large_reads.begin(caller.server_uuid).ok_or(ApiError::ServerBusy)?;
         let mut credentials = credentials_as_of(&app, caller, as_of).await?.into_iter().map(ReplicaCredential::from);
         let pages = move || credentials.by_ref().take(STREAMED_CHUNK).collect();
-        return Ok(streamed_list(pages, |_| None, as_of, share));
+        return Ok(streamed_list(pages, |page| vec![None; page.len()], as_of, share));
     }
     // After the read barrier, like authentication: the list agrees with it at every instant.
     let now = Utc::now();
@@ -215,13 +216,16 @@ pub async fn list(
             after = page.last().map(|credential| credential.id).or(after);
             page
         };
-        return Ok(streamed_list(pages, move |uuid| usage.usage.last_used(uuid), now, share));
+        let last_used = move |page: &[ReplicaCredential]| usage.usage.last_used_each(page.iter().map(|credential| credential.uuid));
+        return Ok(streamed_list(pages, last_used, now, share));
     }
     let credentials = app.replica.list(caller.server_uuid);
-    let listed = credentials
-        .iter()
-        .map(|credential| ListedCredential::new(credential, app.usage.last_used(credential.uuid), now));
-    Ok(Success(SerializeOnce::new(listed)).render(64 + credentials.len() * LISTED_CREDENTIAL_BYTES))
+    let last_used = app.usage.last_used_each(credentials.iter().map(|credential| credential.uuid));
+    let mut body = Vec::with_capacity(list_json::OPENING.len() + credentials.len() * list_json::CREDENTIAL_BYTES + 2);
+    body.extend_from_slice(list_json::OPENING);
+    list_json::write_page(&mut body, &credentials, &last_used, now, false);
+    body.extend_from_slice(list_json::CLOSING);
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 /// Credentials per chunk of a streamed answer.
@@ -241,37 +245,28 @@ enum Streamed {
 /// share is held until the last chunk is sent (or the client leaves).
 fn streamed_list(
     mut next_page: impl FnMut() -> Vec<ReplicaCredential> + Send + 'static,
-    last_used: impl Fn(Uuid) -> Option<DateTime<Utc>> + Send + 'static,
+    last_used: impl Fn(&[ReplicaCredential]) -> Vec<Option<DateTime<Utc>>> + Send + 'static,
     at: DateTime<Utc>,
     share: LargeRead,
 ) -> Response {
     let chunks = futures::stream::unfold(Streamed::Opening, move |state| {
         let chunk = (state != Streamed::Closed).then(|| {
             let page = next_page();
-            let mut body = Vec::with_capacity(page.len() * LISTED_CREDENTIAL_BYTES + 64);
+            let mut body = Vec::with_capacity(page.len() * list_json::CREDENTIAL_BYTES + list_json::OPENING.len());
             if state == Streamed::Opening {
-                body.extend_from_slice(br#"{"status":"success","data":["#);
+                body.extend_from_slice(list_json::OPENING);
             }
-            for (index, credential) in page.iter().enumerate() {
-                if state == Streamed::AfterFirst || index > 0 {
-                    body.push(b',');
-                }
-                serde_json::to_writer(&mut body, &ListedCredential::new(credential, last_used(credential.uuid), at))?;
-            }
+            list_json::write_page(&mut body, &page, &last_used(&page), at, state == Streamed::AfterFirst);
             let next = if page.is_empty() {
-                body.extend_from_slice(b"]}");
+                body.extend_from_slice(list_json::CLOSING);
                 Streamed::Closed
             } else {
                 Streamed::AfterFirst
             };
-            Ok::<_, serde_json::Error>((axum::body::Bytes::from(body), next))
+            (axum::body::Bytes::from(body), next)
         });
         let _held = &share;
-        let item = match chunk {
-            None => None,
-            Some(Ok((body, next))) => Some((Ok::<_, std::io::Error>(body), next)),
-            Some(Err(error)) => Some((Err(std::io::Error::other(error)), Streamed::Closed)),
-        };
+        let item = chunk.map(|(body, next)| (Ok::<_, std::io::Error>(body), next));
         async move {
             // A client that reads as fast as we write would otherwise keep this worker thread
             // for the whole answer: other servers' requests get their turn between chunks.
@@ -296,22 +291,6 @@ async fn credentials_as_of(app: &AppState, caller: Caller, as_of: DateTime<Utc>)
     let mut replay = Replay::new(None, None);
     app.store.fold_server_events_until(caller.server_uuid, as_of, |event| Ok(replay.push(&event)?)).await?;
     Ok(replay.finish())
-}
-
-/// An iterator serialised as a JSON array, without collecting it first.
-struct SerializeOnce<I>(std::cell::Cell<Option<I>>);
-
-impl<I> SerializeOnce<I> {
-    fn new(items: I) -> Self {
-        SerializeOnce(std::cell::Cell::new(Some(items)))
-    }
-}
-
-impl<I: Iterator<Item = T>, T: Serialize> Serialize for SerializeOnce<I> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let items = self.0.take().ok_or_else(|| serde::ser::Error::custom("an iterator serialises only once"))?;
-        serializer.collect_seq(items)
-    }
 }
 
 /// Create a new credential.
@@ -470,6 +449,3 @@ fn record_credential(credential: &Credential) {
     tracing::Span::current().record("credential_uuid", tracing::field::display(credential.uuid));
 }
 
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}

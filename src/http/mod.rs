@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod guard;
 mod large_reads;
+mod list_json;
 mod openapi;
 mod ops;
 mod relay_auth;
@@ -113,14 +114,17 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/console/app.css", get(console::styles))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(limits.request_timeout, abandon_slow_requests))
+        // One `layer` call per stack, outermost first: `Router::layer` boxes each route once per
+        // call, and a boxed route is cloned whole for every request, so ten calls cost dozens of
+        // allocations a request where one costs two (issue 18's profile).
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::Overloaded }))
                 .load_shed()
                 // Global: `Router::layer` wraps each route, and the cap is for all of them.
-                .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent_requests)),
+                .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent_requests))
+                .layer(middleware::from_fn_with_state(limits.request_timeout, abandon_slow_requests))
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
         );
     // Outside the concurrency cap: an instance at capacity is alive and says so, rather than
     // being restarted by its orchestrator for being busy.
@@ -130,42 +134,45 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics));
     api.merge(probes)
-        .layer(middleware::from_fn(refuse_declared_oversized_bodies))
-        .layer(middleware::from_fn(record_metrics))
-        .layer(middleware::from_fn(echo_request_id))
         .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let request_id = request
-                        .headers()
-                        .get(REQUEST_ID_HEADER)
-                        .and_then(|value| value.to_str().ok())
-                        .map(redact_keys)
-                        .unwrap_or_default();
-                    // The peer's address; behind a proxy, the proxy's.
-                    let client = request
-                        .extensions()
-                        .get::<ConnectInfo<std::net::SocketAddr>>()
-                        .map(|info| info.0.ip().to_string())
-                        .unwrap_or_default();
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        client = %client,
-                        // A client may put a key anywhere, the path included.
-                        path = %redact_keys(request.uri().path()),
-                        request_id = %request_id,
-                        caller = tracing::field::Empty,
-                        credential_uuid = tracing::field::Empty,
-                    )
-                })
-                .on_request(())
-                .on_response(log_response)
-                // `log_response` has said it, at its level, with its cause.
-                .on_failure(()),
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        // The fields are computed only when the span is recorded (its level is on).
+                        .make_span_with(|request: &Request| {
+                            tracing::info_span!(
+                                "request",
+                                method = %request.method(),
+                                // The peer's address; behind a proxy, the proxy's.
+                                client = %OrEmpty(request.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|info| info.0.ip())),
+                                // A client may put a key anywhere, the path included.
+                                path = %redact_keys(request.uri().path()),
+                                request_id = %OrEmpty(request.headers().get(REQUEST_ID_HEADER).and_then(|value| value.to_str().ok()).map(redact_keys)),
+                                caller = tracing::field::Empty,
+                                credential_uuid = tracing::field::Empty,
+                            )
+                        })
+                        .on_request(())
+                        .on_response(log_response)
+                        // `log_response` has said it, at its level, with its cause.
+                        .on_failure(()),
+                )
+                .layer(middleware::from_fn(every_request)),
         )
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// A value shown as itself, or as nothing when there is none.
+struct OrEmpty<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrEmpty<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The one line a request logs: its status, its latency as a number of milliseconds (which log
@@ -195,12 +202,24 @@ fn log_response_at(response: &Response, latency: Duration, quiet: bool) {
     }
 }
 
+/// What every request goes through, in one layer (each `from_fn` layer is a boxed future and a
+/// clone of the stack beneath it, per request): a body declared too large is refused, the
+/// answer is counted, and the request's id is echoed.
+async fn every_request(request: Request, next: Next) -> Response {
+    let id = request.headers().get(REQUEST_ID_HEADER).cloned();
+    let counted = Counted::new(&request);
+    let response = match refuse_declared_oversized_body(&request) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    };
+    counted.finish(&response);
+    echo_request_id(id, response)
+}
+
 /// Answers with the request's id (its own, or the one made for it), as tower-http's
 /// `PropagateRequestIdLayer` would, but with anything shaped like a key redacted: a proxy that
 /// logs response headers must not log a key a client pasted into the wrong header.
-async fn echo_request_id(request: Request, next: Next) -> Response {
-    let id = request.headers().get(REQUEST_ID_HEADER).cloned();
-    let mut response = next.run(request).await;
+fn echo_request_id(id: Option<HeaderValue>, mut response: Response) -> Response {
     let echoed = id.and_then(|id| match id.to_str() {
         // Redacting visible ASCII leaves visible ASCII: the value is always valid.
         Ok(text) if text.contains(KEY_PREFIX) => HeaderValue::from_str(&redact_keys(text)).ok(),
@@ -217,7 +236,7 @@ async fn echo_request_id(request: Request, next: Next) -> Response {
 
 /// A body declared larger than the limit gets 413 before anything else, authentication
 /// included: waiting for a terabyte that never comes would end in a timeout instead.
-async fn refuse_declared_oversized_bodies(request: Request, next: Next) -> Response {
+fn refuse_declared_oversized_body(request: &Request) -> Option<Response> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -225,9 +244,9 @@ async fn refuse_declared_oversized_bodies(request: Request, next: Next) -> Respo
         .and_then(|value| value.trim().parse::<u64>().ok());
     match declared {
         Some(length) if length > MAX_BODY_BYTES as u64 => {
-            ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES }.into_response()
+            Some(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES }.into_response())
         }
-        _ => next.run(request).await,
+        _ => None,
     }
 }
 
@@ -242,25 +261,45 @@ async fn abandon_slow_requests(
     }
 }
 
-async fn record_metrics(request: Request, next: Next) -> Response {
-    // The route template, not the path: a path can be anything a client sends.
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_owned();
-    // Any client may send any method: only the standard ones get a series of their own, so that
-    // invented methods cannot grow the registry without bound.
-    let method = match *request.method() {
-        Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH | Method::HEAD | Method::OPTIONS => {
-            request.method().as_str()
-        }
-        _ => "other",
+/// A request on its way, to be counted by route, method and status when it is answered.
+struct Counted {
+    route: String,
+    method: &'static str,
+    started: Instant,
+}
+
+impl Counted {
+    fn new(request: &Request) -> Self {
+        // The route template, not the path: a path can be anything a client sends.
+        let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_owned();
+        // Any client may send any method: only the standard ones get a series of their own, so
+        // that invented methods cannot grow the registry without bound.
+        let method = match *request.method() {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::DELETE => "DELETE",
+            Method::PATCH => "PATCH",
+            Method::HEAD => "HEAD",
+            Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
+        Counted { route, method, started: Instant::now() }
     }
-    .to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let metrics = metrics();
-    metrics
-        .http_request_duration
-        .get_or_create(&RouteLabels { route: route.clone() })
-        .observe(started.elapsed().as_secs_f64());
-    metrics.http_requests.get_or_create(&RequestLabels { route, method, status: response.status().as_u16() }).inc();
-    response
+
+    fn finish(self, response: &Response) {
+        let metrics = metrics();
+        metrics
+            .http_request_duration
+            .get_or_create(&RouteLabels { route: self.route.clone() })
+            .observe(self.started.elapsed().as_secs_f64());
+        metrics
+            .http_requests
+            .get_or_create(&RequestLabels {
+                route: self.route,
+                method: self.method.to_owned(),
+                status: response.status().as_u16(),
+            })
+            .inc();
+    }
 }

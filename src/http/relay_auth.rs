@@ -93,22 +93,26 @@ pub fn relay_router(app: AppState, checks: RelayAuth) -> Router {
         .route("/v1/credentials/verify", post(verify))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), require_relay_secret))
+        // One stack, outermost first: see `router`.
         .layer(
-            // The path only: a key travels in headers and bodies here, never in the span.
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    tracing::info_span!(
-                        "relay_check",
-                        method = %request.method(),
-                        path = %super::redact_keys(request.uri().path()),
-                        caller = tracing::field::Empty,
-                    )
-                })
-                .on_request(())
-                .on_response(super::log_relay_response)
-                .on_failure(()),
+            tower::ServiceBuilder::new()
+                .layer(
+                    // The path only: a key travels in headers and bodies here, never in the span.
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request| {
+                            tracing::info_span!(
+                                "relay_check",
+                                method = %request.method(),
+                                path = %super::redact_keys(request.uri().path()),
+                                caller = tracing::field::Empty,
+                            )
+                        })
+                        .on_request(())
+                        .on_response(super::log_relay_response)
+                        .on_failure(()),
+                )
+                .layer(middleware::from_fn_with_state(state.clone(), require_relay_secret))
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES)),
         )
         .with_state(state)
 }

@@ -39,6 +39,7 @@ mod usage;
 mod view;
 mod webhooks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
@@ -77,11 +78,14 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> 
 pub struct PgStore {
     pool: PgPool,
     query_timeout: Duration,
+    /// The read barrier's connection (see `head_position`), opened at its first read and again
+    /// after a failure.
+    head_reader: Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
 }
 
 impl PgStore {
     pub fn new(pool: PgPool) -> Self {
-        PgStore { pool, query_timeout: DEFAULT_QUERY_TIMEOUT }
+        PgStore { pool, query_timeout: DEFAULT_QUERY_TIMEOUT, head_reader: Arc::default() }
     }
 
     pub fn with_query_timeout(self, query_timeout: Duration) -> Self {

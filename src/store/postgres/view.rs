@@ -2,6 +2,7 @@
 //! head it keeps up with.
 
 use futures::TryStreamExt;
+use sqlx::{ConnectOptions, PgConnection};
 
 use super::{PgStore, StoreError};
 use crate::domain::{Credential, StoredEvent};
@@ -43,13 +44,43 @@ impl PgStore {
         Ok(position)
     }
 
-    /// The read barrier's query: bounded, since every authenticated request waits for one.
+    /// The read barrier's query: bounded, since every authenticated request waits for one. It
+    /// runs on a connection of its own, outside the pool: the pool tests a connection with a
+    /// round trip when it lends it and again when it takes it back, which made each head read
+    /// three round trips instead of one (issue 18's profile). Head reads run one at a time.
     pub async fn head_position(&self) -> Result<i64, StoreError> {
-        let mut connection = self.acquire_timed().await?;
-        let read =
-            async { Ok(sqlx::query_scalar!("SELECT position FROM chain_head").fetch_one(&mut *connection).await?) };
-        let outcome = tokio::time::timeout(self.query_timeout, read).await;
-        self.settle(connection, outcome)
+        let mut reader = self.head_reader.lock().await;
+        let kept = reader.is_some();
+        match self.read_head(&mut reader).await {
+            // The server may have closed a kept connection since its last read (a restart):
+            // that says nothing of now, so once more on a fresh one. A timeout is not retried:
+            // the next request's read tries again.
+            Err(StoreError::Database(_)) if kept => self.read_head(&mut reader).await,
+            outcome => outcome,
+        }
+    }
+
+    async fn read_head(&self, reader: &mut Option<PgConnection>) -> Result<i64, StoreError> {
+        let read = async {
+            let connection = match reader {
+                Some(connection) => connection,
+                None => reader.insert(self.pool.connect_options().connect().await?),
+            };
+            Ok(sqlx::query_scalar!("SELECT position FROM chain_head").fetch_one(connection).await?)
+        };
+        match tokio::time::timeout(self.query_timeout, read).await {
+            Ok(Ok(position)) => Ok(position),
+            Ok(Err(error)) => {
+                *reader = None;
+                Err(error)
+            }
+            Err(_) => {
+                // It may be dead without knowing it (a network that drops packets silently).
+                *reader = None;
+                crate::metrics::metrics().database_timeouts.inc();
+                Err(StoreError::TimedOut(self.query_timeout))
+            }
+        }
     }
 
     /// Up to `limit` events after `position`, in log order.
