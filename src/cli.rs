@@ -95,6 +95,7 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     let relay = Relay::new(postgres.pool().clone(), args.relay.settings(bus));
     let handle = RelayHandle { exchange, status: relay.status() };
     let ops = serve_ops(&args.ops, role_router("relay", store.clone(), Some(handle), OPS_TIMEOUT), &stop).await?;
+    tokio::spawn(crate::metrics::probe_wake_delay(stop.clone()));
     let relay = tokio::spawn(relay.run(stop.clone()));
     shutdown_signal().await;
     stop.cancel();

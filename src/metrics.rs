@@ -33,6 +33,11 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -63,6 +68,8 @@ pub struct Metrics {
     pub broker_connected: Gauge,
     pub database_acquire_wait: Histogram,
     pub relay_delay: Histogram,
+    pub relay_stage: HistogramFamily<StageLabels>,
+    pub runtime_wake_delay: Histogram,
     pub webhook_attempt_duration: Histogram,
 }
 
@@ -160,7 +167,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let database_acquire_wait = latency_histogram();
     registry.register(
         "database_acquire_wait_seconds",
-        "Time the writer and the read barrier waited for a PostgreSQL connection from the pool",
+        "Time the writer waited for a PostgreSQL connection from the pool",
         database_acquire_wait.clone(),
     );
     let relay_delay = latency_histogram();
@@ -168,6 +175,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "relay_delay_seconds",
         "From an event's commit (its recorded_at) to the broker's confirm, for each batch's oldest event",
         relay_delay.clone(),
+    );
+    let relay_stage = HistogramFamily::<StageLabels>::new_with_constructor(latency_histogram);
+    registry.register(
+        "relay_stage_seconds",
+        "Each relay batch by stage: recorded_to_read (its newest event's recorded_at to the relay holding the batch), publish (handing it to the broker client), confirm (from then to the broker's confirm of all of it)",
+        relay_stage.clone(),
+    );
+    let runtime_wake_delay = latency_histogram();
+    registry.register(
+        "runtime_wake_delay_seconds",
+        "How late a task woken by its timer is polled (a probe sleeping 10 ms at a time): how long ready tasks wait for a worker thread, plus the timer's 1 ms grain",
+        runtime_wake_delay.clone(),
     );
     let webhook_attempt_duration = latency_histogram();
     registry.register(
@@ -179,6 +198,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         registry,
         database_acquire_wait,
         relay_delay,
+        relay_stage,
+        runtime_wake_delay,
         webhook_attempt_duration,
         database_connections,
         database_connections_idle,
@@ -205,6 +226,19 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
 
 pub fn metrics() -> &'static Metrics {
     &METRICS
+}
+
+/// Measures `runtime_wake_delay_seconds` on the runtime it runs on, until `stop`.
+pub async fn probe_wake_delay(stop: tokio_util::sync::CancellationToken) {
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(10);
+    loop {
+        let due = tokio::time::Instant::now() + PERIOD;
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => {}
+            () = stop.cancelled() => return,
+        }
+        metrics().runtime_wake_delay.observe(due.elapsed().as_secs_f64());
+    }
 }
 
 /// The two text formats `/metrics` speaks: Prometheus asks for OpenMetrics in its `Accept`

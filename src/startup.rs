@@ -152,6 +152,7 @@ impl Application {
         let stop_flusher = CancellationToken::new();
         let flusher = usage.spawn_flusher(store.clone(), settings.usage_flush_interval, stop_flusher.clone());
         let stop_background = CancellationToken::new();
+        tokio::spawn(crate::metrics::probe_wake_delay(stop_background.clone()));
         let (relay, relay_handle) = match settings.relay {
             Some(relay_settings) => {
                 let exchange = relay_settings.bus.exchange.clone();

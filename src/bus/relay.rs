@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::{declare_work_queue, encode, BusError, BusSettings};
+use crate::metrics::StageLabels;
 use crate::store::{
     events_after, open_relay_session, relay_checkpoint, save_relay_checkpoint, try_lead_relay, StoreError,
     EVENTS_CHANNEL,
@@ -212,8 +213,12 @@ impl Relay {
             if more && !stopping && in_flight.len() < MAX_BATCHES_IN_FLIGHT {
                 let events = events_after(&mut leader, published, self.settings.batch_size).await?;
                 more = events.len() as i64 == self.settings.batch_size;
-                if let (Some(first), Some(last)) = (events.first(), events.last().map(|event| event.position)) {
-                    let oldest = first.recorded_at;
+                if let (Some(first), Some(newest)) = (events.first(), events.last()) {
+                    let (oldest, last) = (first.recorded_at, newest.position);
+                    let stages = &crate::metrics::metrics().relay_stage;
+                    let held = (chrono::Utc::now() - newest.recorded_at).to_std().unwrap_or_default();
+                    stages.get_or_create(&StageLabels { stage: "recorded_to_read" }).observe(held.as_secs_f64());
+                    let publishing = std::time::Instant::now();
                     let mut confirms = Vec::with_capacity(events.len());
                     for event in &events {
                         let message = encode(event);
@@ -228,10 +233,12 @@ impl Relay {
                             .await?;
                         confirms.push((event.position, confirm));
                     }
+                    stages.get_or_create(&StageLabels { stage: "publish" }).observe(publishing.elapsed().as_secs_f64());
                     in_flight.push_back(InFlight {
                         last,
                         count: events.len() as u64,
                         oldest,
+                        published: std::time::Instant::now(),
                         confirmed: confirmed(confirms),
                     });
                     published = last;
@@ -245,6 +252,10 @@ impl Relay {
                     if let Some(batch) = in_flight.pop_front() {
                         let delay = (chrono::Utc::now() - batch.oldest).to_std().unwrap_or_default();
                         crate::metrics::metrics().relay_delay.observe(delay.as_secs_f64());
+                        crate::metrics::metrics()
+                            .relay_stage
+                            .get_or_create(&StageLabels { stage: "confirm" })
+                            .observe(batch.published.elapsed().as_secs_f64());
                         save_relay_checkpoint(&mut leader, exchange, batch.last).await?;
                         checkpoint = batch.last;
                     }
@@ -278,6 +289,8 @@ struct InFlight {
     count: u64,
     /// When the batch's first event committed: its delay to the confirm is the batch's worst.
     oldest: chrono::DateTime<chrono::Utc>,
+    /// When the broker client had all of it.
+    published: std::time::Instant,
     confirmed: BoxFuture<'static, Result<(), RelayError>>,
 }
 

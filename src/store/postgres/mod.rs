@@ -96,7 +96,7 @@ impl PgStore {
         &self.pool
     }
 
-    /// A connection for the writer or the read barrier, its wait recorded: a pool too small for
+    /// A connection for the writer, its wait recorded: a pool too small for
     /// the load shows there first.
     async fn acquire_timed(&self) -> Result<PoolConnection<Postgres>, StoreError> {
         let asked = std::time::Instant::now();
