@@ -17,12 +17,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from run import DATABASE as BENCH_DATABASE
-from run import (CONNECTIONS, EXCHANGE, OUT, PG, RELEASE, ROOT, SERVICE_PORT, THREADS, Process,
-                 pgbench_ceiling, psql, run, wait_http, wrk_figures)
+from run import (CONNECTIONS, OUT, RELEASE, ROOT, SERVICE_PORT, THREADS, Process,
+                 fresh_ledger, pgbench_ceiling, psql, run, service_env, wait_http, wrk_figures)
 
 DATABASE = "credential_ledger_bench_create"
 VHOST = "credential-ledger-bench-create"
@@ -53,11 +52,7 @@ def cpu_by_process(service_pid: int) -> dict:
 
 
 def measure(variant: str, binary: str, tool: str, env: dict) -> dict:
-    run("psql", f"{PG}/postgres", "-qc", f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    run("rabbitmqctl", "-q", "delete_vhost", VHOST, check=False)
-    run("rabbitmqctl", "-q", "add_vhost", VHOST)
-    run("rabbitmqctl", "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
-    run(binary, "migrate", env=env)
+    fresh_ledger(DATABASE, VHOST, binary, env)
     if variant == "fewer indexes":
         psql(DATABASE, "DROP INDEX events_by_server; DROP INDEX credentials_by_server; "
                        "ALTER TABLE events DROP CONSTRAINT events_event_id_key;")
@@ -84,14 +79,7 @@ def measure(variant: str, binary: str, tool: str, env: dict) -> dict:
 
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
-    env = dict(
-        os.environ,
-        DATABASE_URL=f"{PG}/{DATABASE}",
-        LISTEN_ADDR=f"127.0.0.1:{SERVICE_PORT}",
-        AMQP_URL=f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
-        AMQP_EXCHANGE=EXCHANGE,
-        RUST_LOG="warn",
-    )
+    env = service_env(DATABASE, VHOST)
     binary = str(RELEASE / "credential-ledger")
     tool = str(RELEASE / "examples" / "bench_tool")
     # The ceiling's tables live in the suite's database.

@@ -16,8 +16,8 @@ import sys
 import time
 import urllib.request
 
-from run import (CONNECTIONS, EXCHANGE, OUT, PG, RELEASE, ROOT, SERVICE_PORT, THREADS, Process, psql, run,
-                 wait_http)
+from run import (CONNECTIONS, EXCHANGE, OUT, RELEASE, ROOT, SERVICE_PORT, THREADS, Process, fresh_ledger, psql, run,
+                 service_env, wait_http)
 
 DATABASE = "credential_ledger_bench_lag"
 VHOST = "credential-ledger-bench-lag"
@@ -52,11 +52,7 @@ def quantiles(before: dict, after: dict, key: str) -> dict:
 
 
 def measure(own_relay: bool, binary: str, tool: str, env: dict) -> dict:
-    run("psql", f"{PG}/postgres", "-qc", f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    run("rabbitmqctl", "-q", "delete_vhost", VHOST, check=False)
-    run("rabbitmqctl", "-q", "add_vhost", VHOST)
-    run("rabbitmqctl", "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
-    run(binary, "migrate", env=env)
+    fresh_ledger(DATABASE, VHOST, binary, env)
     small = json.loads(run(tool, "seed", env["DATABASE_URL"], "Small", "10", env=env))
     writes = json.loads(run(tool, "seed", env["DATABASE_URL"], "Writes", "1", env=env))
     processes = [Process([binary, "serve"] + (["--no-relay"] if own_relay else []), env, "service-lag.log")]
@@ -97,15 +93,7 @@ def measure(own_relay: bool, binary: str, tool: str, env: dict) -> dict:
 
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
-    env = dict(
-        os.environ,
-        DATABASE_URL=f"{PG}/{DATABASE}",
-        LISTEN_ADDR=f"127.0.0.1:{SERVICE_PORT}",
-        AMQP_URL=f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
-        AMQP_EXCHANGE=EXCHANGE,
-        WEBHOOK_ALLOW_PRIVATE="true",
-        RUST_LOG="warn",
-    )
+    env = service_env(DATABASE, VHOST, WEBHOOK_ALLOW_PRIVATE="true")
     binary = str(RELEASE / "credential-ledger")
     tool = str(RELEASE / "examples" / "bench_tool")
     results = {}

@@ -42,6 +42,28 @@ def psql(database: str, sql: str) -> str:
     return run("psql", f"{PG}/{database}", "-qtAc", sql)
 
 
+def fresh_ledger(database: str, vhost: str, binary: str, env: dict) -> None:
+    """An empty, migrated database and an empty RabbitMQ vhost of these names."""
+    run("psql", f"{PG}/postgres", "-qc", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    run("rabbitmqctl", "-q", "delete_vhost", vhost, check=False)
+    run("rabbitmqctl", "-q", "add_vhost", vhost)
+    run("rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    run(binary, "migrate", env=env)
+
+
+def service_env(database: str, vhost: str, **settings: str) -> dict:
+    """The service's environment on that database and vhost, on the suite's port, quiet."""
+    return dict(
+        os.environ,
+        DATABASE_URL=f"{PG}/{database}",
+        LISTEN_ADDR=f"127.0.0.1:{SERVICE_PORT}",
+        AMQP_URL=f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+        AMQP_EXCHANGE=EXCHANGE,
+        RUST_LOG="warn",
+        **settings,
+    )
+
+
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

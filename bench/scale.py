@@ -19,7 +19,6 @@ both: the replica is what is measured).
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (CEILING_PORT, OUT, PG, RELEASE, ROOT, Process, psql, run, wait_http, wrk, wrk_figures)  # noqa: E402
+from run import (CEILING_PORT, OUT, PG, RELEASE, Process, psql, run, wait_http, wrk)  # noqa: E402
 
 BACKEND = os.environ.get("BENCH_BACKEND", "postgres")
 SIZES = [int(size) for size in os.environ.get("BENCH_SCALE_SIZES", "100000,1000000,10000000").split(",")]
