@@ -116,7 +116,11 @@ pub struct ListedCredential<'a> {
 impl<'a> ListedCredential<'a> {
     /// The credential as it stands at instant `at`: past its deadline it is held, whether or
     /// not the deadline's lock has been appended yet, as authentication sees it.
-    pub(super) fn new(credential: &'a ReplicaCredential, last_used_at: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Self {
+    pub(super) fn new(
+        credential: &'a ReplicaCredential,
+        last_used_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    ) -> Self {
         ListedCredential {
             id: credential.id,
             uuid: credential.uuid,
@@ -216,7 +220,8 @@ pub async fn list(
             after = page.last().map(|credential| credential.id).or(after);
             page
         };
-        let last_used = move |page: &[ReplicaCredential]| usage.usage.last_used_each(page.iter().map(|credential| credential.uuid));
+        let last_used =
+            move |page: &[ReplicaCredential]| usage.usage.last_used_each(page.iter().map(|credential| credential.uuid));
         return Ok(streamed_list(pages, last_used, now, share));
     }
     let credentials = app.replica.list(caller.server_uuid);
@@ -448,4 +453,3 @@ fn unexpected_outcome() -> ApiError {
 fn record_credential(credential: &Credential) {
     tracing::Span::current().record("credential_uuid", tracing::field::display(credential.uuid));
 }
-
