@@ -32,21 +32,19 @@ impl UsageRecorder {
         *slot = (*slot).max(at);
     }
 
-    /// The newest use of a credential known here: unflushed, or read from the usage table.
-    pub fn last_used(&self, credential_uuid: Uuid) -> Option<DateTime<Utc>> {
-        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner).get(&credential_uuid).copied();
-        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner).get(&credential_uuid).copied();
-        pending.max(known)
-    }
-
-    /// The newest use of each credential, in order: a page of a list, under each map's lock once.
-    pub fn last_used_each(&self, credential_uuids: impl Iterator<Item = Uuid>) -> Vec<Option<DateTime<Utc>>> {
-        let mut newest: Vec<(Uuid, Option<DateTime<Utc>>)> = {
+    /// The newest use of each credential known here (unflushed, or read from the usage table), in
+    /// order: a page of a list, under each map's lock once.
+    pub fn last_used_each(&self, credential_uuids: impl Iterator<Item = Uuid> + Clone) -> Vec<Option<DateTime<Utc>>> {
+        let pending: Vec<_> = {
             let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            credential_uuids.map(|uuid| (uuid, pending.get(&uuid).copied())).collect()
+            credential_uuids.clone().map(|uuid| pending.get(&uuid).copied()).collect()
         };
         let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        newest.iter_mut().map(|(uuid, pending)| (*pending).max(known.get(uuid).copied())).collect()
+        pending
+            .into_iter()
+            .zip(credential_uuids)
+            .map(|(pending, uuid)| pending.max(known.get(&uuid).copied()))
+            .collect()
     }
 
     /// Reads uses recorded since `since` (by any instance) into what is known here.
@@ -136,10 +134,10 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!flushing.is_finished(), "the flush waits for the writer");
-        assert_eq!(usage.last_used(uuid), Some(at));
+        assert_eq!(usage.last_used_each([uuid].into_iter()), [Some(at)]);
         drop(held);
         flushing.await.unwrap();
-        assert_eq!(usage.last_used(uuid), Some(at));
+        assert_eq!(usage.last_used_each([uuid].into_iter()), [Some(at)]);
         assert_eq!(store.usage_since(DateTime::UNIX_EPOCH).await.unwrap().len(), 1, "and it is written");
     }
 }

@@ -233,12 +233,15 @@ impl Relay {
                             .await?;
                         confirms.push((event.position, confirm));
                     }
-                    stages.get_or_create(&StageLabels { stage: "publish" }).observe(publishing.elapsed().as_secs_f64());
+                    let published_at = std::time::Instant::now();
+                    stages
+                        .get_or_create(&StageLabels { stage: "publish" })
+                        .observe((published_at - publishing).as_secs_f64());
                     in_flight.push_back(InFlight {
                         last,
                         count: events.len() as u64,
                         oldest,
-                        published: std::time::Instant::now(),
+                        published: published_at,
                         confirmed: confirmed(confirms),
                     });
                     published = last;

@@ -226,10 +226,7 @@ pub async fn list(
     }
     let credentials = app.replica.list(caller.server_uuid);
     let last_used = app.usage.last_used_each(credentials.iter().map(|credential| credential.uuid));
-    let mut body = Vec::with_capacity(list_json::OPENING.len() + credentials.len() * list_json::CREDENTIAL_BYTES + 2);
-    body.extend_from_slice(list_json::OPENING);
-    list_json::write_page(&mut body, &credentials, &last_used, now, false);
-    body.extend_from_slice(list_json::CLOSING);
+    let body = list_json::answer(&credentials, &last_used, now);
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 

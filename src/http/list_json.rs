@@ -15,6 +15,15 @@ pub const CLOSING: &[u8] = b"]}";
 /// About what one listed credential takes, to size the answer's buffer.
 pub const CREDENTIAL_BYTES: usize = 148;
 
+/// The whole answer for `credentials`, as [`write_page`] writes them.
+pub fn answer(credentials: &[ReplicaCredential], last_used: &[Option<DateTime<Utc>>], at: DateTime<Utc>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(OPENING.len() + credentials.len() * CREDENTIAL_BYTES + CLOSING.len());
+    body.extend_from_slice(OPENING);
+    write_page(&mut body, credentials, last_used, at, false);
+    body.extend_from_slice(CLOSING);
+    body
+}
+
 /// Writes `page` as members of the answer's array, each as it stands at `at`, with its
 /// `last_used_at` from `last_used` (same order); with a comma first if `continuing` (members
 /// were written before).
@@ -192,8 +201,8 @@ mod tests {
     fn a_page_is_a_comma_separated_run_that_continues_one_written_before() {
         let at = Utc::now();
         let page = [credential("a", false, None, false), credential("b", true, None, true)];
-        let mut body = OPENING.to_vec();
-        write_page(&mut body, &page[..1], &[], at, false);
+        let mut body = answer(&page[..1], &[], at);
+        body.truncate(body.len() - CLOSING.len());
         write_page(&mut body, &page[1..], &[None], at, true);
         write_page(&mut body, &[], &[], at, true);
         body.extend_from_slice(CLOSING);
