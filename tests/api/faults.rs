@@ -92,5 +92,24 @@ async fn silently_dead_connections_do_not_wedge_writes(db: TestDb) {
     let _ = stuck.await;
 }
 
+/// The read barrier keeps a connection of its own between head reads. When it is closed under
+/// it (a server restart, an idle timeout in the network), the next request is not refused: the
+/// head is read again on a fresh connection.
+async fn a_barrier_connection_closed_between_requests_is_replaced_unseen(db: TestDb) {
+    let (proxy, proxied) = through_proxy(&db).await;
+    let app = spawn_app_on(&db, proxied, test_settings()).await;
+    assert_eq!(app.list(&app.tenant.key).await.status, StatusCode::OK);
+    for _ in 0..3 {
+        proxy.close_existing();
+        // The proxy resets the connections from its own tasks: let it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let answer = app.list(&app.tenant.key).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+}
+
 // A proxy in front of PostgreSQL's port: the embedded ledger has no connection to break.
-credential_ledger_test_support::on_postgres!(silently_dead_connections_do_not_wedge_writes);
+credential_ledger_test_support::on_postgres!(
+    silently_dead_connections_do_not_wedge_writes,
+    a_barrier_connection_closed_between_requests_is_replaced_unseen
+);
